@@ -1,0 +1,57 @@
+# shardscore: every target sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TOOLS := .tools
+HELM := $(TOOLS)/bin/helm
+# Pytest options (e.g. make test PYTEST_ARGS="-k chart").
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-unit bench image manifests e2e-docker e2e-kind helm clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock requirements-dev.lock job/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e job
+	touch $@
+
+helm: $(HELM)
+
+$(HELM):
+	bash scripts/install-helm.sh $(TOOLS)
+
+## demo: score generated sample data on a local Ray cluster (the quick start).
+demo: $(STAMP)
+	$(VENV)/bin/shardscore demo
+
+## test: the whole test suite (Ray cluster on loopback, S3 server, helm, charts).
+test: $(STAMP) $(HELM)
+	PATH="$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+## bench: side-by-side benchmarks, results in bench/RESULTS.md.
+bench: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/run.py
+
+## image: build the container image (on a local debootstrap base when no registry is reachable).
+image:
+	bash image/build.sh
+
+## manifests: regenerate manifests/ from the Helm chart.
+manifests: $(HELM)
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" bash scripts/render-manifests.sh
+
+## e2e-docker: the image as Ray head, workers and submitter on a real Docker engine.
+e2e-docker: $(STAMP) $(HELM)
+	PATH="$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" bash tests/e2e_docker/run.sh
+
+## e2e-kind: the chart on a kind cluster with the KubeRay operator (skips where kind is missing).
+e2e-kind: $(HELM)
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" bash tests/e2e_kind/run.sh
+
+clean:
+	rm -rf $(VENV) $(TOOLS) demo-output bench/data bench/out

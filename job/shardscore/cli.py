@@ -1,0 +1,205 @@
+"""Command line: `shardscore run | plan | demo | sample-data`.
+
+Exit codes: 0 success; 1 more shards failed than --max-failed-shards allows; 2 bad options, input, output,
+model, or output made by another model or input (nothing was scored); 3 the run was aborted (for example
+`--device cuda` on a worker without CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__, config
+from .errors import ShardscoreError
+
+_RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--input",), {"help": "Parquet dataset: a local directory, a file, or s3://bucket/prefix"}),
+    (("--output",), {"help": "where predictions go (local path or s3://bucket/prefix)"}),
+    (("--model",), {"help": "model factory 'package.module:factory', e.g. shardscore.models.dummy:load_model"}),
+    (("--model-arg",), {"dest": "model_args", "action": "append", "metavar": "KEY=VALUE",
+                        "help": "keyword argument for the factory (repeatable; values parsed as YAML)"}),
+    (("--strategy",), {"choices": config.STRATEGIES, "help": "tasks: one Ray task per shard (default); "
+                                                             "actors: a pool of actors that keep the model"}),
+    (("--num-actors",), {"help": "actor pool size (default: as many as the cluster's resources hold)"}),
+    (("--num-cpus-per-worker",), {"help": "CPUs each task or actor asks for (default 1)"}),
+    (("--num-gpus-per-worker",), {"help": "GPUs each task or actor asks for; fractions allowed (default 0)"}),
+    (("--memory-per-worker",), {"help": "memory each task or actor reserves, e.g. 2GiB (default: none)"}),
+    (("--max-in-flight",), {"help": "tasks submitted at once (default: twice what the cluster runs at once)"}),
+    (("--device",), {"choices": config.DEVICES, "help": "auto (default), cpu or cuda (fails without CUDA)"}),
+    (("--batch-size",), {"help": "rows per batch handed to the model (default 65536)"}),
+    (("--max-rows-per-shard",), {"help": "split files larger than this by row groups"}),
+    (("--key-columns",), {"help": "input columns copied next to the predictions, comma-separated"}),
+    (("--max-failed-shards",), {"help": "failed shards tolerated before the run fails (default 0)"}),
+    (("--max-retries",), {"help": "retries of a shard whose worker crashed (default 3)"}),
+    (("--overwrite",), {"action": "store_const", "const": True,
+                        "help": "recompute shards whose input or model changed instead of refusing"}),
+    (("--s3-endpoint",), {"help": "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, else AWS)"}),
+    (("--ray-address",), {"help": "cluster to join (default: RAY_ADDRESS, else a local Ray)"}),
+    (("--progress-interval",), {"help": "seconds between progress lines (default 10)"}),
+    (("--summary-json",), {"help": "also write the summary as JSON to this file ('-': stdout)"}),
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shardscore", description=__doc__.splitlines()[0],
+                                     epilog="Options also come from SHARDSCORE_<OPTION> environment variables "
+                                            "and a YAML --config file; flags win, then environment, then file.")
+    parser.add_argument("--version", action="version", version=f"shardscore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="score a dataset")
+    plan = sub.add_parser("plan", help="dry run: shards, rows, bytes, schema check; no scoring")
+    for p in (run, plan):
+        p.add_argument("--config", help="YAML file of options")
+        for names, kwargs in _RUN_OPTIONS:
+            p.add_argument(*names, default=None, **kwargs)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    demo = sub.add_parser("demo", help="generate sample data, score it on a local Ray, show the output")
+    demo.add_argument("--workdir", default="demo-output", help="where sample data and predictions go")
+    demo.add_argument("--shards", type=int, default=8)
+    demo.add_argument("--rows-per-shard", type=int, default=100_000)
+    demo.add_argument("--strategy", choices=config.STRATEGIES, default="tasks")
+
+    sample = sub.add_parser("sample-data", help="write taxi-like sample Parquet data")
+    sample.add_argument("--output", required=True, help="local directory or s3://bucket/prefix")
+    sample.add_argument("--shards", type=int, required=True)
+    sample.add_argument("--rows-per-shard", type=int, required=True)
+    sample.add_argument("--row-group-size", type=int, default=262144)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--s3-endpoint", default=None)
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    names = {f for f in config.RunConfig.__dataclass_fields__}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def _summary_text(manifest: dict[str, Any]) -> str:
+    t, s = manifest["totals"], manifest["seconds"]
+    rate = t["rows_per_second_this_run"]
+    lines = [
+        f"shardscore: run {manifest['status']}: {t['committed']}/{t['shards']} shards committed, "
+        f"{t['failed']} failed, {t['skipped_already_committed']} already committed (skipped)",
+        f"shardscore: {t['rows_in']:,} rows in, {t['rows_out']:,} predictions out; "
+        f"{t['rows_scored_this_run']:,} rows scored this run in {s['scoring']:.2f} s"
+        + (f" ({rate:,.0f} rows/s)" if rate else "") + f"; ray.init {s['ray_init']:.2f} s",
+        f"shardscore: output {manifest['output']} (manifest: _manifest.json)",
+    ]
+    lines += [f"shardscore: FAILED shard {f['shard_id']} ({f['path']}): {f['reason']}" for f in manifest["failures"]]
+    return "\n".join(lines)
+
+
+def _write_summary(manifest: dict[str, Any], target: str | None) -> None:
+    if not target:
+        return
+    summary = {k: manifest[k] for k in ("status", "input", "output", "model", "totals", "seconds", "failures")}
+    text = json.dumps(summary, indent=2, default=str)
+    if target == "-":
+        print(text)
+    else:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+def cmd_run(cfg: config.RunConfig) -> int:
+    from .runner import execute, prepare
+
+    prep = prepare(cfg)
+    manifest = execute(prep)
+    print(_summary_text(manifest), flush=True)
+    _write_summary(manifest, cfg.summary_json)
+    return 0 if manifest["status"] == "succeeded" else 1
+
+
+def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
+    from .runner import prepare
+
+    prep = prepare(cfg, need_output=bool(cfg.output))
+    p, rec = prep.plan, prep.reconciliation
+    info = {
+        "input": cfg.input, "shards": len(p.shards) + len(p.bad_files), "rows": p.total_rows,
+        "bytes": p.total_bytes, "model": cfg.model, "columns_read": prep.scorer.columns,
+        "batch_format": prep.scorer.batch_format,
+        "schema": [f"{f.name}: {f.type}" for f in p.schema] if p.schema is not None else [],
+        "problems": [{"shard_id": r.shard_id, "path": r.input_path, "reason": r.reason} for r in prep.prefailed],
+        "ignored_files": p.ignored,
+    }
+    if rec is not None:
+        info.update(already_committed=len(rec.done), to_score=len(prep.todo), stale=len(rec.stale),
+                    orphans=len(rec.orphans))
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"input {info['input']}: {info['shards']} shards, {info['rows']:,} rows, {info['bytes']:,} bytes")
+        print(f"model {cfg.model}: reads {info['columns_read'] or 'all columns'} as {info['batch_format']}")
+        print("schema: " + ", ".join(info["schema"]))
+        if rec is not None:
+            print(f"output {cfg.output}: {info['already_committed']} committed, {info['to_score']} to score")
+        for problem in info["problems"]:
+            print(f"PROBLEM shard {problem['shard_id']} ({problem['path']}): {problem['reason']}")
+        if p.ignored:
+            print(f"ignored {len(p.ignored)} non-Parquet files: {', '.join(p.ignored[:5])}")
+    return 1 if info["problems"] else 0
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from .sample_data import generate
+    from .storage import StorageOptions, resolve
+
+    loc = resolve(args.output, StorageOptions(args.s3_endpoint))
+    try:
+        paths = generate(loc, args.shards, args.rows_per_shard, args.seed, args.row_group_size)
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from exc
+    print(f"wrote {len(paths)} shards x {args.rows_per_shard:,} rows to {loc.uri}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .storage import resolve
+
+    workdir = os.path.abspath(args.workdir)
+    data, out = os.path.join(workdir, "input"), os.path.join(workdir, "predictions")
+    if not os.path.isdir(data):
+        cmd_sample_data(argparse.Namespace(output=data, shards=args.shards, rows_per_shard=args.rows_per_shard,
+                                           seed=0, row_group_size=262144, s3_endpoint=None))
+    cfg = config.RunConfig(input=data, output=out, model="shardscore.models.dummy:load_model",
+                           model_args={"payload_mb": 8}, strategy=args.strategy, key_columns=["vendor_id"],
+                           progress_interval=2.0)
+    code = cmd_run(cfg)
+    import pyarrow.parquet as pq
+
+    loc = resolve(out)
+    first = sorted(p for p in os.listdir(out) if p.endswith(".parquet"))[0]
+    print(f"\nPredictions are in {loc.uri}. The first rows of {first}:")
+    print(pq.read_table(os.path.join(out, first)).slice(0, 5).to_pandas().to_string(index=False))
+    print(f"\nRead them all with: python -c \"import pyarrow.dataset as ds; "
+          f"print(ds.dataset('{out}').to_table().num_rows)\"")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Like `python -m`, make modules in the working directory importable (a user's model module): Ray passes
+    # the driver's sys.path on to workers of the same machine.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        if args.command in ("run", "plan"):
+            cfg = config.load(_flags(args), config_file=args.config)
+            return cmd_run(cfg) if args.command == "run" else cmd_plan(cfg, args.json)
+        if args.command == "demo":
+            return cmd_demo(args)
+        return cmd_sample_data(args)
+    except ShardscoreError as exc:
+        print(f"shardscore: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The commit protocol: how a shard's output becomes durable, and how a rerun knows what is already done.
+
+Layout of an output location:
+    <relpath>.parquet              one predictions file per shard (input's relative path, so partitions survive)
+    _shardscore/commits/<id>.json  one commit record per shard, written after its data file is in place
+    _shardscore/run.json           the run's identity: model, output options, versions
+    _manifest.json, _SUCCESS       written last, when every shard is committed or accounted for
+
+A shard counts as done only when its commit record exists and names the same input fingerprint, model and
+output options. The data file is written atomically first, so a crash anywhere leaves either no commit (the
+shard is redone, its deterministic output rewritten in place: no duplicates) or a complete one (skipped: no gaps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import StaleOutputError
+from .planning import Shard
+from .storage import Location, delete, read_json, write_json
+
+META_DIR = "_shardscore"
+COMMITS_DIR = f"{META_DIR}/commits"
+RUN_RECORD = f"{META_DIR}/run.json"
+MANIFEST = "_manifest.json"
+SUCCESS = "_SUCCESS"
+
+
+@dataclass
+class ShardResult:
+    """What happened to one shard. Committed results are also the commit record, stored as JSON."""
+
+    shard_id: str
+    status: str  # "committed" | "failed"
+    input_path: str = ""
+    input_fingerprint: str = ""
+    model_identity: str = ""
+    output_options: str = ""
+    output: str = ""  # relative to the output root
+    rows_in: int = 0
+    rows_out: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    attempt_started_at: float = 0.0
+    worker: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ShardResult":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def options_identity(key_columns: list[str]) -> str:
+    """The output options that change what a shard's file holds."""
+    return hashlib.sha256(",".join(key_columns).encode()).hexdigest()[:12]
+
+
+class OutputStore:
+    """Reads and writes the commit protocol's files under one output location."""
+
+    def __init__(self, loc: Location):
+        self.loc = loc
+
+    def data_path(self, shard: Shard) -> str:
+        return self.loc.join(shard.output_relpath)
+
+    def commit_path(self, shard_id: str) -> str:
+        return self.loc.join(COMMITS_DIR, hashlib.sha256(shard_id.encode()).hexdigest()[:32] + ".json")
+
+    def commit(self, result: ShardResult) -> None:
+        write_json(self.loc, self.commit_path(result.shard_id), result.to_dict())
+
+    def committed(self, threads: int = 16) -> dict[str, ShardResult]:
+        """Every commit record under the output, by shard id."""
+        commits = Location(self.loc.fs, self.loc.join(COMMITS_DIR), self.loc.uri)
+        paths = [i.path for _, i in _list_all(commits)]
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
+            records = [r for r in pool.map(lambda p: read_json(self.loc, p), paths) if r]
+        return {r["shard_id"]: ShardResult.from_dict(r) for r in records}
+
+    def uncommit(self, shard_id: str) -> None:
+        """Withdraw a shard's commit record (before recomputing it), so a crash cannot leave a stale one."""
+        delete(self.loc, self.commit_path(shard_id))
+
+    def forget(self, result: ShardResult) -> None:
+        """Remove a shard's commit record first, then its data: never a data file that looks committed."""
+        delete(self.loc, self.commit_path(result.shard_id))
+        if result.output:
+            delete(self.loc, self.loc.join(result.output))
+
+    def read_success(self) -> bool:
+        return self.loc.fs.get_file_info(self.loc.join(SUCCESS)).is_file
+
+    def start(self, run_record: dict[str, Any]) -> None:
+        """Mark the output as in progress: a reader who waits for _SUCCESS never sees a mix of runs."""
+        delete(self.loc, self.loc.join(SUCCESS))
+        write_json(self.loc, self.loc.join(RUN_RECORD), run_record)
+
+    def finish(self, manifest: dict[str, Any], success: bool) -> None:
+        write_json(self.loc, self.loc.join(MANIFEST), manifest)
+        if success:
+            write_json(self.loc, self.loc.join(SUCCESS), {"shards": manifest["totals"]["shards"]})
+
+
+def _list_all(loc: Location):
+    """Commit records live under a hidden folder, so list it directly (list_files skips hidden names below it)."""
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(loc.path, recursive=False, allow_not_found=True)
+    for entry in sorted(loc.fs.get_file_info(selector), key=lambda i: i.path):
+        if entry.type == pafs.FileType.File and entry.path.endswith(".json"):
+            yield entry.path, entry
+
+
+@dataclass
+class Reconciliation:
+    todo: list[Shard]
+    done: list[ShardResult]
+    stale: list[tuple[Shard, ShardResult, str]]  # recomputed (with overwrite) or refused
+    orphans: list[ShardResult]  # committed shards whose input is gone
+
+
+def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_identity: str,
+              output_options: str, overwrite: bool) -> Reconciliation:
+    """Decide per shard: skip (committed and current), redo (stale), or do. Refuse to mix unless overwriting."""
+    todo: list[Shard] = []
+    done: list[ShardResult] = []
+    stale: list[tuple[Shard, ShardResult, str]] = []
+    planned = {s.shard_id for s in shards}
+    for shard in shards:
+        record = committed.get(shard.shard_id)
+        if record is None or record.status != "committed":
+            todo.append(shard)
+            continue
+        why = _staleness(shard, record, model_identity, output_options)
+        if why:
+            stale.append((shard, record, why))
+        else:
+            done.append(record)
+    orphans = [r for sid, r in sorted(committed.items()) if sid not in planned]
+    if (stale or orphans) and not overwrite:
+        lines = [f"  shard {s.shard_id}: {why}" for s, _, why in stale[:10]]
+        lines += [f"  shard {r.shard_id}: its input file is gone from the input" for r in orphans[:10]]
+        more = len(stale) + len(orphans) - len(lines)
+        raise StaleOutputError(
+            "the output already holds predictions that do not match this run:\n" + "\n".join(lines)
+            + (f"\n  ... and {more} more" if more > 0 else "")
+            + "\nRefusing to mix them. Rerun with --overwrite to recompute them, or choose another --output."
+        )
+    todo.extend(s for s, _, _ in stale)
+    return Reconciliation(todo, done, stale, orphans)
+
+
+def _staleness(shard: Shard, record: ShardResult, model_identity: str, output_options: str) -> str | None:
+    if record.input_fingerprint != shard.fingerprint:
+        return (f"input file {shard.relpath} changed since it was scored "
+                f"(fingerprint {record.input_fingerprint} -> {shard.fingerprint})")
+    if record.model_identity != model_identity:
+        return f"scored by another model (identity {record.model_identity}, now {model_identity})"
+    if record.output_options != output_options:
+        return "scored with other output options (--key-columns changed)"
+    return None

@@ -1,0 +1,181 @@
+"""Run options from flags, environment variables and a YAML file.
+
+Precedence, highest first: command-line flags, then `SHARDSCORE_<OPTION>` environment variables (for example
+`SHARDSCORE_NUM_GPUS_PER_WORKER=0.5`), then the YAML file given with `--config` (or `SHARDSCORE_CONFIG`), then
+the defaults. YAML keys are the option names with '_' or '-' (`num_gpus_per_worker: 0.5`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+ENV_PREFIX = "SHARDSCORE_"
+STRATEGIES = ("tasks", "actors")
+DEVICES = ("auto", "cpu", "cuda")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+@dataclass
+class RunConfig:
+    """Every option of `shardscore run` and `shardscore plan`, with its default."""
+
+    input: str = ""
+    output: str = ""
+    model: str = ""
+    model_args: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "tasks"
+    num_actors: int | None = None
+    num_cpus_per_worker: float = 1.0
+    num_gpus_per_worker: float = 0.0
+    memory_per_worker: int | None = None
+    max_in_flight: int | None = None
+    device: str = "auto"
+    batch_size: int = 65536
+    max_rows_per_shard: int | None = None
+    key_columns: list[str] = field(default_factory=list)
+    max_failed_shards: int = 0
+    max_retries: int = 3
+    overwrite: bool = False
+    s3_endpoint: str | None = None
+    ray_address: str | None = None
+    progress_interval: float = 10.0
+    summary_json: str | None = None
+
+    def validate(self, need_output: bool = True) -> "RunConfig":
+        """Check every option before anything runs; errors name the option and the value."""
+        for name in ("input", "model") + (("output",) if need_output else ()):
+            if not getattr(self, name):
+                raise ConfigError(f"--{_flag(name)} is required")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        _positive(self, "num_cpus_per_worker", allow_zero=True)
+        _positive(self, "num_gpus_per_worker", allow_zero=True)
+        if self.num_cpus_per_worker == 0 and self.num_gpus_per_worker == 0:
+            raise ConfigError("--num-cpus-per-worker and --num-gpus-per-worker are both 0: a worker needs one")
+        if self.num_gpus_per_worker > 1 and self.num_gpus_per_worker != int(self.num_gpus_per_worker):
+            raise ConfigError(f"--num-gpus-per-worker {self.num_gpus_per_worker}: above 1 it must be whole")
+        for name in ("batch_size", "num_actors", "max_in_flight", "max_rows_per_shard", "memory_per_worker"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
+        for name in ("max_failed_shards", "max_retries", "progress_interval"):
+            _positive(self, name, allow_zero=True)
+        if self.device == "cuda" and self.num_gpus_per_worker == 0:
+            raise ConfigError("--device cuda needs --num-gpus-per-worker > 0, so that Ray places the work on "
+                              "GPU nodes and gives it a GPU")
+        if self.num_actors is not None and self.strategy != "actors":
+            raise ConfigError("--num-actors applies to --strategy actors only")
+        if self.input and self.output and self.input.rstrip("/") == self.output.rstrip("/"):
+            raise ConfigError(f"--output {self.output!r} is the input location: predictions would mix with data")
+        return self
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _positive(cfg: RunConfig, name: str, allow_zero: bool = False) -> None:
+    value = getattr(cfg, name)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"--{_flag(name)} {value}: must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from '2GiB', '512Mi', '1e9'-free plain integers; errors name the value."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a size (examples: 2GiB, 512MiB, 1000000)")
+    unit = (match.group(2) or "").lower().rstrip("b")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def parse_model_args(items: list[str] | str | Mapping[str, Any]) -> dict[str, Any]:
+    """KEY=VALUE pairs (values parsed as YAML: 8 is an int, true a bool), a JSON object, or a mapping."""
+    if isinstance(items, Mapping):
+        return dict(items)
+    if isinstance(items, str):
+        text = items.strip()
+        if text.startswith("{"):
+            try:
+                return dict(json.loads(text))
+            except ValueError as exc:
+                raise ConfigError(f"model args {text!r}: not a JSON object ({exc})") from exc
+        items = [p for p in text.split(",") if p]
+    args: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--model-arg {item!r}: expected KEY=VALUE")
+        args[key.strip()] = yaml.safe_load(value) if value else ""
+    return args
+
+
+_CONVERTERS = {
+    "num_actors": int, "max_in_flight": int, "batch_size": int, "max_rows_per_shard": int,
+    "max_failed_shards": int, "max_retries": int, "num_cpus_per_worker": float,
+    "num_gpus_per_worker": float, "progress_interval": float, "memory_per_worker": parse_size,
+    "key_columns": lambda v: [c.strip() for c in v.split(",") if c.strip()] if isinstance(v, str) else list(v),
+    "model_args": parse_model_args,
+    "overwrite": lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes", "on"),
+}
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    convert = _CONVERTERS.get(name)
+    if convert is None or value is None:
+        return value
+    try:
+        return convert(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: invalid value {value!r} for {name} ({exc})") from exc
+
+
+def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
+         config_file: str | None = None) -> RunConfig:
+    """Merge the sources in precedence order. `flags` holds only the options given on the command line."""
+    env = os.environ if env is None else env
+    names = {f.name for f in fields(RunConfig)}
+    values: dict[str, Any] = {}
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        values.update(_from_file(config_file, names))
+    for name in names:
+        key = ENV_PREFIX + name.upper()
+        if env.get(key, "") != "":
+            values[name] = _convert(name, env[key], f"environment variable {key}")
+    for name, value in flags.items():
+        if value is not None:
+            values[name] = _convert(name, value, f"--{_flag(name)}")
+    return RunConfig(**values)
+
+
+def _from_file(path: str, names: set[str]) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option names to values")
+    values = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            raise ConfigError(f"--config {path}: unknown option {key!r}")
+        values[name] = _convert(name, value, f"--config {path}, option {key}")
+    return values

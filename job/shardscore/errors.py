@@ -1,0 +1,46 @@
+"""Error types. Each one carries a message that names the thing at fault; the CLI prints it without a traceback."""
+
+
+class ShardscoreError(Exception):
+    """A problem the user can act on. `exit_code` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+class ConfigError(ShardscoreError):
+    """An option is invalid (the message names the option and the value)."""
+
+
+class InputError(ShardscoreError):
+    """The input location is missing, empty or unreadable."""
+
+
+class OutputError(ShardscoreError):
+    """The output location cannot be written."""
+
+
+class StaleOutputError(ShardscoreError):
+    """Existing output was made from other input files or another model; mixing them would be silent corruption."""
+
+
+class ModelError(ShardscoreError):
+    """The model spec cannot be imported or the factory failed."""
+
+
+class DeviceError(ShardscoreError):
+    """The requested device is not there (for example `--device cuda` on a worker without CUDA)."""
+
+    exit_code = 3
+
+
+class ShardError(Exception):
+    """A shard failed for its own reason (corrupt, empty, missing column, wrong type, model error on its rows).
+
+    Not retried: running it again gives the same answer. The run goes on with the other shards.
+    """
+
+    def __init__(self, shard_id: str, path: str, reason: str):
+        super().__init__(f"shard {shard_id} ({path}): {reason}")
+        self.shard_id = shard_id
+        self.path = path
+        self.reason = reason

@@ -1,0 +1,198 @@
+"""Shard planning: which files make the dataset, how they split into shards, what each shard holds.
+
+Knows nothing of Ray. A shard is one Parquet file, or a run of its row groups when the file is larger than
+`max_rows_per_shard`. Shard ids derive from the file's relative path and row-group range only, so the same
+input always gives the same shard ids (which is what makes resume and retries safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .errors import InputError
+from .storage import Location, list_files
+
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+MAGIC = b"PAR1"
+FOOTER_PROBE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work: a file (or some of its row groups) that one worker scores into one output file."""
+
+    shard_id: str
+    path: str  # path inside the input filesystem
+    relpath: str
+    row_groups: tuple[int, ...] | None  # None: the whole file
+    num_rows: int
+    num_bytes: int
+    fingerprint: str  # of the input file: changes whenever its content does
+
+    @property
+    def output_relpath(self) -> str:
+        stem = self.relpath.rsplit(".", 1)[0] if self.relpath.endswith(PARQUET_SUFFIXES) else self.relpath
+        if self.row_groups is not None:
+            stem += f".rg{self.row_groups[0]}-{self.row_groups[-1]}"
+        return stem + ".parquet"
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """A file that could not even be planned (not Parquet, truncated footer): it fails as a shard of its own."""
+
+    shard_id: str
+    path: str
+    relpath: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    shards: list[Shard]
+    bad_files: list[BadFile]
+    schema: pa.Schema | None  # of the first readable file: the reference other shards are checked against
+    schema_mismatches: dict[str, str] = field(default_factory=dict)  # shard_id -> what differs
+    ignored: list[str] = field(default_factory=list)  # visible files that are not Parquet by name
+
+    @property
+    def total_rows(self) -> int:
+        return sum(s.num_rows for s in self.shards)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.num_bytes for s in self.shards)
+
+
+@dataclass(frozen=True)
+class _Footer:
+    metadata: pq.FileMetaData
+    fingerprint: str
+    size: int
+
+
+def read_footer(loc: Location, path: str) -> _Footer:
+    """Read only the Parquet footer (one ranged read on object stores) and fingerprint the file by it.
+
+    The footer holds every row group's offsets, sizes and statistics, so any content change changes it.
+    """
+    with loc.fs.open_input_file(path) as f:
+        size = f.size()
+        if size < 12:
+            raise ValueError(f"not a Parquet file: {size} bytes")
+        probe = min(size, FOOTER_PROBE_BYTES)
+        f.seek(size - probe)
+        tail = f.read(probe)
+        if tail[-4:] != MAGIC:
+            raise ValueError("not a Parquet file: no PAR1 magic at its end (corrupt or truncated)")
+        footer_len = struct.unpack("<I", tail[-8:-4])[0]
+        if footer_len + 12 > size:
+            raise ValueError(f"corrupt Parquet footer: length {footer_len} exceeds the file size {size}")
+        if footer_len + 8 > len(tail):
+            f.seek(size - footer_len - 8)
+            tail = f.read(footer_len + 8)
+        footer = tail[-(footer_len + 8):]
+    try:
+        metadata = pq.read_metadata(pa.BufferReader(MAGIC + footer))
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"corrupt Parquet footer: {exc}") from exc
+    digest = hashlib.sha256(struct.pack("<Q", size) + footer).hexdigest()[:20]
+    return _Footer(metadata, digest, size)
+
+
+def _split(relpath: str, path: str, footer: _Footer, max_rows: int | None) -> list[Shard]:
+    md = footer.metadata
+    whole = Shard(relpath, path, relpath, None, md.num_rows, footer.size, footer.fingerprint)
+    if not max_rows or md.num_rows <= max_rows or md.num_row_groups <= 1:
+        return [whole]
+    shards: list[Shard] = []
+    group: list[int] = []
+    rows = nbytes = 0
+
+    def close() -> None:
+        rg = tuple(group)
+        shard_id = f"{relpath}#rg{rg[0]}-{rg[-1]}"
+        shards.append(Shard(shard_id, path, relpath, rg, rows, nbytes, footer.fingerprint))
+
+    for i in range(md.num_row_groups):
+        rg_rows = md.row_group(i).num_rows
+        if group and rows + rg_rows > max_rows:
+            close()
+            group, rows, nbytes = [], 0, 0
+        group.append(i)
+        rows += rg_rows
+        nbytes += md.row_group(i).total_byte_size
+    close()
+    return shards
+
+
+def _schema_difference(reference: pa.Schema, schema: pa.Schema, columns: list[str] | None) -> str | None:
+    names = columns if columns is not None else reference.names
+    problems = []
+    for name in names:
+        if name not in reference.names:
+            continue  # reported per shard by the scorer, which knows what the model needs
+        idx = schema.get_field_index(name)
+        if idx < 0:
+            problems.append(f"column {name!r} is missing")
+        elif not schema.field(idx).type.equals(reference.field(name).type):
+            problems.append(
+                f"column {name!r} has type {schema.field(idx).type}, expected {reference.field(name).type}"
+            )
+    return "; ".join(problems) or None
+
+
+def plan(loc: Location, max_rows_per_shard: int | None = None, columns: list[str] | None = None,
+         threads: int = 16) -> Plan:
+    """List the dataset, read every footer (in parallel: one small read per file) and cut it into shards."""
+    try:
+        root = loc.fs.get_file_info(loc.path)
+    except OSError as exc:
+        raise InputError(f"input {loc.uri}: cannot be read ({exc})") from exc
+    if root.type == pafs.FileType.NotFound:
+        raise InputError(f"input {loc.uri}: no such file or directory")
+    if root.type == pafs.FileType.File:
+        parent = loc.path.rsplit("/", 1)[0]
+        entries = [(loc.path.rsplit("/", 1)[1], loc.path)]
+        loc = Location(loc.fs, parent, loc.uri.rsplit("/", 1)[0])
+    else:
+        entries = [(rel, i.path) for rel, i in list_files(loc)]
+    ignored = [rel for rel, _ in entries if not rel.endswith(PARQUET_SUFFIXES)]
+    entries = [(rel, p) for rel, p in entries if rel.endswith(PARQUET_SUFFIXES)]
+    if not entries:
+        raise InputError(f"input {loc.uri}: no Parquet files (*.parquet) found"
+                         + (f"; ignored {len(ignored)} other files" if ignored else ""))
+
+    def footer_or_error(entry: tuple[str, str]) -> _Footer | str:
+        try:
+            return read_footer(loc, entry[1])
+        except (ValueError, OSError) as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(entries)))) as pool:
+        footers = list(pool.map(footer_or_error, entries))
+
+    good = [(e, f) for e, f in zip(entries, footers) if not isinstance(f, str)]
+    bad = [BadFile(rel, path, rel, f) for (rel, path), f in zip(entries, footers) if isinstance(f, str)]
+    schemas = {rel: f.metadata.schema.to_arrow_schema() for (rel, _), f in good}
+    # The reference schema is the most common one, so one odd file cannot make every other file look wrong.
+    counts = Counter(s.to_string() for s in schemas.values())
+    common = counts.most_common(1)[0][0] if counts else None
+    schema = next((s for s in schemas.values() if s.to_string() == common), None)
+    shards: list[Shard] = []
+    mismatches: dict[str, str] = {}
+    for (rel, path), footer in good:
+        file_shards = _split(rel, path, footer, max_rows_per_shard)
+        difference = _schema_difference(schema, schemas[rel], columns)
+        if difference:
+            mismatches.update({s.shard_id: difference for s in file_shards})
+        shards.extend(file_shards)
+    return Plan(shards, bad, schema, mismatches, ignored)

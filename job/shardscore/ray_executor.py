@@ -1,0 +1,200 @@
+"""The thin Ray layer: put the model in the object store once, then run shards as tasks or on an actor pool.
+
+Everything about a shard itself (reading, scoring, writing, committing) lives in `scoring`; this module only
+decides where and when shards run, bounds what is in flight, and turns Ray failures into shard results.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import ray
+from ray.exceptions import RayError
+
+from .commit import ShardResult
+from .errors import DeviceError, ShardError
+from .model import Scorer
+from .planning import Shard
+from .scoring import ScoringJob, failed, score_shard
+
+#: Per worker process: the deserialised, device-placed model, keyed by its object ref. A task worker runs
+#: many shards, and must not deserialise the model (or move it to the GPU) once per shard.
+_WORKER_MODEL: dict[str, Scorer] = {}
+_METRICS: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Resources each task or actor asks Ray for, and how far ahead the driver submits."""
+
+    num_cpus: float
+    num_gpus: float
+    memory: int | None
+    device: str
+    max_retries: int
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory:
+            opts["memory"] = self.memory
+        return opts
+
+
+def _metrics() -> dict[str, Any]:
+    if not _METRICS:
+        from ray.util.metrics import Counter
+
+        _METRICS["rows"] = Counter("shardscore_rows_scored", "Rows scored by shardscore workers.")
+        _METRICS["shards"] = Counter("shardscore_shards", "Shards finished by shardscore workers.",
+                                     tag_keys=("status",))
+    return _METRICS
+
+
+def _worker_info(device: str) -> dict[str, Any]:
+    ctx = ray.get_runtime_context()
+    return {"hostname": socket.gethostname(), "node_id": ctx.get_node_id(), "pid": os.getpid(),
+            "device": device, "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+
+def _scorer(model_box: list[ray.ObjectRef], device: str) -> Scorer:
+    key = model_box[0].hex()
+    scorer = _WORKER_MODEL.get(key)
+    if scorer is None:
+        scorer = ray.get(model_box[0])
+        scorer.prepare(device)
+        _WORKER_MODEL.clear()
+        _WORKER_MODEL[key] = scorer
+    return scorer
+
+
+def _score(shard: Shard, model_box: list[ray.ObjectRef], job: ScoringJob, device: str) -> ShardResult:
+    """Run in a worker: score one shard and return its result. Shard faults come back as failed results."""
+    try:
+        scorer = _scorer(model_box, device)
+    except DeviceError as exc:
+        return ShardResult(shard_id=shard.shard_id, status="fatal", reason=str(exc),
+                           worker=_worker_info(device))
+    info = _worker_info(scorer.device)
+    metrics = _metrics()
+    try:
+        result = score_shard(shard, scorer, job, info)
+    except ShardError as exc:
+        result = failed(shard.shard_id, job.input().display(shard.path), exc.reason, info)
+    metrics["rows"].inc(result.rows_in)
+    metrics["shards"].inc(1, tags={"status": result.status})
+    return result
+
+
+@ray.remote
+def _score_task(shard: Shard, model_box: list[ray.ObjectRef], job: ScoringJob, device: str) -> ShardResult:
+    return _score(shard, model_box, job, device)
+
+
+@ray.remote
+class ShardScorer:
+    """Keeps the model loaded; restarted by Ray if its process dies (pending shards are retried on it)."""
+
+    def __init__(self, model_box: list[ray.ObjectRef], device: str):
+        self.model_box = model_box
+        self.device = device
+
+    def score(self, shard: Shard, job: ScoringJob) -> ShardResult:
+        return _score(shard, self.model_box, job, self.device)
+
+
+def cluster_slots(placement: Placement) -> int:
+    """How many workers of this placement the cluster holds right now (at least 1)."""
+    resources = ray.cluster_resources()
+    slots = []
+    if placement.num_cpus:
+        slots.append(resources.get("CPU", 0) / placement.num_cpus)
+    if placement.num_gpus:
+        slots.append(resources.get("GPU", 0) / placement.num_gpus)
+    return max(1, int(min(slots))) if slots else 1
+
+
+def _crashed(shard: Shard, job: ScoringJob, exc: BaseException) -> ShardResult:
+    cause = exc.__class__.__name__
+    text = str(exc).strip().splitlines()
+    detail = text[-1] if text else ""
+    return failed(shard.shard_id, job.input().uri + "/" + shard.relpath,
+                  f"gave up after retries: {cause}: {detail}")
+
+
+def run_tasks(shards: Iterable[Shard], model_ref: ray.ObjectRef, job: ScoringJob, placement: Placement,
+              max_in_flight: int, on_result: Callable[[ShardResult | None], bool]) -> None:
+    """One task per shard, at most `max_in_flight` submitted at once.
+
+    on_result gets each result (None on an idle tick) and returns False to stop the run early.
+    """
+    task = _score_task.options(max_retries=placement.max_retries, retry_exceptions=[OSError],
+                               **placement.options())
+    box = [model_ref]  # in a list, so Ray passes the reference itself and tasks resolve it once per worker
+    queue = deque(shards)
+    pending: dict[ray.ObjectRef, Shard] = {}
+    while queue or pending:
+        while queue and len(pending) < max_in_flight:
+            shard = queue.popleft()
+            pending[task.remote(shard, box, job, placement.device)] = shard
+        if not _drain(pending, job, on_result):
+            _cancel(pending)
+            return
+
+
+def run_actors(shards: Iterable[Shard], model_ref: ray.ObjectRef, job: ScoringJob, placement: Placement,
+               num_actors: int, on_result: Callable[[ShardResult | None], bool], per_actor: int = 2) -> None:
+    """A pool of actors that keep the model loaded; each shard goes to the next actor with a free slot."""
+    actor_cls = ShardScorer.options(max_restarts=placement.max_retries, max_task_retries=placement.max_retries,
+                                    **placement.options())
+    actors = [actor_cls.remote([model_ref], placement.device) for _ in range(num_actors)]
+    load = {i: 0 for i in range(num_actors)}
+    queue = deque(shards)
+    pending: dict[ray.ObjectRef, Shard] = {}
+    owner: dict[ray.ObjectRef, int] = {}
+    try:
+        while queue or pending:
+            for i in sorted(load, key=load.get):  # least loaded first
+                while queue and load[i] < per_actor:
+                    shard = queue.popleft()
+                    ref = actors[i].score.remote(shard, job)
+                    pending[ref], owner[ref] = shard, i
+                    load[i] += 1
+            submitted = set(pending)
+            keep_going = _drain(pending, job, on_result)
+            for ref in submitted - set(pending):
+                load[owner.pop(ref)] -= 1
+            if not keep_going:
+                _cancel(pending)
+                return
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _drain(pending: dict[ray.ObjectRef, Shard], job: ScoringJob,
+           on_result: Callable[[ShardResult | None], bool], timeout: float = 1.0) -> bool:
+    """Wait for at least one result (or the timeout), then hand over every ready one."""
+    ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout, fetch_local=True)
+    if ready:
+        more, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+        ready = list(dict.fromkeys([*ready, *more]))
+    keep_going = True
+    for ref in ready:
+        shard = pending.pop(ref)
+        try:
+            result = ray.get(ref)
+        except RayError as exc:
+            result = _crashed(shard, job, exc)
+        keep_going = on_result(result) and keep_going
+    if not ready:
+        keep_going = on_result(None)  # a tick with nothing finished: lets the driver print progress
+    return keep_going
+
+
+def _cancel(pending: dict[ray.ObjectRef, Shard]) -> None:
+    for ref in pending:
+        ray.cancel(ref, force=False)
