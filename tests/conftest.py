@@ -1,0 +1,56 @@
+"""Session fixtures: the real Ray cluster and S3 server, started once and shared by the tests that need them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import (BIN, RayCluster, S3Server, base_env, make_tempdir, rmtree, start_ray_cluster, start_s3,
+                     stop_process, stop_ray_cluster)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "models"))
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3Server:
+    log_dir = make_tempdir("shardscore-s3-")
+    server = start_s3(log_dir)
+    yield server
+    stop_process(server.process)
+    rmtree(log_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> RayCluster:
+    temp_dir = Path("/tmp") / f"ssray{os.getpid()}"  # short: Ray's socket paths must stay under 107 bytes
+    cluster = start_ray_cluster(temp_dir)
+    yield cluster
+    stop_ray_cluster(cluster)
+    rmtree(temp_dir)
+
+
+@pytest.fixture
+def shardscore(ray_cluster: RayCluster):
+    """Run the `shardscore` CLI as a separate driver process against the test cluster."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        full_env = {**ray_cluster.env, "RAY_ADDRESS": ray_cluster.address, **(env or {})}
+        return subprocess.run([str(BIN / "shardscore"), *args], env=full_env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def cli():
+    """Run the `shardscore` CLI with no cluster (for checks that must fail before Ray starts)."""
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "shardscore"), *args], env=base_env(), capture_output=True, text=True,
+                              timeout=timeout)
+
+    return run

@@ -1,0 +1,168 @@
+"""Real parts for the tests: a multi-node Ray cluster on loopback (`ray start`), an S3 server (moto) on loopback.
+
+Each part is started as its own processes, the way an operator would start them, and torn down afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+_TOKEN = secrets.token_hex(16)
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """Environment for every process the tests start: venv first on PATH, test models importable, S3 creds."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join([str(MODELS_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(S3_ENV)
+    env.pop("RAY_ADDRESS", None)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Token authentication, as Ray >= 2.5x enables it: every process of the test cluster shares one token.
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = _TOKEN
+    env.update(extra)
+    return env
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    process: subprocess.Popen
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, **{
+            "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"], "region_name": S3_ENV["AWS_REGION"]})
+
+
+def start_s3(log_dir: Path) -> S3Server:
+    port = free_port()
+    log = open(log_dir / "moto.log", "wb")
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, env=base_env())
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            return True
+        except OSError as exc:
+            return getattr(exc, "code", None) is not None  # an HTTP error answer means it is up
+
+    wait_for(up, 30, f"the S3 server on {endpoint}")
+    return S3Server(endpoint, proc)
+
+
+@dataclass
+class RayCluster:
+    """A head (no CPUs: like the chart's head, it runs no scoring), a CPU worker and a `--num-gpus 1` worker."""
+
+    temp_dir: Path
+    gcs_port: int
+    dashboard_port: int
+    env: dict[str, str]
+    node_ids: dict[str, str] = field(default_factory=dict)  # role -> Ray node id
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def ray(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True, text=True,
+                              check=check, timeout=timeout)
+
+    def nodes(self) -> list[dict]:
+        script = "import json, ray; ray.init(); print(json.dumps(ray.nodes()))"
+        out = subprocess.run([sys.executable, "-c", script], env={**self.env, "RAY_ADDRESS": self.address},
+                             capture_output=True, text=True, check=True, timeout=120)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _node_args(temp_dir: Path) -> list[str]:
+    """Ports every raylet on one machine must not share."""
+    return ["--node-ip-address", "127.0.0.1", "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+            "--metrics-export-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+            "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+            "--object-store-memory", str(300 * 2**20)]
+
+
+def start_ray_cluster(temp_dir: Path) -> RayCluster:
+    gcs, dash = free_port(), free_port()
+    cluster = RayCluster(temp_dir, gcs, dash, base_env())
+    head = ["start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+            "--num-cpus", "0", "--num-gpus", "0", "--temp-dir", str(temp_dir), "--resources", '{"head": 1}',
+            *_node_args(temp_dir)]
+    cluster.ray(*head)
+    cluster.ray("start", "--address", cluster.address, "--num-cpus", "2", "--num-gpus", "0",
+                "--resources", '{"cpu_group": 1}', *_node_args(temp_dir))
+    cluster.ray("start", "--address", cluster.address, "--num-cpus", "1", "--num-gpus", "1",
+                "--resources", '{"gpu_group": 1}', *_node_args(temp_dir))
+
+    def all_nodes():
+        nodes = [n for n in cluster.nodes() if n["Alive"]]
+        return nodes if len(nodes) == 3 else None
+
+    for node in wait_for(all_nodes, 120, "3 live Ray nodes", interval=1):
+        role = next(r for r in ("head", "cpu_group", "gpu_group") if r in node["Resources"])
+        cluster.node_ids[role] = node["NodeID"]
+    return cluster
+
+
+def stop_ray_cluster(cluster: RayCluster) -> None:
+    cluster.ray("stop", "--force", check=False)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def make_tempdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

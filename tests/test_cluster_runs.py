@@ -1,0 +1,188 @@
+"""`shardscore run` as a driver process on a real multi-node Ray cluster (head, CPU worker, GPU-group worker)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from datasets import corrupt, drop_column, empty, expected_even, read_output, retype, sample
+from support import BIN, wait_for
+
+pytestmark = pytest.mark.ray
+DUMMY = ["--model", "shardscore.models.dummy:load_model", "--model-arg", "payload_mb=4"]
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "_manifest.json").read_text())
+
+
+def assert_exact_output(inp: Path, out: Path, shards: int) -> None:
+    """Every input row scored exactly once: one file per shard, row counts equal, predictions right."""
+    files = sorted(p.name for p in out.glob("*.parquet"))
+    assert len(files) == shards, files
+    table = read_output(out)
+    inputs = read_output(inp)
+    assert table.num_rows == inputs.num_rows
+    assert pc.sum(table.column("score")).as_py() == expected_even(inp)
+    m = manifest(out)
+    assert m["totals"]["committed"] == shards and m["totals"]["rows_in"] == inputs.num_rows
+    assert (out / "_SUCCESS").exists()
+    assert not list(out.rglob(".tmp-*"))
+
+
+@pytest.mark.parametrize("strategy", ["tasks", "actors"])
+def test_strategies_give_identical_outputs(shardscore, ray_cluster, tmp_path: Path, strategy: str):
+    inp = sample(tmp_path / "in", shards=6, rows=3000)
+    out = tmp_path / strategy
+    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY, "--strategy", strategy,
+                   "--key-columns", "vendor_id,pickup_at", "--batch-size", "1000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exact_output(inp, out, 6)
+    assert "shardscore: run succeeded: 6/6 shards committed" in r.stdout
+    workers = {s["worker"]["node_id"] for s in manifest(out)["shards"]}
+    assert ray_cluster.node_ids["head"] not in workers  # the head does no scoring
+    reference = tmp_path / "tasks"
+    if strategy == "actors":  # the tasks run went first (parametrize order): compare file by file
+        for f in sorted(reference.glob("*.parquet")):
+            assert read_output(out / f.name).equals(read_output(f)), f.name
+
+
+def test_model_is_put_in_the_object_store_once(shardscore, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=24, rows=200)
+    log = tmp_path / "pickles.log"
+    r = shardscore("run", "--input", str(inp), "--output", str(tmp_path / "out"), "--model",
+                   "probe_model:load_model", "--model-arg", f"log={log}", "--model-arg", "payload_mb=16")
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = Counter(tuple(line.split()) for line in log.read_text().splitlines())
+    pickles = [e for e in events if e[0] == "pickle"]
+    assert sum(events[e] for e in pickles) == 1, events  # once, on the driver, for 24 shards
+    unpickles = [events[e] for e in events if e[0] == "unpickle"]
+    assert unpickles and max(unpickles) == 1 and len(unpickles) <= 3, events  # once per worker process
+
+
+def test_gpu_work_lands_on_the_gpu_group_and_cpu_work_needs_none(shardscore, ray_cluster, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=4, rows=500)
+    out = tmp_path / "gpu"
+    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY, "--num-gpus-per-worker", "0.5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    shards = manifest(out)["shards"]
+    assert {s["worker"]["node_id"] for s in shards} == {ray_cluster.node_ids["gpu_group"]}
+    assert all(s["worker"]["gpu_ids"] == ["0"] for s in shards)
+    assert all(s["worker"]["device"] == "cpu" for s in shards)  # auto: no CUDA on this machine
+    r = shardscore("run", "--input", str(inp), "--output", str(tmp_path / "cpu"), *DUMMY)
+    assert r.returncode == 0
+    assert all(s["worker"]["gpu_ids"] == [] for s in manifest(tmp_path / "cpu")["shards"])
+
+
+def test_cuda_where_there_is_none_fails_clearly_never_on_cpu(shardscore, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=3, rows=100)
+    out = tmp_path / "out"
+    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY, "--num-gpus-per-worker", "1",
+                   "--device", "cuda")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "--device cuda: " in r.stderr and ("no CUDA device on worker" in r.stderr or "not installed" in r.stderr)
+    assert not list(out.glob("*.parquet")) and not (out / "_SUCCESS").exists()
+    assert manifest(out)["status"] == "aborted"
+
+
+def test_bad_shards_are_reported_and_the_others_finish(shardscore, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=7, rows=400)
+    corrupt(inp / "part-00001.parquet")
+    empty(inp / "part-00002.parquet", like=inp / "part-00000.parquet")
+    drop_column(inp / "part-00003.parquet", "passenger_count")
+    retype(inp / "part-00004.parquet", "passenger_count", pa.string())
+    out = tmp_path / "out"
+    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY)
+    assert r.returncode == 1, r.stderr[-2000:]
+    reasons = {f["shard_id"]: f["reason"] for f in manifest(out)["failures"]}
+    assert set(reasons) == {f"part-0000{i}.parquet" for i in (1, 2, 3, 4)}
+    assert "PAR1" in reasons["part-00001.parquet"]
+    assert "empty shard" in reasons["part-00002.parquet"]
+    assert "column 'passenger_count' is missing" in reasons["part-00003.parquet"]
+    assert "column 'passenger_count' has type string, expected int8" in reasons["part-00004.parquet"]
+    assert f"FAILED shard part-00004.parquet ({inp}/part-00004.parquet)" in r.stdout
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["part-00000.parquet", "part-00005.parquet",
+                                                              "part-00006.parquet"]
+    assert not (out / "_SUCCESS").exists()
+    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY, "--max-failed-shards", "4")
+    assert r.returncode == 0 and (out / "_SUCCESS").exists()
+    assert manifest(out)["totals"]["skipped_already_committed"] == 3
+
+
+def _driver(ray_cluster, *args: str) -> subprocess.Popen:
+    env = {**ray_cluster.env, "RAY_ADDRESS": ray_cluster.address}
+    return subprocess.Popen([str(BIN / "shardscore"), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _commits(out: Path) -> int:
+    d = out / "_shardscore" / "commits"
+    return len(list(d.glob("*.json"))) if d.exists() else 0
+
+
+def test_resume_after_killing_the_driver_mid_run(shardscore, ray_cluster, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=10, rows=2000)
+    out = tmp_path / "out"
+    args = ["run", "--input", str(inp), "--output", str(out), "--model", "slow_model:load_model",
+            "--model-arg", "delay=0.25", "--batch-size", "500"]
+    driver = _driver(ray_cluster, *args)
+    wait_for(lambda: _commits(out) >= 3 or driver.poll() is not None, 120, "3 committed shards")
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    committed_before = _commits(out)
+    assert 3 <= committed_before < 10 and not (out / "_SUCCESS").exists()
+    r = shardscore(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exact_output(inp, out, 10)
+    assert manifest(out)["totals"]["skipped_already_committed"] >= committed_before
+
+
+@pytest.mark.parametrize("strategy", ["tasks", "actors"])
+def test_killing_a_worker_mid_run_loses_and_duplicates_nothing(shardscore, ray_cluster, tmp_path: Path,
+                                                               strategy: str):
+    inp = sample(tmp_path / "in", shards=8, rows=2000)
+    out = tmp_path / "out"
+    driver = _driver(ray_cluster, "run", "--input", str(inp), "--output", str(out), "--model",
+                     "slow_model:load_model", "--model-arg", "delay=0.25", "--batch-size", "500",
+                     "--strategy", strategy)
+    marker = "ray::_score_task" if strategy == "tasks" else "ray::ShardScorer"
+
+    def busy_worker():
+        if _commits(out) < 1:
+            return None
+        return next((p for p in psutil.process_iter(["cmdline"])
+                     if any(marker in part for part in (p.info["cmdline"] or []))), None)
+
+    victim = wait_for(busy_worker, 120, f"a running {marker} process")
+    victim.kill()
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output[-3000:]
+    assert _commits(out) == 8
+    assert_exact_output(inp, out, 8)
+
+
+def test_changed_input_is_refused_then_recomputed_with_overwrite(shardscore, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=3, rows=300)
+    out = tmp_path / "out"
+    assert shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY).returncode == 0
+    sample(tmp_path / "in", shards=1, rows=500, seed=3)  # part-00000 changes under the output
+    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY)
+    assert r.returncode == 2
+    assert "shard part-00000.parquet: input file part-00000.parquet changed" in r.stderr
+    assert "--overwrite" in r.stderr and (out / "_SUCCESS").exists()  # refused before touching anything
+    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY, "--overwrite")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert manifest(out)["totals"]["recomputed_stale"] == 1
+    assert_exact_output(inp, out, 3)
+    r = shardscore("run", "--input", str(inp), "--output", str(out), "--model",
+                   "shardscore.models.dummy:load_model", "--model-arg", "payload_mb=5")
+    assert r.returncode == 2 and "scored by another model" in r.stderr
