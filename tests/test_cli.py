@@ -1,0 +1,78 @@
+"""The command line: bad options, missing input, unwritable output and stale output fail fast, by name,
+before Ray starts or anything is written; `plan` and `sample-data` work without a cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from datasets import corrupt, sample
+from shardscore.sample_data import SCHEMA
+
+DUMMY = ["--model", "shardscore.models.dummy:load_model"]
+
+
+def _no_ray_started(r) -> bool:
+    return "Started a local Ray instance" not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--strategy", "threads"], "invalid choice: 'threads'"),
+    (["--num-gpus-per-worker", "-1"], "--num-gpus-per-worker -1"),
+    (["--batch-size", "ten"], "--batch-size: invalid value 'ten'"),
+    (["--memory-per-worker", "lots"], "invalid value 'lots' for memory_per_worker"),
+    (["--device", "cuda"], "--device cuda needs --num-gpus-per-worker > 0"),
+    (["--model-arg", "novalue"], "--model-arg 'novalue': expected KEY=VALUE"),
+])
+def test_invalid_options_are_named(cli, tmp_path: Path, args, message):
+    inp = sample(tmp_path / "in", shards=1, rows=10)
+    r = cli("run", "--input", str(inp), "--output", str(tmp_path / "out"), *DUMMY, *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert _no_ray_started(r) and not (tmp_path / "out").exists()
+
+
+def test_missing_input_unwritable_output_and_bad_model_are_named(cli, tmp_path: Path):
+    r = cli("run", "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "out"), *DUMMY)
+    assert r.returncode == 2 and f"input {tmp_path}/missing: no such file or directory" in r.stderr
+    inp = sample(tmp_path / "in", shards=1, rows=10)
+    (tmp_path / "file").write_text("not a directory")
+    r = cli("run", "--input", str(inp), "--output", str(tmp_path / "file" / "out"), *DUMMY)
+    assert r.returncode == 2 and f"output {tmp_path}/file/out: cannot write there" in r.stderr, r.stderr
+    r = cli("run", "--input", str(inp), "--output", str(tmp_path / "out"), "--model", "no_such_module:f")
+    assert r.returncode == 2 and "cannot import module 'no_such_module'" in r.stderr
+    r = cli("run", "--input", str(inp), "--output", str(tmp_path / "out"), *DUMMY, "--model-arg", "size=3")
+    assert r.returncode == 2 and "the factory rejected the model arguments ['size']" in r.stderr
+    assert "Traceback" not in r.stderr and _no_ray_started(r) and not (tmp_path / "out").exists()
+
+
+def test_plan_is_a_dry_run(cli, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=3, rows=1000, row_group_size=250)
+    corrupt(inp / "part-00002.parquet")
+    r = cli("plan", "--input", str(inp), *DUMMY, "--max-rows-per-shard", "500", "--json")
+    info = json.loads(r.stdout)
+    assert r.returncode == 1  # a problem was found
+    assert info["shards"] == 5 and info["rows"] == 2000 and info["columns_read"] == ["passenger_count"]
+    assert [p["shard_id"] for p in info["problems"]] == ["part-00002.parquet"]
+    assert not any(p.name.startswith("_") for p in inp.iterdir())
+
+
+def test_sample_data_has_the_taxi_schema_and_dirty_values(cli, tmp_path: Path):
+    r = cli("sample-data", "--output", str(tmp_path / "d"), "--shards", "2", "--rows-per-shard", "20000")
+    assert r.returncode == 0, r.stderr
+    table = pq.read_table(tmp_path / "d" / "part-00000.parquet")
+    assert table.schema.equals(SCHEMA) and table.num_rows == 20000
+    counts = table.column("passenger_count").to_numpy()
+    assert (counts == 0).any() and (counts < 0).any()
+    again = tmp_path / "again"
+    cli("sample-data", "--output", str(again), "--shards", "1", "--rows-per-shard", "20000")
+    assert (again / "part-00000.parquet").read_bytes() == (tmp_path / "d" / "part-00000.parquet").read_bytes()
+
+
+def test_demo_runs_on_a_local_ray(cli, tmp_path: Path):
+    r = cli("demo", "--workdir", str(tmp_path / "demo"), "--shards", "2", "--rows-per-shard", "2000", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"Predictions are in {tmp_path}/demo/predictions" in r.stdout
+    assert (tmp_path / "demo" / "predictions" / "_SUCCESS").exists()

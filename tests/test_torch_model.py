@@ -1,0 +1,81 @@
+"""The shipped PyTorch model: TorchScript or state dict, batched inference, once-per-worker device placement."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+torch = pytest.importorskip("torch", reason="the PyTorch model tests need torch (make venv installs it)")
+
+from datasets import sample  # noqa: E402
+from shardscore.errors import DeviceError  # noqa: E402
+from shardscore.model import ModelSpec, load  # noqa: E402
+from shardscore.models.torch_model import TAXI_FEATURES, TaxiFareNet, save_example  # noqa: E402
+from shardscore.planning import plan  # noqa: E402
+from shardscore.scoring import ScoringJob, score_shard  # noqa: E402
+from shardscore.storage import StorageOptions, resolve  # noqa: E402
+
+SPEC = "shardscore.models.torch_model:load_model"
+
+
+def _reference(inp: Path) -> np.ndarray:
+    table = pq.read_table(inp, columns=TAXI_FEATURES)
+    x = torch.from_numpy(np.stack([table.column(c).to_numpy().astype(np.float32) for c in TAXI_FEATURES], 1))
+    with torch.no_grad():
+        return TaxiFareNet()(x)[:, 0].numpy()
+
+
+@pytest.mark.parametrize("torchscript", [True, False])
+def test_predictions_match_the_network(tmp_path: Path, torchscript: bool):
+    inp = sample(tmp_path / "in", shards=1, rows=3000)
+    weights = save_example(str(tmp_path / "net.pt"), torchscript=torchscript)
+    args = {"path": weights} if torchscript else {
+        "state_dict": weights, "module": "shardscore.models.torch_model:TaxiFareNet"}
+    scorer = load(ModelSpec(SPEC, args))
+    scorer = pickle.loads(pickle.dumps(scorer))  # what ray.put does: the bytes travel, not the module
+    scorer.prepare("cpu")
+    job = ScoringJob(str(inp), str(tmp_path / "out"), StorageOptions(), scorer.identity, "o", (), 1024)
+    score_shard(plan(resolve(str(inp))).shards[0], scorer, job, {})
+    got = pq.read_table(tmp_path / "out" / "part-00000.parquet").column("prediction").to_numpy()
+    np.testing.assert_allclose(got, _reference(inp / "part-00000.parquet"), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_change_the_model_identity(tmp_path: Path):
+    a = load(ModelSpec(SPEC, {"path": save_example(str(tmp_path / "a.pt"), seed=0)}))
+    b = load(ModelSpec(SPEC, {"path": save_example(str(tmp_path / "a.pt"), seed=1)}))
+    assert a.identity != b.identity
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the no-CUDA error cannot happen")
+def test_cuda_without_a_gpu_is_an_error_not_a_cpu_fallback(tmp_path: Path):
+    scorer = load(ModelSpec(SPEC, {"path": save_example(str(tmp_path / "net.pt"))}))
+    with pytest.raises(DeviceError, match="--device cuda: no CUDA device on worker"):
+        scorer.prepare("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU with CUDA: none on this machine")
+def test_cuda_path_matches_cpu(tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=1, rows=50_000)
+    scorer = load(ModelSpec(SPEC, {"path": save_example(str(tmp_path / "net.pt"))}))
+    scorer.prepare("cuda")
+    assert next(scorer.model._net.parameters()).is_cuda
+    job = ScoringJob(str(inp), str(tmp_path / "out"), StorageOptions(), scorer.identity, "o", (), 8192)
+    score_shard(plan(resolve(str(inp))).shards[0], scorer, job, {})
+    got = pq.read_table(tmp_path / "out" / "part-00000.parquet").column("prediction").to_numpy()
+    np.testing.assert_allclose(got, _reference(inp / "part-00000.parquet"), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.ray
+def test_torch_model_on_the_cluster_with_actors(shardscore, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=4, rows=2000)
+    weights = save_example(str(tmp_path / "net.pt"))
+    r = shardscore("run", "--input", str(inp), "--output", str(tmp_path / "out"), "--model", SPEC,
+                   "--model-arg", f"path={weights}", "--strategy", "actors", "--key-columns", "pickup_at")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = pq.read_table(tmp_path / "out" / "part-00003.parquet")
+    np.testing.assert_allclose(out.column("prediction").to_numpy(), _reference(inp / "part-00003.parquet"),
+                               rtol=1e-5, atol=1e-5)
