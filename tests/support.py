@@ -147,8 +147,28 @@ def start_ray_cluster(temp_dir: Path) -> RayCluster:
     return cluster
 
 
+def kill_processes_mentioning(path: Path) -> None:
+    """Stop one cluster and only it: its GCS, raylets and agents name its temp dir; workers are their children.
+
+    (`ray stop` would kill every Ray process on the machine, other clusters and containers' included.)
+    """
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(path) in part for part in (proc.info["cmdline"] or [])):
+            try:
+                victims = [*proc.children(recursive=True), proc]
+            except psutil.Error:
+                continue
+            for victim in victims:
+                try:
+                    victim.kill()
+                except psutil.Error:
+                    pass
+
+
 def stop_ray_cluster(cluster: RayCluster) -> None:
-    cluster.ray("stop", "--force", check=False)
+    kill_processes_mentioning(cluster.temp_dir)
 
 
 def stop_process(proc: subprocess.Popen) -> None:

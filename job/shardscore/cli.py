@@ -32,6 +32,8 @@ _RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--device",), {"choices": config.DEVICES, "help": "auto (default), cpu or cuda (fails without CUDA)"}),
     (("--batch-size",), {"help": "rows per batch handed to the model (default 65536)"}),
     (("--max-rows-per-shard",), {"help": "split files larger than this by row groups"}),
+    (("--max-shards-per-task",), {"help": "most small shards one task scores in a row (default 64; "
+                                           "1: a task per shard); shards of 128k+ rows always go alone"}),
     (("--key-columns",), {"help": "input columns copied next to the predictions, comma-separated"}),
     (("--max-failed-shards",), {"help": "failed shards tolerated before the run fails (default 0)"}),
     (("--max-retries",), {"help": "retries of a shard whose worker crashed (default 3)"}),

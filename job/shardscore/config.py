@@ -42,6 +42,7 @@ class RunConfig:
     device: str = "auto"
     batch_size: int = 65536
     max_rows_per_shard: int | None = None
+    max_shards_per_task: int = 64
     key_columns: list[str] = field(default_factory=list)
     max_failed_shards: int = 0
     max_retries: int = 3
@@ -66,7 +67,8 @@ class RunConfig:
             raise ConfigError("--num-cpus-per-worker and --num-gpus-per-worker are both 0: a worker needs one")
         if self.num_gpus_per_worker > 1 and self.num_gpus_per_worker != int(self.num_gpus_per_worker):
             raise ConfigError(f"--num-gpus-per-worker {self.num_gpus_per_worker}: above 1 it must be whole")
-        for name in ("batch_size", "num_actors", "max_in_flight", "max_rows_per_shard", "memory_per_worker"):
+        for name in ("batch_size", "num_actors", "max_in_flight", "max_rows_per_shard", "memory_per_worker",
+                     "max_shards_per_task"):
             if getattr(self, name) is not None:
                 _positive(self, name)
         for name in ("max_failed_shards", "max_retries", "progress_interval"):
@@ -124,7 +126,7 @@ def parse_model_args(items: list[str] | str | Mapping[str, Any]) -> dict[str, An
 
 
 _CONVERTERS = {
-    "num_actors": int, "max_in_flight": int, "batch_size": int, "max_rows_per_shard": int,
+    "num_actors": int, "max_in_flight": int, "max_shards_per_task": int, "batch_size": int, "max_rows_per_shard": int,
     "max_failed_shards": int, "max_retries": int, "num_cpus_per_worker": float,
     "num_gpus_per_worker": float, "progress_interval": float, "memory_per_worker": parse_size,
     "key_columns": lambda v: [c.strip() for c in v.split(",") if c.strip()] if isinstance(v, str) else list(v),

@@ -17,11 +17,11 @@ import inspect
 import json
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from .errors import ConfigError, DeviceError, ModelError
@@ -60,11 +60,13 @@ def _source_digest(obj: Any) -> str:
 
 
 def _to_table(result: Any, num_rows: int) -> pa.Table:
+    # pandas is imported only by models that use it (it costs workers half a second to start).
+    pd = sys.modules.get("pandas")
     if isinstance(result, pa.RecordBatch):
         result = pa.Table.from_batches([result])
-    if isinstance(result, pd.Series):
+    if pd is not None and isinstance(result, pd.Series):
         result = result.to_frame(name=result.name if result.name is not None else PREDICTION_COLUMN)
-    if isinstance(result, pd.DataFrame):
+    if pd is not None and isinstance(result, pd.DataFrame):
         table = pa.Table.from_pandas(result, preserve_index=False)
     elif isinstance(result, pa.Table):
         table = result
@@ -127,6 +129,8 @@ class Scorer:
         if self.batch_format == "numpy":
             return {name: col.to_numpy() for name, col in zip(table.column_names, table.columns)}
         if self.pandas_backend == "pyarrow":
+            import pandas as pd
+
             return table.to_pandas(types_mapper=pd.ArrowDtype)
         return table.to_pandas()
 

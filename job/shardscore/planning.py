@@ -196,3 +196,27 @@ def plan(loc: Location, max_rows_per_shard: int | None = None, columns: list[str
             mismatches.update({s.shard_id: difference for s in file_shards})
         shards.extend(file_shards)
     return Plan(shards, bad, schema, mismatches, ignored)
+
+
+def bundle(shards: list[Shard], min_bundles: int, target_rows: int = 131072, max_shards: int = 64) -> list[list[Shard]]:
+    """Group consecutive small shards so that one task scores several of them.
+
+    A Ray task costs a few milliseconds to schedule; a shard of ten rows costs less than that to score. Bundles
+    grow until they hold `target_rows` rows or `max_shards` shards, but never so large that fewer than
+    `min_bundles` remain (every worker must stay busy). Big shards stay bundles of one. Each shard in a bundle is
+    still committed on its own.
+    """
+    if not shards:
+        return []
+    cap = max(1, min(max_shards, len(shards) // max(1, min_bundles)))
+    bundles: list[list[Shard]] = []
+    current: list[Shard] = []
+    rows = 0
+    for shard in shards:
+        if current and (rows + shard.num_rows > target_rows or len(current) >= cap):
+            bundles.append(current)
+            current, rows = [], 0
+        current.append(shard)
+        rows += shard.num_rows
+    bundles.append(current)
+    return bundles

@@ -71,27 +71,31 @@ def _scorer(model_box: list[ray.ObjectRef], device: str) -> Scorer:
     return scorer
 
 
-def _score(shard: Shard, model_box: list[ray.ObjectRef], job: ScoringJob, device: str) -> ShardResult:
-    """Run in a worker: score one shard and return its result. Shard faults come back as failed results."""
+def _score(bundle: list[Shard], model_box: list[ray.ObjectRef], job: ScoringJob, device: str) -> list[ShardResult]:
+    """Run in a worker: score a bundle of shards, one commit each. Shard faults come back as failed results."""
     try:
         scorer = _scorer(model_box, device)
     except DeviceError as exc:
-        return ShardResult(shard_id=shard.shard_id, status="fatal", reason=str(exc),
-                           worker=_worker_info(device))
+        return [ShardResult(shard_id=bundle[0].shard_id, status="fatal", reason=str(exc),
+                            worker=_worker_info(device))]
     info = _worker_info(scorer.device)
     metrics = _metrics()
-    try:
-        result = score_shard(shard, scorer, job, info)
-    except ShardError as exc:
-        result = failed(shard.shard_id, job.input().display(shard.path), exc.reason, info)
-    metrics["rows"].inc(result.rows_in)
-    metrics["shards"].inc(1, tags={"status": result.status})
-    return result
+    results = []
+    for shard in bundle:
+        try:
+            result = score_shard(shard, scorer, job, info)
+        except ShardError as exc:
+            result = failed(shard.shard_id, job.input().display(shard.path), exc.reason, info)
+        metrics["rows"].inc(result.rows_in)
+        metrics["shards"].inc(1, tags={"status": result.status})
+        results.append(result)
+    return results
 
 
 @ray.remote
-def _score_task(shard: Shard, model_box: list[ray.ObjectRef], job: ScoringJob, device: str) -> ShardResult:
-    return _score(shard, model_box, job, device)
+def _score_task(bundle: list[Shard], model_box: list[ray.ObjectRef], job: ScoringJob,
+                device: str) -> list[ShardResult]:
+    return _score(bundle, model_box, job, device)
 
 
 @ray.remote
@@ -102,8 +106,8 @@ class ShardScorer:
         self.model_box = model_box
         self.device = device
 
-    def score(self, shard: Shard, job: ScoringJob) -> ShardResult:
-        return _score(shard, self.model_box, job, self.device)
+    def score(self, bundle: list[Shard], job: ScoringJob) -> list[ShardResult]:
+        return _score(bundle, self.model_box, job, self.device)
 
 
 def cluster_slots(placement: Placement) -> int:
@@ -117,51 +121,50 @@ def cluster_slots(placement: Placement) -> int:
     return max(1, int(min(slots))) if slots else 1
 
 
-def _crashed(shard: Shard, job: ScoringJob, exc: BaseException) -> ShardResult:
-    cause = exc.__class__.__name__
+def _crashed(bundle: list[Shard], job: ScoringJob, exc: BaseException) -> list[ShardResult]:
     text = str(exc).strip().splitlines()
-    detail = text[-1] if text else ""
-    return failed(shard.shard_id, job.input().uri + "/" + shard.relpath,
-                  f"gave up after retries: {cause}: {detail}")
+    reason = f"gave up after retries: {exc.__class__.__name__}: {text[-1] if text else ''}"
+    loc = job.input()
+    return [failed(shard.shard_id, loc.display(shard.path), reason) for shard in bundle]
 
 
-def run_tasks(shards: Iterable[Shard], model_ref: ray.ObjectRef, job: ScoringJob, placement: Placement,
+def run_tasks(bundles: Iterable[list[Shard]], model_ref: ray.ObjectRef, job: ScoringJob, placement: Placement,
               max_in_flight: int, on_result: Callable[[ShardResult | None], bool]) -> None:
-    """One task per shard, at most `max_in_flight` submitted at once.
+    """One task per bundle of shards, at most `max_in_flight` submitted at once.
 
     on_result gets each result (None on an idle tick) and returns False to stop the run early.
     """
     task = _score_task.options(max_retries=placement.max_retries, retry_exceptions=[OSError],
                                **placement.options())
     box = [model_ref]  # in a list, so Ray passes the reference itself and tasks resolve it once per worker
-    queue = deque(shards)
-    pending: dict[ray.ObjectRef, Shard] = {}
+    queue = deque(bundles)
+    pending: dict[ray.ObjectRef, list[Shard]] = {}
     while queue or pending:
         while queue and len(pending) < max_in_flight:
-            shard = queue.popleft()
-            pending[task.remote(shard, box, job, placement.device)] = shard
+            bundle = queue.popleft()
+            pending[task.remote(bundle, box, job, placement.device)] = bundle
         if not _drain(pending, job, on_result):
             _cancel(pending)
             return
 
 
-def run_actors(shards: Iterable[Shard], model_ref: ray.ObjectRef, job: ScoringJob, placement: Placement,
+def run_actors(bundles: Iterable[list[Shard]], model_ref: ray.ObjectRef, job: ScoringJob, placement: Placement,
                num_actors: int, on_result: Callable[[ShardResult | None], bool], per_actor: int = 2) -> None:
-    """A pool of actors that keep the model loaded; each shard goes to the next actor with a free slot."""
+    """A pool of actors that keep the model loaded; each bundle goes to the next actor with a free slot."""
     actor_cls = ShardScorer.options(max_restarts=placement.max_retries, max_task_retries=placement.max_retries,
                                     **placement.options())
     actors = [actor_cls.remote([model_ref], placement.device) for _ in range(num_actors)]
     load = {i: 0 for i in range(num_actors)}
-    queue = deque(shards)
-    pending: dict[ray.ObjectRef, Shard] = {}
+    queue = deque(bundles)
+    pending: dict[ray.ObjectRef, list[Shard]] = {}
     owner: dict[ray.ObjectRef, int] = {}
     try:
         while queue or pending:
             for i in sorted(load, key=load.get):  # least loaded first
                 while queue and load[i] < per_actor:
-                    shard = queue.popleft()
-                    ref = actors[i].score.remote(shard, job)
-                    pending[ref], owner[ref] = shard, i
+                    bundle = queue.popleft()
+                    ref = actors[i].score.remote(bundle, job)
+                    pending[ref], owner[ref] = bundle, i
                     load[i] += 1
             submitted = set(pending)
             keep_going = _drain(pending, job, on_result)
@@ -175,7 +178,7 @@ def run_actors(shards: Iterable[Shard], model_ref: ray.ObjectRef, job: ScoringJo
             ray.kill(actor)
 
 
-def _drain(pending: dict[ray.ObjectRef, Shard], job: ScoringJob,
+def _drain(pending: dict[ray.ObjectRef, list[Shard]], job: ScoringJob,
            on_result: Callable[[ShardResult | None], bool], timeout: float = 1.0) -> bool:
     """Wait for at least one result (or the timeout), then hand over every ready one."""
     ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout, fetch_local=True)
@@ -184,17 +187,18 @@ def _drain(pending: dict[ray.ObjectRef, Shard], job: ScoringJob,
         ready = list(dict.fromkeys([*ready, *more]))
     keep_going = True
     for ref in ready:
-        shard = pending.pop(ref)
+        bundle = pending.pop(ref)
         try:
-            result = ray.get(ref)
+            results = ray.get(ref)
         except RayError as exc:
-            result = _crashed(shard, job, exc)
-        keep_going = on_result(result) and keep_going
+            results = _crashed(bundle, job, exc)
+        for result in results:
+            keep_going = on_result(result) and keep_going
     if not ready:
         keep_going = on_result(None)  # a tick with nothing finished: lets the driver print progress
     return keep_going
 
 
-def _cancel(pending: dict[ray.ObjectRef, Shard]) -> None:
+def _cancel(pending: dict[ray.ObjectRef, list[Shard]]) -> None:
     for ref in pending:
         ray.cancel(ref, force=False)

@@ -18,7 +18,7 @@ from . import model as model_mod
 from .commit import OutputStore, Reconciliation, ShardResult, options_identity, reconcile
 from .config import RunConfig
 from .errors import DeviceError, InputError, OutputError
-from .planning import Plan, plan
+from .planning import Plan, bundle, plan
 from .progress import Progress
 from .scoring import ScoringJob, failed
 from .storage import Location, StorageOptions, delete, list_files, resolve, write_json
@@ -150,10 +150,12 @@ def execute(prep: Prepared, progress_stream: TextIO | None = None) -> dict[str, 
     if todo:
         model_ref = ray.put(prep.scorer)  # once: every task and actor gets this reference, never the model
         slots = rx.cluster_slots(placement)
+        workers = slots if cfg.strategy == "tasks" else (cfg.num_actors or slots)
+        bundles = bundle(todo, min_bundles=4 * workers, max_shards=cfg.max_shards_per_task)
         if cfg.strategy == "tasks":
-            rx.run_tasks(todo, model_ref, job, placement, cfg.max_in_flight or 2 * slots, on_result)
+            rx.run_tasks(bundles, model_ref, job, placement, cfg.max_in_flight or 2 * slots, on_result)
         else:
-            rx.run_actors(todo, model_ref, job, placement, cfg.num_actors or slots, on_result)
+            rx.run_actors(bundles, model_ref, job, placement, workers, on_result)
         del model_ref
     progress.close()
     scoring_seconds = time.monotonic() - score_started
