@@ -97,6 +97,7 @@ class RayCluster:
     dashboard_port: int
     env: dict[str, str]
     node_ids: dict[str, str] = field(default_factory=dict)  # role -> Ray node id
+    metrics_ports: list[int] = field(default_factory=list)  # each node's Prometheus endpoint
 
     @property
     def address(self) -> str:
@@ -117,25 +118,28 @@ class RayCluster:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _node_args(temp_dir: Path) -> list[str]:
+def _node_args(cluster: RayCluster) -> list[str]:
     """Ports every raylet on one machine must not share."""
-    return ["--node-ip-address", "127.0.0.1", "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
-            "--metrics-export-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+    metrics = free_port()
+    cluster.metrics_ports.append(metrics)
+    return ["--node-ip-address", "127.0.0.1", "--node-manager-port", str(free_port()),
+            "--object-manager-port", str(free_port()),
+            "--metrics-export-port", str(metrics), "--dashboard-agent-listen-port", str(free_port()),
             "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
             "--object-store-memory", str(300 * 2**20)]
 
 
 def start_ray_cluster(temp_dir: Path) -> RayCluster:
     gcs, dash = free_port(), free_port()
-    cluster = RayCluster(temp_dir, gcs, dash, base_env())
+    cluster = RayCluster(temp_dir, gcs, dash, base_env(RAY_metrics_report_interval_ms="1000"))
     head = ["start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
             "--num-cpus", "0", "--num-gpus", "0", "--temp-dir", str(temp_dir), "--resources", '{"head": 1}',
-            *_node_args(temp_dir)]
+            *_node_args(cluster)]
     cluster.ray(*head)
     cluster.ray("start", "--address", cluster.address, "--num-cpus", "2", "--num-gpus", "0",
-                "--resources", '{"cpu_group": 1}', *_node_args(temp_dir))
+                "--resources", '{"cpu_group": 1}', *_node_args(cluster))
     cluster.ray("start", "--address", cluster.address, "--num-cpus", "1", "--num-gpus", "1",
-                "--resources", '{"gpu_group": 1}', *_node_args(temp_dir))
+                "--resources", '{"gpu_group": 1}', *_node_args(cluster))
 
     def all_nodes():
         nodes = [n for n in cluster.nodes() if n["Alive"]]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -186,3 +185,25 @@ def test_changed_input_is_refused_then_recomputed_with_overwrite(shardscore, tmp
     r = shardscore("run", "--input", str(inp), "--output", str(out), "--model",
                    "shardscore.models.dummy:load_model", "--model-arg", "payload_mb=5")
     assert r.returncode == 2 and "scored by another model" in r.stderr
+
+
+def test_workers_export_ray_metrics_for_rows_and_shards(shardscore, ray_cluster, tmp_path: Path):
+    import urllib.request
+
+    inp = sample(tmp_path / "in", shards=3, rows=1000)
+    assert shardscore("run", "--input", str(inp), "--output", str(tmp_path / "out"), *DUMMY).returncode == 0
+
+    def exported():
+        text = ""
+        for port in ray_cluster.metrics_ports:
+            try:
+                text += urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            except OSError:
+                pass
+        rows = [line for line in text.splitlines() if line.startswith("ray_shardscore_rows_scored")]
+        shards = [line for line in text.splitlines() if line.startswith("ray_shardscore_shards")]
+        return (rows, shards) if rows and shards else None
+
+    rows, shards = wait_for(exported, 60, "shardscore metrics on the nodes' Prometheus endpoints", interval=2)
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in rows) >= 3000
+    assert any('status="committed"' in line for line in shards)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 import uuid
 
 import pyarrow.dataset as ds

@@ -86,3 +86,24 @@ def test_model_with_wrong_row_count_is_named(tmp_path: Path):
     scorer.model = lambda batch: pa.table({"score": [1, 2, 3]})
     with pytest.raises(ShardError, match="returned 3 rows for a batch of 10"):
         score_shard(shard, scorer, _job(tmp_path), {})
+
+
+def test_progress_reads_well_in_logs_and_is_a_bar_on_a_terminal():
+    import io
+
+    from shardscore.commit import ShardResult
+    from shardscore.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log, tty = io.StringIO(), Terminal()
+    for stream in (log, tty):
+        progress = Progress(total_shards=4, total_rows=400, interval=1e-9, stream=stream)
+        progress.record(ShardResult("a", "committed", rows_in=100))
+        progress.record(ShardResult("b", "failed", reason="x"))
+        progress.close()
+    assert log.getvalue().splitlines()[0].startswith("shardscore: 1/4 shards (25.0%), 100 rows, ")
+    assert log.getvalue().splitlines()[1].endswith("1 failed") and "\r" not in log.getvalue()
+    assert tty.getvalue().startswith("\r[######..................] shardscore: 1/4 shards")

@@ -117,17 +117,22 @@ class Scorer:
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
     def prepare(self, device: str) -> None:
-        """Place the model on its device, once per worker."""
-        self.device = resolve_device(device)
-        prepare = getattr(self.model, "prepare", None)
-        if callable(prepare):
-            prepare(self.device)
+        """Place the model on its device, once per worker.
+
+        Only models with a `prepare` hook have a device to choose; for the others 'auto' is the CPU without
+        importing torch (seconds of worker start-up), while an explicit 'cuda' is still checked.
+        """
+        hook = getattr(self.model, "prepare", None)
+        if callable(hook) or device == "cuda":
+            self.device = resolve_device(device)
+        if callable(hook):
+            hook(self.device)
 
     def _to_batch(self, table: pa.Table) -> Any:
         if self.batch_format == "pyarrow":
             return table
         if self.batch_format == "numpy":
-            return {name: col.to_numpy() for name, col in zip(table.column_names, table.columns)}
+            return {name: col.to_numpy() for name, col in zip(table.column_names, table.columns, strict=True)}
         if self.pandas_backend == "pyarrow":
             import pandas as pd
 
@@ -166,9 +171,9 @@ def resolve_device(requested: str) -> str:
         return "cpu"
     try:
         import torch
-    except ImportError:
+    except ImportError as exc:
         if requested == "cuda":
-            raise DeviceError("--device cuda: PyTorch is not installed on this worker, so CUDA cannot be used")
+            raise DeviceError("--device cuda: PyTorch is not installed on this worker, so CUDA cannot be used") from exc
         return "cpu"
     if torch.cuda.is_available():
         return "cuda"

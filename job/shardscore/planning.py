@@ -180,8 +180,8 @@ def plan(loc: Location, max_rows_per_shard: int | None = None, columns: list[str
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(entries)))) as pool:
         footers = list(pool.map(footer_or_error, entries))
 
-    good = [(e, f) for e, f in zip(entries, footers) if not isinstance(f, str)]
-    bad = [BadFile(rel, path, rel, f) for (rel, path), f in zip(entries, footers) if isinstance(f, str)]
+    good = [(e, f) for e, f in zip(entries, footers, strict=True) if not isinstance(f, str)]
+    bad = [BadFile(rel, path, rel, f) for (rel, path), f in zip(entries, footers, strict=True) if isinstance(f, str)]
     schemas = {rel: f.metadata.schema.to_arrow_schema() for (rel, _), f in good}
     # The reference schema is the most common one, so one odd file cannot make every other file look wrong.
     counts = Counter(s.to_string() for s in schemas.values())

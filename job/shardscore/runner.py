@@ -7,7 +7,7 @@ scored, so a typo costs seconds and never leaves partial output behind.
 from __future__ import annotations
 
 import platform
-import sys
+from importlib import metadata
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,7 +21,7 @@ from .errors import DeviceError, InputError, OutputError
 from .planning import Plan, bundle, plan
 from .progress import Progress
 from .scoring import ScoringJob, failed
-from .storage import Location, StorageOptions, delete, list_files, resolve, write_json
+from .storage import Location, StorageOptions, delete, resolve, write_json
 
 
 @dataclass
@@ -79,16 +79,13 @@ def prepare(cfg: RunConfig, need_output: bool = True) -> Prepared:
 
 
 def versions() -> dict[str, str]:
-    import numpy
-    import pandas
-    import pyarrow
-    import ray
-
-    found = {"shardscore": __version__, "python": platform.python_version(), "ray": ray.__version__,
-             "pyarrow": pyarrow.__version__, "pandas": pandas.__version__, "numpy": numpy.__version__}
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        found["torch"] = torch.__version__
+    """Versions of what made the output (read from package metadata: importing pandas would cost seconds)."""
+    found = {"shardscore": __version__, "python": platform.python_version()}
+    for name in ("ray", "pyarrow", "pandas", "numpy", "torch"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
     return found
 
 

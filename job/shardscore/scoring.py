@@ -19,8 +19,8 @@ from .model import Scorer
 from .planning import Shard
 from .storage import Location, StorageOptions, resolve, write_atomic
 
-#: Errors reading a shard that mean "this shard's data is bad": retrying cannot help. Anything else (OSError from a flaky
-#: object store, a killed worker) propagates so that the Ray layer retries it.
+#: Errors reading a shard that mean "this shard's data is bad": retrying cannot help. Anything else (OSError
+#: from a flaky object store, a killed worker) propagates so that the Ray layer retries it.
 DATA_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
 
 

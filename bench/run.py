@@ -1,0 +1,298 @@
+"""`make bench`: shardscore against its alternatives, side by side in one run on the same data.
+
+Every variant runs in a fresh process against one Ray cluster that is already up (as a RayJob entrypoint
+finds it), several times; the report gives medians, rows/s, peak memory and the ratios the product promises.
+BENCH_SCALE (default 1) shrinks the data for a quick look; BENCH_REPEATS (default 3) sets the repeats.
+Results: bench/RESULTS.md (the report) and bench/results.json (the raw figures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from support import free_port, kill_processes_mentioning  # noqa: E402  (the tests' cluster helpers)
+
+DATA = BENCH / "data"
+OUT = BENCH / "out"
+BIN = Path(sys.executable).parent
+SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+TEMP = Path("/tmp/ssbench")
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", PYTHONPATH=str(BENCH), RAY_AUTH_MODE="disabled",
+             RAY_USAGE_STATS_ENABLED="0")
+    e.pop("RAY_ADDRESS", None)
+    e.update(extra)
+    return e
+
+
+def sample(path: Path, shards: int, rows: int) -> Path:
+    if not (path / "_done").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run([str(BIN / "shardscore"), "sample-data", "--output", str(path), "--shards", str(shards),
+                        "--rows-per-shard", str(rows)], check=True, env=env())
+        (path / "_done").write_text("")
+    return path
+
+
+class Sampler(threading.Thread):
+    """Samples RSS of the driver's process tree and of every Ray worker, 20 times a second."""
+
+    def __init__(self, root: psutil.Process):
+        super().__init__(daemon=True)
+        self.root = root
+        self.baseline = self._workers_rss()
+        self.peak = 0
+        self.series: list[tuple[float, int, int]] = []  # (time, pid, rss) of Ray workers
+        self.driver_peak = 0
+        self.stop = threading.Event()
+
+    @staticmethod
+    def _workers() -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = p.info["cmdline"] or []
+            if cmd and cmd[0].startswith("ray::") and "Agent" not in cmd[0]:
+                found.append(p)
+        return found
+
+    def _workers_rss(self) -> int:
+        total = 0
+        for p in self._workers():
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            now = time.time()
+            try:
+                tree = [self.root, *self.root.children(recursive=True)]
+                driver = sum(p.memory_info().rss for p in tree)
+            except psutil.Error:
+                driver = 0
+            workers = 0
+            for p in self._workers():
+                try:
+                    rss = p.memory_info().rss
+                except psutil.Error:
+                    continue
+                workers += rss
+                self.series.append((now, p.pid, rss))
+            self.driver_peak = max(self.driver_peak, driver)
+            self.peak = max(self.peak, driver + workers - self.baseline)
+            time.sleep(0.05)
+
+
+def timed(cmd: list[str], out: Path, extra_env: dict[str, str]) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env(**extra_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = Sampler(psutil.Process(proc.pid))
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    wall = time.monotonic() - started
+    sampler.stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    result = {"wall": wall, "peak_mb": sampler.peak / 2**20, "driver_peak_mb": sampler.driver_peak / 2**20,
+              "_series": sampler.series}
+    manifest = out / "_manifest.json"
+    if manifest.exists():
+        m = json.loads(manifest.read_text())
+        result.update(rows=m["totals"]["rows_in"], ray_init=m["seconds"]["ray_init"], _manifest=m)
+    else:
+        result.update(json.loads(stdout.strip().splitlines()[-1]))
+    return result
+
+
+def shardscore(inp: Path, model: str, *args: str) -> list[str]:
+    return [str(BIN / "shardscore"), "run", "--input", str(inp), "--output", "{out}", "--model", model,
+            "--progress-interval", "0", *args]
+
+
+def median_of(name: str, cmd: list[str], ray_env: dict[str, str], repeats: int = REPEATS) -> dict:
+    runs = []
+    for i in range(repeats):
+        out = OUT / f"{name.replace(' ', '_')}-{i}"
+        runs.append(timed([c.replace("{out}", str(out)) for c in cmd], out, ray_env))
+        shutil.rmtree(out, ignore_errors=True)
+    walls = [r["wall"] for r in runs]
+    med = statistics.median(walls)
+    rows = runs[0]["rows"]
+    print(f"  {name}: median {med:.2f} s over {walls} ({rows / med:,.0f} rows/s)", flush=True)
+    return {"name": name, "median_s": med, "walls_s": walls, "rows": rows, "rows_per_s": rows / med,
+            "peak_mb": statistics.median(r["peak_mb"] for r in runs),
+            "driver_peak_mb": statistics.median(r["driver_peak_mb"] for r in runs),
+            "ray_init_s": statistics.median(r["ray_init"] for r in runs) if "ray_init" in runs[0] else None}
+
+
+def worker_growth(inp: Path, ray_env: dict[str, str]) -> dict:
+    """Memory growth of the worker that scores one 10M-row shard: peak RSS during the shard minus RSS before."""
+    out = OUT / "big"
+    cmd = [c.replace("{out}", str(out)) for c in shardscore(inp, "shardscore.models.dummy:load_model",
+                                                              "--model-arg", "payload_mb=0")]
+    r = timed(cmd, out, ray_env)
+    shard = r["_manifest"]["shards"][0]
+    pid, start, seconds = shard["worker"]["pid"], shard["attempt_started_at"], shard["seconds"]
+    mine = [(t, rss) for t, p, rss in r["_series"] if p == pid]
+    before = [rss for t, rss in mine if t <= start] or [mine[0][1]]
+    during = [rss for t, rss in mine if start <= t <= start + seconds] or [before[-1]]
+    shutil.rmtree(out, ignore_errors=True)
+    growth = (max(during) - before[-1]) / 2**20
+    print(f"  10M-row shard: worker RSS {before[-1] / 2**20:.0f} MB -> peak {max(during) / 2**20:.0f} MB "
+          f"(+{growth:.0f} MB) in {seconds:.1f} s", flush=True)
+    return {"rows": shard["rows_in"], "worker_rss_before_mb": before[-1] / 2**20,
+            "worker_rss_peak_mb": max(during) / 2**20, "growth_mb": growth, "seconds": seconds}
+
+
+def start_cluster() -> dict[str, str]:
+    port = free_port()
+    shutil.rmtree(TEMP, ignore_errors=True)
+    subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
+                    "--num-cpus", str(os.cpu_count()), "--include-dashboard", "false", "--temp-dir", str(TEMP),
+                    "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())],
+                   check=True, env=env(), capture_output=True)
+    return {"RAY_ADDRESS": f"127.0.0.1:{port}"}
+
+
+def stop_cluster() -> None:
+    kill_processes_mentioning(TEMP)
+    shutil.rmtree(TEMP, ignore_errors=True)
+
+
+def ratio(a: dict, b: dict) -> float:
+    return a["median_s"] / b["median_s"]
+
+
+def main() -> None:
+    DATA.mkdir(exist_ok=True)
+    OUT.mkdir(exist_ok=True)
+    rows_main = int(14_000_000 * SCALE) // 12
+    print(f"data: 12 shards x {rows_main:,} rows; 1 shard x {int(10_000_000 * SCALE):,} rows; "
+          f"{int(10_000 * SCALE):,} and {int(1_000 * SCALE):,} tiny shards", flush=True)
+    taxi = sample(DATA / f"taxi-12x{rows_main}", 12, rows_main)
+    big = sample(DATA / f"big-1x{int(10_000_000 * SCALE)}", 1, int(10_000_000 * SCALE))
+    tiny = sample(DATA / f"tiny-{int(10_000 * SCALE)}", int(10_000 * SCALE), 10)
+    tiny_small = sample(DATA / f"tiny-{int(1_000 * SCALE)}", int(1_000 * SCALE), 10)
+    weights = DATA / "taxi_net.pt"
+    if not weights.exists():
+        subprocess.run([sys.executable, "-c", "import sys; from shardscore.models.torch_model import save_example; "
+                        "save_example(sys.argv[1])", str(weights)], check=True, env=env())
+    data_mb = sum(f.stat().st_size for f in taxi.glob("*.parquet")) / 2**20
+
+    ray_env = start_cluster()
+    try:
+        py = sys.executable
+        example, dummy = "ray_example:load_model", "shardscore.models.dummy:load_model"
+        torch = "shardscore.models.torch_model:load_model"
+        print("variants (median of %d, each in a fresh process, cluster already up):" % REPEATS, flush=True)
+        r: dict[str, dict] = {}
+        r["ss_tasks_example"] = median_of("shardscore tasks, Ray example model", shardscore(taxi, example), ray_env)
+        r["ss_actors_example"] = median_of("shardscore actors, Ray example model",
+                                           shardscore(taxi, example, "--strategy", "actors"), ray_env)
+        r["pool_example"] = median_of("process pool, Ray example model",
+                                      [py, str(BENCH / "baselines.py"), "pool-example", str(taxi), "{out}"], {})
+        r["ss_tasks_dummy"] = median_of("shardscore tasks, dummy model (declares columns)",
+                                        shardscore(taxi, dummy), ray_env)
+        r["ss_actors_dummy"] = median_of("shardscore actors, dummy model (declares columns)",
+                                         shardscore(taxi, dummy, "--strategy", "actors"), ray_env)
+        r["pool_best"] = median_of("process pool at its best (one column, pyarrow)",
+                                   [py, str(BENCH / "baselines.py"), "pool-best", str(taxi), "{out}"], {})
+        r["ray_example"] = median_of("Ray example as written", [py, str(BENCH / "ray_example.py"), str(taxi),
+                                                                "{out}"], ray_env)
+        r["ray_data"] = median_of("Ray Data read_parquet/map_batches/write_parquet",
+                                  [py, str(BENCH / "baselines.py"), "ray-data", str(taxi), "{out}"], ray_env)
+        r["ss_tasks_torch"] = median_of("shardscore tasks, PyTorch model",
+                                        shardscore(taxi, torch, "--model-arg", f"path={weights}"), ray_env)
+        r["pool_torch"] = median_of("process pool, PyTorch model",
+                                    [py, str(BENCH / "baselines.py"), "pool-torch", str(taxi), "{out}",
+                                     str(weights)], {})
+        r["ss_tiny"] = median_of(f"shardscore tasks, {int(10_000 * SCALE):,} tiny shards",
+                                 shardscore(tiny, dummy, "--model-arg", "payload_mb=0"), ray_env, repeats=1)
+        r["ss_tiny_small"] = median_of(f"shardscore tasks, {int(1_000 * SCALE):,} tiny shards",
+                                       shardscore(tiny_small, dummy, "--model-arg", "payload_mb=0"), ray_env,
+                                       repeats=1)
+        r["pool_tiny"] = median_of(f"process pool at its best, {int(10_000 * SCALE):,} tiny shards",
+                                   [py, str(BENCH / "baselines.py"), "pool-best", str(tiny), "{out}"], {}, repeats=1)
+        growth = worker_growth(big, ray_env)
+    finally:
+        stop_cluster()
+    report(r, growth, data_mb, rows_main * 12)
+
+
+def report(r: dict[str, dict], growth: dict, data_mb: float, rows: int) -> None:
+    import pyarrow
+    import ray
+
+    best_example = min(r["ss_tasks_example"], r["ss_actors_example"], key=lambda x: x["median_s"])
+    best_dummy = min(r["ss_tasks_dummy"], r["ss_actors_dummy"], key=lambda x: x["median_s"])
+    n_tiny = r["ss_tiny"]["rows"] // 10
+    overhead_ms = (r["ss_tiny"]["median_s"] - r["pool_tiny"]["median_s"]) / n_tiny * 1000
+    checks = [
+        ("Ray example model: shardscore / process pool (same model)", ratio(best_example, r["pool_example"]),
+         "<= 1.3", ratio(best_example, r["pool_example"]) <= 1.3),
+        ("model that declares its columns: shardscore / process-pool limit", ratio(best_dummy, r["pool_best"]),
+         "<= 1.5", ratio(best_dummy, r["pool_best"]) <= 1.5),
+        ("Ray Data / shardscore (Ray example model)", ratio(r["ray_data"], best_example), ">= 10",
+         ratio(r["ray_data"], best_example) >= 10),
+        ("Ray example as written / shardscore (same model)", ratio(r["ray_example"], best_example), ">= 4",
+         ratio(r["ray_example"], best_example) >= 4),
+        ("PyTorch model: shardscore / process pool (same model)", ratio(r["ss_tasks_torch"], r["pool_torch"]),
+         "<= 1.15", ratio(r["ss_tasks_torch"], r["pool_torch"]) <= 1.15),
+        ("worker memory growth on a 10M-row shard (MB)", growth["growth_mb"], "< 300", growth["growth_mb"] < 300),
+        (f"scheduling overhead per shard at {n_tiny:,} tiny shards (ms)", overhead_ms, "< 5", overhead_ms < 5),
+        ("driver peak memory, 10x more tiny shards (MB, ratio)",
+         r["ss_tiny"]["driver_peak_mb"] / r["ss_tiny_small"]["driver_peak_mb"], "flat (< 1.5x)",
+         r["ss_tiny"]["driver_peak_mb"] / r["ss_tiny_small"]["driver_peak_mb"] < 1.5),
+    ]
+    lines = [
+        "# Benchmark results", "",
+        f"Generated by `make bench` (bench/run.py) on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, Ray {ray.__version__}, "
+        f"pyarrow {pyarrow.__version__}. Scale {SCALE}: {rows:,} taxi rows in 12 shards ({data_mb:.0f} MB), "
+        f"median of {REPEATS} runs, each variant in a fresh process against one Ray cluster that was already up "
+        "(as a RayJob entrypoint finds it). Times are whole-process wall seconds, `ray.init` included; the "
+        "`ray.init` column shows that part alone. Peak memory is the driver's process tree plus every Ray worker, "
+        "above the idle workers.", "",
+        "| variant | seconds (median) | rows/s | ray.init s | peak memory MB |", "|---|---:|---:|---:|---:|",
+    ]
+    for v in r.values():
+        init = f"{v['ray_init_s']:.2f}" if v["ray_init_s"] is not None else "-"
+        lines.append(f"| {v['name']} | {v['median_s']:.2f} | {v['rows_per_s']:,.0f} | {init} | {v['peak_mb']:,.0f} |")
+    lines += ["", "## Targets", "", "| measure | value | target | met |", "|---|---:|---|---|"]
+    lines += [f"| {name} | {value:.2f} | {target} | {'yes' if ok else '**no**'} |"
+              for name, value, target, ok in checks]
+    lines += ["", f"10M-row shard: worker RSS {growth['worker_rss_before_mb']:.0f} MB before, "
+              f"{growth['worker_rss_peak_mb']:.0f} MB at peak, scored in {growth['seconds']:.1f} s.",
+              f"Tiny shards: {r['ss_tiny']['median_s']:.1f} s for {n_tiny:,} shards with shardscore, "
+              f"{r['pool_tiny']['median_s']:.1f} s for the process pool; driver peak "
+              f"{r['ss_tiny_small']['driver_peak_mb']:.0f} MB at {n_tiny // 10:,} shards and "
+              f"{r['ss_tiny']['driver_peak_mb']:.0f} MB at {n_tiny:,}.", ""]
+    (BENCH / "RESULTS.md").write_text("\n".join(lines))
+    (BENCH / "results.json").write_text(json.dumps({"variants": r, "worker_growth": growth, "checks": [
+        {"measure": n, "value": v, "target": t, "met": ok} for n, v, t, ok in checks]}, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
