@@ -2,7 +2,7 @@
 
 - pool-best: a ProcessPoolExecutor over the files, written at its best: reads only the column the model needs,
   stays in pyarrow, one process per core. This machine's limit for the dummy model.
-- pool-example: the same pool running the Ray example's own model (all columns, pandas).
+- pool-example: the same pool running the Ray example's own model (all columns, pandas, in batches).
 - pool-torch: the same pool running the PyTorch model (loaded once per process, one thread per process).
 - ray-data: Ray Data's read_parquet().map_batches(model).write_parquet() with the Ray example's model.
 Each prints one JSON line: rows, and ray_init seconds where Ray is used.
@@ -42,9 +42,14 @@ def _init_example() -> None:
 
 
 def _example(path: str, out_dir: str) -> int:
-    result = _MODEL(pq.read_table(path).to_pandas())
-    pq.write_table(pa.Table.from_pandas(result), os.path.join(out_dir, os.path.basename(path)), compression="zstd")
-    return len(result)
+    # Streams record batches like shardscore does (bounded memory); the model still gets every column as pandas.
+    rows = 0
+    with pq.ParquetWriter(os.path.join(out_dir, os.path.basename(path)), pa.schema([("score", pa.bool_())]),
+                          compression="zstd") as writer:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
+            writer.write_table(pa.Table.from_pandas(_MODEL(batch.to_pandas()), preserve_index=False))
+            rows += batch.num_rows
+    return rows
 
 
 def _init_torch(weights: str) -> None:

@@ -207,3 +207,29 @@ def test_workers_export_ray_metrics_for_rows_and_shards(shardscore, ray_cluster,
     rows, shards = wait_for(exported, 60, "shardscore metrics on the nodes' Prometheus endpoints", interval=2)
     assert sum(float(line.rsplit(" ", 1)[1]) for line in rows) >= 3000
     assert any('status="committed"' in line for line in shards)
+
+
+def test_a_worker_that_keeps_dying_fails_its_shard_by_name_and_a_rerun_completes(shardscore, ray_cluster,
+                                                                                  tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=6, rows=2000)
+    out = tmp_path / "out"
+    args = ["run", "--input", str(inp), "--output", str(out), "--model", "slow_model:load_model",
+            "--model-arg", "delay=0.25", "--batch-size", "500"]
+    driver = _driver(ray_cluster, *args, "--max-retries", "0")
+
+    def busy_worker():
+        if _commits(out) < 1:
+            return None
+        return next((p for p in psutil.process_iter(["cmdline"])
+                     if any("ray::_score_task" in part for part in (p.info["cmdline"] or []))), None)
+
+    wait_for(busy_worker, 120, "a running ray::_score_task process").kill()
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 1, output[-3000:]
+    failures = manifest(out)["failures"]
+    assert len(failures) >= 1 and all("gave up after retries" in f["reason"] for f in failures), failures
+    assert f"FAILED shard {failures[0]['shard_id']} ({inp}/{failures[0]['shard_id']}): gave up" in output
+    assert not (out / "_SUCCESS").exists()
+    r = shardscore(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exact_output(inp, out, 6)

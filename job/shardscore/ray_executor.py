@@ -20,6 +20,7 @@ from .errors import DeviceError, ShardError
 from .model import Scorer
 from .planning import Shard
 from .scoring import ScoringJob, failed, score_shard
+from .storage import read_json
 
 #: Per worker process: the deserialised, device-placed model, keyed by its object ref. A task worker runs
 #: many shards, and must not deserialise the model (or move it to the GPU) once per shard.
@@ -122,10 +123,19 @@ def cluster_slots(placement: Placement) -> int:
 
 
 def _crashed(bundle: list[Shard], job: ScoringJob, exc: BaseException) -> list[ShardResult]:
+    """Results for a bundle whose worker kept dying: shards it committed before dying count as committed."""
     text = str(exc).strip().splitlines()
     reason = f"gave up after retries: {exc.__class__.__name__}: {text[-1] if text else ''}"
-    loc = job.input()
-    return [failed(shard.shard_id, loc.display(shard.path), reason) for shard in bundle]
+    loc, store = job.input(), job.output()
+    results = []
+    for shard in bundle:
+        record = read_json(store.loc, store.commit_path(shard.shard_id))
+        if (record and record.get("input_fingerprint") == shard.fingerprint
+                and record.get("model_identity") == job.model_identity):
+            results.append(ShardResult.from_dict(record))
+        else:
+            results.append(failed(shard.shard_id, loc.display(shard.path), reason))
+    return results
 
 
 def run_tasks(bundles: Iterable[list[Shard]], model_ref: ray.ObjectRef, job: ScoringJob, placement: Placement,
