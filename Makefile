@@ -54,4 +54,4 @@ e2e-kind: $(HELM)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" bash tests/e2e_kind/run.sh
 
 clean:
-	rm -rf $(VENV) $(TOOLS) demo-output bench/data bench/out
+	rm -rf $(VENV) $(TOOLS) demo-output bench/data bench/out image/.wheelhouse
