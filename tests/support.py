@@ -158,8 +158,10 @@ def kill_processes_mentioning(path: Path) -> None:
     """
     import psutil
 
+    me = psutil.Process()
+    spare = {me.pid, *(p.pid for p in me.parents())}
     for proc in psutil.process_iter(["cmdline"]):
-        if any(str(path) in part for part in (proc.info["cmdline"] or [])):
+        if proc.pid not in spare and any(str(path) in part for part in (proc.info["cmdline"] or [])):
             try:
                 victims = [*proc.children(recursive=True), proc]
             except psutil.Error:

@@ -69,6 +69,28 @@ def test_cuda_path_matches_cpu(tmp_path: Path):
     np.testing.assert_allclose(got, _reference(inp / "part-00000.parquet"), rtol=1e-3, atol=1e-3)
 
 
+def test_a_file_torch_did_not_write_is_refused_before_scoring(cli, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=1, rows=10)
+    (tmp_path / "net.pt").write_bytes(b"not a model")
+    r = cli("run", "--input", str(inp), "--output", str(tmp_path / "out"), "--model", SPEC,
+            "--model-arg", f"path={tmp_path / 'net.pt'}")
+    assert r.returncode == 2 and "net.pt is not a file written by torch.save" in r.stderr, r.stderr
+
+
+@pytest.mark.ray
+def test_weights_that_do_not_load_abort_the_run_before_any_shard(shardscore, tmp_path: Path):
+    import zipfile
+
+    inp = sample(tmp_path / "in", shards=3, rows=100)
+    with zipfile.ZipFile(tmp_path / "net.pt", "w") as z:
+        z.writestr("archive/data.pkl", b"garbage")
+    r = shardscore("run", "--input", str(inp), "--output", str(tmp_path / "out"), "--model", SPEC,
+                   "--model-arg", f"path={tmp_path / 'net.pt'}")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "the model could not be loaded on worker" in r.stderr
+    assert not list((tmp_path / "out").glob("*.parquet"))
+
+
 @pytest.mark.ray
 def test_torch_model_on_the_cluster_with_actors(shardscore, tmp_path: Path):
     inp = sample(tmp_path / "in", shards=4, rows=2000)

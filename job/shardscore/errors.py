@@ -27,10 +27,14 @@ class ModelError(ShardscoreError):
     """The model spec cannot be imported or the factory failed."""
 
 
-class DeviceError(ShardscoreError):
-    """The requested device is not there (for example `--device cuda` on a worker without CUDA)."""
+class RunAborted(ShardscoreError):
+    """A worker cannot score at all (the model does not load there, or its device is missing): stop the run."""
 
     exit_code = 3
+
+
+class DeviceError(RunAborted):
+    """The requested device is not there (for example `--device cuda` on a worker without CUDA)."""
 
 
 class ShardError(Exception):

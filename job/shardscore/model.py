@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -108,7 +109,7 @@ class Scorer:
                              f"{PANDAS_BACKENDS}")
         self.device = "cpu"
 
-    @property
+    @cached_property
     def identity(self) -> str:
         """Changes when the spec, the factory's source file or the weights' fingerprint change."""
         module = self.spec.target.partition(":")[0]

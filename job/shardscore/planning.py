@@ -108,10 +108,38 @@ def read_footer(loc: Location, path: str) -> _Footer:
     return _Footer(metadata, digest, size)
 
 
-def _split(relpath: str, path: str, footer: _Footer, max_rows: int | None) -> list[Shard]:
+@dataclass(frozen=True)
+class _FileSummary:
+    """What planning keeps of a footer: a few numbers per row group (a whole footer is tens of kilobytes)."""
+
+    size: int
+    fingerprint: str
+    num_rows: int
+    row_groups: tuple[tuple[int, int], ...]  # (rows, bytes) per row group
+    schema_key: str
+
+
+def _summarize(loc: Location, path: str) -> _FileSummary | str:
+    """A file's summary, or why it cannot be planned.
+
+    The schema is keyed by its columns' names and types, read straight from the footer: converting each
+    footer's schema to Arrow in the planning threads costs tens of kilobytes per file that are never given back.
+    """
+    try:
+        footer = read_footer(loc, path)
+    except (ValueError, OSError) as exc:
+        return str(exc)
     md = footer.metadata
-    whole = Shard(relpath, path, relpath, None, md.num_rows, footer.size, footer.fingerprint)
-    if not max_rows or md.num_rows <= max_rows or md.num_row_groups <= 1:
+    columns = [md.schema.column(i) for i in range(len(md.schema))]
+    key = hashlib.sha256(repr([(c.path, c.physical_type, str(c.logical_type), c.max_definition_level)
+                               for c in columns]).encode()).hexdigest()[:16]
+    groups = tuple((md.row_group(i).num_rows, md.row_group(i).total_byte_size) for i in range(md.num_row_groups))
+    return _FileSummary(footer.size, footer.fingerprint, md.num_rows, groups, key)
+
+
+def _split(relpath: str, path: str, summary: _FileSummary, max_rows: int | None) -> list[Shard]:
+    whole = Shard(relpath, path, relpath, None, summary.num_rows, summary.size, summary.fingerprint)
+    if not max_rows or summary.num_rows <= max_rows or len(summary.row_groups) <= 1:
         return [whole]
     shards: list[Shard] = []
     group: list[int] = []
@@ -120,16 +148,15 @@ def _split(relpath: str, path: str, footer: _Footer, max_rows: int | None) -> li
     def close() -> None:
         rg = tuple(group)
         shard_id = f"{relpath}#rg{rg[0]}-{rg[-1]}"
-        shards.append(Shard(shard_id, path, relpath, rg, rows, nbytes, footer.fingerprint))
+        shards.append(Shard(shard_id, path, relpath, rg, rows, nbytes, summary.fingerprint))
 
-    for i in range(md.num_row_groups):
-        rg_rows = md.row_group(i).num_rows
+    for i, (rg_rows, rg_bytes) in enumerate(summary.row_groups):
         if group and rows + rg_rows > max_rows:
             close()
             group, rows, nbytes = [], 0, 0
         group.append(i)
         rows += rg_rows
-        nbytes += md.row_group(i).total_byte_size
+        nbytes += rg_bytes
     close()
     return shards
 
@@ -171,27 +198,25 @@ def plan(loc: Location, max_rows_per_shard: int | None = None, columns: list[str
         raise InputError(f"input {loc.uri}: no Parquet files (*.parquet) found"
                          + (f"; ignored {len(ignored)} other files" if ignored else ""))
 
-    def footer_or_error(entry: tuple[str, str]) -> _Footer | str:
-        try:
-            return read_footer(loc, entry[1])
-        except (ValueError, OSError) as exc:
-            return str(exc)
+    if loc.is_local:  # no latency to hide, and footers parsed in threads cost memory the process never returns
+        summaries = [_summarize(loc, path) for _, path in entries]
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(entries)))) as pool:
+            summaries = list(pool.map(lambda entry: _summarize(loc, entry[1]), entries))
 
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(entries)))) as pool:
-        footers = list(pool.map(footer_or_error, entries))
-
-    good = [(e, f) for e, f in zip(entries, footers, strict=True) if not isinstance(f, str)]
-    bad = [BadFile(rel, path, rel, f) for (rel, path), f in zip(entries, footers, strict=True) if isinstance(f, str)]
-    schemas = {rel: f.metadata.schema.to_arrow_schema() for (rel, _), f in good}
+    bad = [BadFile(rel, path, rel, s) for (rel, path), s in zip(entries, summaries, strict=True) if isinstance(s, str)]
+    good = [(e, s) for e, s in zip(entries, summaries, strict=True) if not isinstance(s, str)]
     # The reference schema is the most common one, so one odd file cannot make every other file look wrong.
-    counts = Counter(s.to_string() for s in schemas.values())
-    common = counts.most_common(1)[0][0] if counts else None
-    schema = next((s for s in schemas.values() if s.to_string() == common), None)
+    counts = Counter(s.schema_key for _, s in good)
+    examples = {s.schema_key: path for (_, path), s in reversed(good)}
+    schemas = {key: read_footer(loc, path).metadata.schema.to_arrow_schema() for key, path in examples.items()}
+    schema = schemas[counts.most_common(1)[0][0]] if counts else None
+    differences = {key: _schema_difference(schema, schemas[key], columns) for key in counts}
     shards: list[Shard] = []
     mismatches: dict[str, str] = {}
-    for (rel, path), footer in good:
-        file_shards = _split(rel, path, footer, max_rows_per_shard)
-        difference = _schema_difference(schema, schemas[rel], columns)
+    for (rel, path), summary in good:
+        file_shards = _split(rel, path, summary, max_rows_per_shard)
+        difference = differences[summary.schema_key]
         if difference:
             mismatches.update({s.shard_id: difference for s in file_shards})
         shards.extend(file_shards)

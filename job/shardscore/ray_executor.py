@@ -76,9 +76,10 @@ def _score(bundle: list[Shard], model_box: list[ray.ObjectRef], job: ScoringJob,
     """Run in a worker: score a bundle of shards, one commit each. Shard faults come back as failed results."""
     try:
         scorer = _scorer(model_box, device)
-    except DeviceError as exc:
-        return [ShardResult(shard_id=bundle[0].shard_id, status="fatal", reason=str(exc),
-                            worker=_worker_info(device))]
+    except Exception as exc:  # no device, or the model does not load here: no shard can be scored, stop the run
+        reason = str(exc) if isinstance(exc, DeviceError) else (
+            f"the model could not be loaded on worker {socket.gethostname()}: {type(exc).__name__}: {exc}")
+        return [ShardResult(shard_id=bundle[0].shard_id, status="fatal", reason=reason, worker=_worker_info(device))]
     info = _worker_info(scorer.device)
     metrics = _metrics()
     results = []

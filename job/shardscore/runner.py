@@ -17,7 +17,7 @@ from . import __version__
 from . import model as model_mod
 from .commit import OutputStore, Reconciliation, ShardResult, options_identity, reconcile
 from .config import RunConfig
-from .errors import DeviceError, InputError, OutputError
+from .errors import InputError, OutputError, RunAborted
 from .planning import Plan, bundle, plan
 from .progress import Progress
 from .scoring import ScoringJob, failed
@@ -160,7 +160,7 @@ def execute(prep: Prepared, progress_stream: TextIO | None = None) -> dict[str, 
         manifest = _manifest(prep, results, started, ray_init_seconds, scoring_seconds, status="aborted")
         manifest["error"] = fatal[0]
         store.finish(manifest, success=False)
-        raise DeviceError(fatal[0])
+        raise RunAborted(fatal[0])
     failures = [r for r in results if r.status != "committed"]
     ok = len(failures) <= cfg.max_failed_shards
     manifest = _manifest(prep, results, started, ray_init_seconds, scoring_seconds,

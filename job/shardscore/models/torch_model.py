@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -100,9 +101,11 @@ def load_model(path: str | None = None, state_dict: str | None = None, module: s
     loc = storage.resolve(source)  # type: ignore[arg-type]
     with loc.fs.open_input_stream(loc.path) as f:
         blob = f.read()
-    model = TorchModel(blob, "torchscript" if path else "state_dict", columns, output, module, module_args)
-    model._build()  # fail here, on the driver, rather than on every worker
-    return model
+    if not zipfile.is_zipfile(io.BytesIO(blob)):
+        raise ValueError(f"{source} is not a file written by torch.save or torch.jit.save (not a zip archive)")
+    # The network is built on the workers only: importing torch on the driver would delay every run by seconds.
+    # A file that unpacks but does not load aborts the run on the first worker, before any shard is scored.
+    return TorchModel(blob, "torchscript" if path else "state_dict", columns, output, module, module_args)
 
 
 class TaxiFareNet:
