@@ -233,3 +233,31 @@ def test_a_worker_that_keeps_dying_fails_its_shard_by_name_and_a_rerun_completes
     r = shardscore(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert_exact_output(inp, out, 6)
+
+
+def test_a_named_pool_keeps_the_model_loaded_for_the_next_run_then_ends_when_idle(shardscore, ray_cluster,
+                                                                                  tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=4, rows=500)
+    log = tmp_path / "pickles.log"
+    args = ["--input", str(inp), "--model", "probe_model:load_model", "--model-arg", f"log={log}",
+            "--strategy", "actors", "--num-actors", "2", "--pool", "warm-test", "--pool-idle-timeout", "8"]
+    first = shardscore("run", "--output", str(tmp_path / "a"), *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = shardscore("run", "--output", str(tmp_path / "b"), *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    pids = [{s["worker"]["pid"] for s in manifest(tmp_path / d)["shards"]} for d in ("a", "b")]
+    assert pids[0] == pids[1] and len(pids[0]) == 2  # the same two processes scored both runs
+    events = Counter(line.split()[0] for line in log.read_text().splitlines())
+    assert events == {"pickle": 1, "unpickle": 2}, events  # the second run sent the model nowhere
+    assert read_output(tmp_path / "a").equals(read_output(tmp_path / "b"))
+
+    probe = ("import ray\nray.init()\n"
+             "try:\n    ray.get_actor('warm-test-0', namespace='shardscore'); print('alive')\n"
+             "except ValueError:\n    print('gone')\n")
+
+    def gone() -> bool:
+        r = subprocess.run([str(BIN / "python"), "-c", probe], capture_output=True, text=True, timeout=60,
+                           env={**ray_cluster.env, "RAY_ADDRESS": ray_cluster.address})
+        return r.stdout.strip().endswith("gone")
+
+    wait_for(gone, 60, "the idle pool actors to end themselves", interval=3)

@@ -34,6 +34,9 @@ _RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--max-rows-per-shard",), {"help": "split files larger than this by row groups"}),
     (("--max-shards-per-task",), {"help": "most small shards one task scores in a row (default 64; "
                                            "1: a task per shard); shards of 128k+ rows always go alone"}),
+    (("--pool",), {"help": "with --strategy actors: keep the actors (and the loaded model) for the next run on "
+                           "this cluster, under this name"}),
+    (("--pool-idle-timeout",), {"help": "seconds a --pool actor waits for work before it ends (default 600)"}),
     (("--key-columns",), {"help": "input columns copied next to the predictions, comma-separated"}),
     (("--max-failed-shards",), {"help": "failed shards tolerated before the run fails (default 0)"}),
     (("--max-retries",), {"help": "retries of a shard whose worker crashed (default 3)"}),

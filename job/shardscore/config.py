@@ -20,6 +20,7 @@ from .errors import ConfigError
 ENV_PREFIX = "SHARDSCORE_"
 STRATEGIES = ("tasks", "actors")
 DEVICES = ("auto", "cpu", "cuda")
+_POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -46,6 +47,8 @@ class RunConfig:
     key_columns: list[str] = field(default_factory=list)
     max_failed_shards: int = 0
     max_retries: int = 3
+    pool: str | None = None
+    pool_idle_timeout: float = 600.0
     overwrite: bool = False
     s3_endpoint: str | None = None
     ray_address: str | None = None
@@ -76,8 +79,12 @@ class RunConfig:
         if self.device == "cuda" and self.num_gpus_per_worker == 0:
             raise ConfigError("--device cuda needs --num-gpus-per-worker > 0, so that Ray places the work on "
                               "GPU nodes and gives it a GPU")
-        if self.num_actors is not None and self.strategy != "actors":
-            raise ConfigError("--num-actors applies to --strategy actors only")
+        for name in ("num_actors", "pool"):
+            if getattr(self, name) is not None and self.strategy != "actors":
+                raise ConfigError(f"--{_flag(name)} applies to --strategy actors only")
+        if self.pool is not None and not _POOL_NAME.match(self.pool):
+            raise ConfigError(f"--pool {self.pool!r}: use lowercase letters, digits and '-' (at most 40)")
+        _positive(self, "pool_idle_timeout")
         if self.input and self.output and self.input.rstrip("/") == self.output.rstrip("/"):
             raise ConfigError(f"--output {self.output!r} is the input location: predictions would mix with data")
         return self
@@ -128,7 +135,7 @@ def parse_model_args(items: list[str] | str | Mapping[str, Any]) -> dict[str, An
 _CONVERTERS = {
     "num_actors": int, "max_in_flight": int, "max_shards_per_task": int, "batch_size": int, "max_rows_per_shard": int,
     "max_failed_shards": int, "max_retries": int, "num_cpus_per_worker": float,
-    "num_gpus_per_worker": float, "progress_interval": float, "memory_per_worker": parse_size,
+    "num_gpus_per_worker": float, "progress_interval": float, "pool_idle_timeout": float, "memory_per_worker": parse_size,
     "key_columns": lambda v: [c.strip() for c in v.split(",") if c.strip()] if isinstance(v, str) else list(v),
     "model_args": parse_model_args,
     "overwrite": lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes", "on"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -61,21 +63,29 @@ def _worker_info(device: str) -> dict[str, Any]:
             "device": device, "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
 
-def _scorer(model_box: list[ray.ObjectRef], device: str) -> Scorer:
-    key = model_box[0].hex()
-    scorer = _WORKER_MODEL.get(key)
+def _scorer(model_box: list[ray.ObjectRef] | None, identity: str, device: str) -> Scorer:
+    """This process's copy of the model: fetched and placed once, kept while the model identity stays the same."""
+    scorer = _WORKER_MODEL.get(identity)
     if scorer is None:
+        if model_box is None:  # the driver believed this worker warm; it is not (restarted): a retry resends
+            raise RuntimeError(f"model {identity} is not loaded in this worker and was not sent")
         scorer = ray.get(model_box[0])
         scorer.prepare(device)
         _WORKER_MODEL.clear()
-        _WORKER_MODEL[key] = scorer
+        _WORKER_MODEL[identity] = scorer
     return scorer
 
 
-def _score(bundle: list[Shard], model_box: list[ray.ObjectRef], job: ScoringJob, device: str) -> list[ShardResult]:
+def _loaded_identity() -> str | None:
+    # A module function, not inline in the actor: Ray ships the decorated class by value, with its own globals.
+    return next(iter(_WORKER_MODEL), None)
+
+
+def _score(bundle: list[Shard], model_box: list[ray.ObjectRef] | None, job: ScoringJob,
+           device: str) -> list[ShardResult]:
     """Run in a worker: score a bundle of shards, one commit each. Shard faults come back as failed results."""
     try:
-        scorer = _scorer(model_box, device)
+        scorer = _scorer(model_box, job.model_identity, device)
     except Exception as exc:  # no device, or the model does not load here: no shard can be scored, stop the run
         reason = str(exc) if isinstance(exc, DeviceError) else (
             f"the model could not be loaded on worker {socket.gethostname()}: {type(exc).__name__}: {exc}")
@@ -102,14 +112,59 @@ def _score_task(bundle: list[Shard], model_box: list[ray.ObjectRef], job: Scorin
 
 @ray.remote
 class ShardScorer:
-    """Keeps the model loaded; restarted by Ray if its process dies (pending shards are retried on it)."""
+    """Keeps the model loaded; restarted by Ray if its process dies (pending shards are retried on it).
 
-    def __init__(self, model_box: list[ray.ObjectRef], device: str):
-        self.model_box = model_box
+    In a named pool (`--pool`) it outlives the run that created it, so the next run on the same cluster finds
+    worker processes already started and the model already loaded; it ends itself after `idle_timeout` seconds
+    without work, giving its CPUs and GPUs back.
+    """
+
+    def __init__(self, device: str, idle_timeout: float | None = None):
         self.device = device
+        self.busy = 0
+        self.last_used = time.monotonic()
+        if idle_timeout:
+            threading.Thread(target=self._end_when_idle, args=(idle_timeout,), daemon=True).start()
 
-    def score(self, bundle: list[Shard], job: ScoringJob) -> list[ShardResult]:
-        return _score(bundle, self.model_box, job, self.device)
+    def loaded(self) -> str | None:
+        """The identity of the model this actor holds, if any."""
+        return _loaded_identity()
+
+    def score(self, bundle: list[Shard], model_box: list[ray.ObjectRef] | None,
+              job: ScoringJob) -> list[ShardResult]:
+        self.busy += 1
+        try:
+            return _score(bundle, model_box, job, self.device)
+        finally:
+            self.busy -= 1
+            self.last_used = time.monotonic()
+
+    def _end_when_idle(self, idle_timeout: float) -> None:
+        while True:
+            time.sleep(min(idle_timeout, 5.0))
+            if not self.busy and time.monotonic() - self.last_used > idle_timeout:
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
+
+
+POOL_NAMESPACE = "shardscore"
+
+
+def start_actors(placement: Placement, num_actors: int, pool: str | None = None,
+                 idle_timeout: float | None = None) -> list[ray.actor.ActorHandle]:
+    """The run's actors: new ones, or the named pool's (created where missing, reused where alive)."""
+    options: dict[str, Any] = dict(max_restarts=placement.max_retries, max_task_retries=placement.max_retries,
+                                   **placement.options())
+    if pool is None:
+        return [ShardScorer.options(**options).remote(placement.device) for _ in range(num_actors)]
+    options.update(namespace=POOL_NAMESPACE, lifetime="detached", get_if_exists=True)
+    return [ShardScorer.options(name=f"{pool}-{i}", **options).remote(placement.device, idle_timeout)
+            for i in range(num_actors)]
+
+
+def warm(actors: list[ray.actor.ActorHandle], identity: str) -> bool:
+    """True when every actor already holds this model (then it need not be put in the object store again)."""
+    return all(loaded == identity for loaded in ray.get([a.loaded.remote() for a in actors]))
 
 
 def cluster_slots(placement: Placement) -> int:
@@ -159,34 +214,31 @@ def run_tasks(bundles: Iterable[list[Shard]], model_ref: ray.ObjectRef, job: Sco
             return
 
 
-def run_actors(bundles: Iterable[list[Shard]], model_ref: ray.ObjectRef, job: ScoringJob, placement: Placement,
-               num_actors: int, on_result: Callable[[ShardResult | None], bool], per_actor: int = 2) -> None:
-    """A pool of actors that keep the model loaded; each bundle goes to the next actor with a free slot."""
-    actor_cls = ShardScorer.options(max_restarts=placement.max_retries, max_task_retries=placement.max_retries,
-                                    **placement.options())
-    actors = [actor_cls.remote([model_ref], placement.device) for _ in range(num_actors)]
-    load = {i: 0 for i in range(num_actors)}
+def run_actors(bundles: Iterable[list[Shard]], actors: list[ray.actor.ActorHandle], model_ref: ray.ObjectRef | None,
+               job: ScoringJob, on_result: Callable[[ShardResult | None], bool], per_actor: int = 2) -> None:
+    """Feed bundles to actors that keep the model loaded: each goes to the next actor with a free slot.
+
+    model_ref is None when every actor already holds the model (a warm pool).
+    """
+    box = None if model_ref is None else [model_ref]
+    load = {i: 0 for i in range(len(actors))}
     queue = deque(bundles)
     pending: dict[ray.ObjectRef, list[Shard]] = {}
     owner: dict[ray.ObjectRef, int] = {}
-    try:
-        while queue or pending:
-            for i in sorted(load, key=load.get):  # least loaded first
-                while queue and load[i] < per_actor:
-                    bundle = queue.popleft()
-                    ref = actors[i].score.remote(bundle, job)
-                    pending[ref], owner[ref] = bundle, i
-                    load[i] += 1
-            submitted = set(pending)
-            keep_going = _drain(pending, job, on_result)
-            for ref in submitted - set(pending):
-                load[owner.pop(ref)] -= 1
-            if not keep_going:
-                _cancel(pending)
-                return
-    finally:
-        for actor in actors:
-            ray.kill(actor)
+    while queue or pending:
+        for i in sorted(load, key=load.get):  # least loaded first
+            while queue and load[i] < per_actor:
+                bundle = queue.popleft()
+                ref = actors[i].score.remote(bundle, box, job)
+                pending[ref], owner[ref] = bundle, i
+                load[i] += 1
+        submitted = set(pending)
+        keep_going = _drain(pending, job, on_result)
+        for ref in submitted - set(pending):
+            load[owner.pop(ref)] -= 1
+        if not keep_going:
+            _cancel(pending)
+            return
 
 
 def _drain(pending: dict[ray.ObjectRef, list[Shard]], job: ScoringJob,

@@ -145,14 +145,21 @@ def execute(prep: Prepared, progress_stream: TextIO | None = None) -> dict[str, 
                              cfg.device, cfg.max_retries)
     score_started = time.monotonic()
     if todo:
-        model_ref = ray.put(prep.scorer)  # once: every task and actor gets this reference, never the model
         slots = rx.cluster_slots(placement)
-        workers = slots if cfg.strategy == "tasks" else (cfg.num_actors or slots)
-        bundles = bundle(todo, min_bundles=4 * workers, max_shards=cfg.max_shards_per_task)
         if cfg.strategy == "tasks":
+            bundles = bundle(todo, min_bundles=4 * slots, max_shards=cfg.max_shards_per_task)
+            model_ref = ray.put(prep.scorer)  # once: every task gets this reference, never the model
             rx.run_tasks(bundles, model_ref, job, placement, cfg.max_in_flight or 2 * slots, on_result)
         else:
-            rx.run_actors(bundles, model_ref, job, placement, workers, on_result)
+            actors = rx.start_actors(placement, cfg.num_actors or slots, cfg.pool, cfg.pool_idle_timeout)
+            bundles = bundle(todo, min_bundles=4 * len(actors), max_shards=cfg.max_shards_per_task)
+            model_ref = None if cfg.pool and rx.warm(actors, identity) else ray.put(prep.scorer)
+            try:
+                rx.run_actors(bundles, actors, model_ref, job, on_result)
+            finally:
+                if not cfg.pool:
+                    for actor in actors:
+                        ray.kill(actor)
         del model_ref
     progress.close()
     scoring_seconds = time.monotonic() - score_started
