@@ -121,6 +121,18 @@ def cmd_run(cfg: config.RunConfig) -> int:
     return 0 if manifest["status"] == "succeeded" else 1
 
 
+def _exit_now(code: int) -> None:
+    """End a driver that joined an existing cluster without Ray's orderly shutdown.
+
+    Everything the run wrote is closed and committed by now; the cluster reclaims a departed driver's workers
+    itself. The shutdown and interpreter teardown would add about a second to every run (measured on 2 cores).
+    A local cluster this process started is shut down the normal way instead, or its processes would outlive it.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
     from .runner import prepare
 
@@ -195,9 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        if args.command in ("run", "plan"):
+        if args.command == "plan":
+            return cmd_plan(config.load(_flags(args), config_file=args.config), args.json)
+        if args.command == "run":
             cfg = config.load(_flags(args), config_file=args.config)
-            return cmd_run(cfg) if args.command == "run" else cmd_plan(cfg, args.json)
+            code = cmd_run(cfg)
+            if cfg.ray_address or os.environ.get("RAY_ADDRESS"):
+                _exit_now(code)
+            return code
         if args.command == "demo":
             return cmd_demo(args)
         return cmd_sample_data(args)

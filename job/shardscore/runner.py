@@ -7,10 +7,10 @@ scored, so a typo costs seconds and never leaves partial output behind.
 from __future__ import annotations
 
 import platform
-from importlib import metadata
 import time
 import uuid
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, TextIO
 
 from . import __version__
@@ -97,6 +97,7 @@ def connect(address: str | None) -> float:
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=None if address else False, log_to_driver=True)
     return time.monotonic() - started
+
 
 
 def execute(prep: Prepared, progress_stream: TextIO | None = None) -> dict[str, Any]:
