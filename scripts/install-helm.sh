@@ -76,4 +76,4 @@ fi
 
 "$BIN/helm" version --short
 if [ -x "$BIN/helm3" ]; then "$BIN/helm3" version --short; fi
-"$BIN/kubectl" version --client 2>/dev/null | head -n1
+"$BIN/kubectl" version --client 2>/dev/null | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
