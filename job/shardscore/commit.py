@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from .errors import StaleOutputError
 from .planning import Shard
 from .storage import Location, delete, read_json, write_json
@@ -94,9 +96,6 @@ class OutputStore:
         if result.output:
             delete(self.loc, self.loc.join(result.output))
 
-    def read_success(self) -> bool:
-        return self.loc.fs.get_file_info(self.loc.join(SUCCESS)).is_file
-
     def start(self, run_record: dict[str, Any]) -> None:
         """Mark the output as in progress: a reader who waits for _SUCCESS never sees a mix of runs."""
         delete(self.loc, self.loc.join(SUCCESS))
@@ -110,8 +109,6 @@ class OutputStore:
 
 def _list_all(loc: Location):
     """Commit records live under a hidden folder, so list it directly (list_files skips hidden names below it)."""
-    import pyarrow.fs as pafs
-
     selector = pafs.FileSelector(loc.path, recursive=False, allow_not_found=True)
     for entry in sorted(loc.fs.get_file_info(selector), key=lambda i: i.path):
         if entry.type == pafs.FileType.File and entry.path.endswith(".json"):

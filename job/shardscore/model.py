@@ -29,7 +29,6 @@ from .errors import ConfigError, DeviceError, ModelError
 
 BATCH_FORMATS = ("pandas", "pyarrow", "numpy")
 PANDAS_BACKENDS = ("numpy", "pyarrow")
-DEVICES = ("auto", "cpu", "cuda")
 PREDICTION_COLUMN = "prediction"
 
 

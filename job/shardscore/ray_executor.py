@@ -24,8 +24,8 @@ from .planning import Shard
 from .scoring import ScoringJob, failed, score_shard
 from .storage import read_json
 
-#: Per worker process: the deserialised, device-placed model, keyed by its object ref. A task worker runs
-#: many shards, and must not deserialise the model (or move it to the GPU) once per shard.
+#: Per worker process: the deserialised, device-placed model, keyed by its identity. A worker runs many shards
+#: (and a pool actor many runs), and must not deserialise the model or move it to the GPU once per shard.
 _WORKER_MODEL: dict[str, Scorer] = {}
 _METRICS: dict[str, Any] = {}
 
@@ -67,8 +67,8 @@ def _scorer(model_box: list[ray.ObjectRef] | None, identity: str, device: str) -
     """This process's copy of the model: fetched and placed once, kept while the model identity stays the same."""
     scorer = _WORKER_MODEL.get(identity)
     if scorer is None:
-        if model_box is None:  # the driver believed this worker warm; it is not (restarted): a retry resends
-            raise RuntimeError(f"model {identity} is not loaded in this worker and was not sent")
+        if model_box is None:  # a pool actor restarted since the driver found it warm: this run stops, and
+            raise RuntimeError(f"model {identity} is not loaded in this worker and was not sent")  # the next sends it
         scorer = ray.get(model_box[0])
         scorer.prepare(device)
         _WORKER_MODEL.clear()

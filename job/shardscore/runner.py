@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, TextIO
 
+import pyarrow.fs as pafs
+
 from . import __version__
 from . import model as model_mod
 from .commit import OutputStore, Reconciliation, ShardResult, options_identity, reconcile
@@ -183,8 +185,6 @@ def _remove_temporaries(loc: Location) -> None:
     """Temporary files of writers killed mid-write (hidden names; readers never saw them)."""
     if not loc.is_local:
         return
-    import pyarrow.fs as pafs
-
     for entry in loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)):
         if entry.base_name.startswith(".tmp-"):
             delete(loc, entry.path)

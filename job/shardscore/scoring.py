@@ -7,7 +7,7 @@ the key columns), and each batch's predictions are appended to the output file a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pyarrow as pa
@@ -42,13 +42,6 @@ class ScoringJob:
 
     def output(self) -> OutputStore:
         return OutputStore(resolve(self.output_uri, self.storage))
-
-
-@dataclass
-class ShardProgress:
-    rows: int = 0
-    batches: int = 0
-    first_batch_at: float = field(default_factory=time.time)
 
 
 def _read_columns(scorer: Scorer, job: ScoringJob, schema: pa.Schema, shard: Shard) -> list[str] | None:

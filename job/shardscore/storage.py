@@ -93,10 +93,6 @@ def is_hidden(relpath: str) -> bool:
     return any(part.startswith(HIDDEN_PREFIXES) for part in relpath.split("/"))
 
 
-def info(fs: pafs.FileSystem, path: str) -> pafs.FileInfo:
-    return fs.get_file_info(path)
-
-
 def list_files(loc: Location, recursive: bool = True) -> Iterator[tuple[str, pafs.FileInfo]]:
     """Yield (path relative to loc, FileInfo) for every visible file, sorted by path."""
     selector = pafs.FileSelector(loc.path, recursive=recursive, allow_not_found=True)
