@@ -400,7 +400,7 @@ def test_entrypoint_every_flag():
             "job.batchSize=1024", "job.maxRowsPerShard=500000", "job.keyColumns={id,ts}", "job.maxFailedShards=2",
             "job.maxShardsPerTask=8", "job.maxRetries=0",
             "job.overwrite=true", "job.progressInterval=30", "job.summaryJson=/tmp/summary.json",
-            "job.extraArgs={--foo,bar}"]
+            "job.pool=nightly", "job.poolIdleTimeout=4000", "job.extraArgs={--foo,bar}"]
     argv = entrypoint_argv(c.one(c.render([CPU], sets), "RayJob"))
     assert argv[:2] == ["shardscore", "run"]
     pairs = {}
@@ -423,7 +423,7 @@ def test_entrypoint_every_flag():
         "--strategy": "actors", "--num-actors": "3", "--num-cpus-per-worker": "0.5", "--num-gpus-per-worker": "0.25",
         "--memory-per-worker": "8589934592", "--max-in-flight": "16", "--device": "cuda", "--batch-size": "1024",
         "--max-rows-per-shard": "500000", "--key-columns": "id,ts", "--max-failed-shards": "2", "--overwrite": True,
-        "--max-shards-per-task": "8", "--max-retries": "0",
+        "--max-shards-per-task": "8", "--max-retries": "0", "--pool": "nightly", "--pool-idle-timeout": "4000",
         "--progress-interval": "30", "--summary-json": "/tmp/summary.json"}
 
 
@@ -629,6 +629,8 @@ REJECTED = [
     ("sidecar on a shared cluster", [CPU], ["rayJob.submissionMode=SidecarMode"], "SidecarMode"),
     ("schedule with HTTPMode", [RAYCRONJOB], ["rayJob.submissionMode=HTTPMode"], "K8sJobMode"),
     ("release name not DNS-1035", [CPU], ["fullnameOverride=1scoring"], "fullnameOverride"),
+    ("pool name with capitals", [CPU], ["job.strategy=actors", "job.pool=Nightly"], "pool"),
+    ("pool without actors", [CPU], ["job.pool=nightly"], "job.pool"),
 ]
 
 

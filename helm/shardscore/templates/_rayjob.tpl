@@ -32,12 +32,13 @@ SHARDSCORE_TICK_JOB) and its bash expands this before `ray job submit`, so Ray r
 {{- end }}
 {{- with $j.strategy }}{{ $a = concat $a (list "--strategy" (squote .)) }}{{ end }}
 {{- with $j.device }}{{ $a = concat $a (list "--device" (squote .)) }}{{ end }}
+{{- with $j.pool }}{{ $a = concat $a (list "--pool" (squote .)) }}{{ end }}
 {{- /* Integers: printed with int64 so that large values never turn into 1e+09. */}}
 {{- range $flag, $key := dict "--num-actors" "numActors" "--max-in-flight" "maxInFlight" "--batch-size" "batchSize" "--max-rows-per-shard" "maxRowsPerShard" "--max-shards-per-task" "maxShardsPerTask" "--max-failed-shards" "maxFailedShards" "--max-retries" "maxRetries" }}
 {{- $val := index $j $key }}
 {{- if not (kindIs "invalid" $val) }}{{ $a = concat $a (list $flag (squote (int64 $val))) }}{{ end }}
 {{- end }}
-{{- range $flag, $key := dict "--num-cpus-per-worker" "numCpusPerWorker" "--num-gpus-per-worker" "numGpusPerWorker" "--progress-interval" "progressInterval" "--memory-per-worker" "memoryPerWorker" }}
+{{- range $flag, $key := dict "--num-cpus-per-worker" "numCpusPerWorker" "--num-gpus-per-worker" "numGpusPerWorker" "--progress-interval" "progressInterval" "--memory-per-worker" "memoryPerWorker" "--pool-idle-timeout" "poolIdleTimeout" }}
 {{- $val := index $j $key }}
 {{- if not (kindIs "invalid" $val) }}{{ $a = concat $a (list $flag (squote (include "shardscore.num" $val))) }}{{ end }}
 {{- end }}

@@ -19,6 +19,9 @@
 {{- if and $v.cluster.cpuWorkers.enabled $v.cluster.gpuWorkers.enabled (eq $v.cluster.cpuWorkers.groupName $v.cluster.gpuWorkers.groupName) }}
 {{- fail "cluster.gpuWorkers.groupName must differ from cluster.cpuWorkers.groupName" }}
 {{- end }}
+{{- if and $v.job.pool (ne $v.job.strategy "actors") }}
+{{- fail "job.pool: a pool keeps actors, so it needs job.strategy=actors" }}
+{{- end }}
 {{- if not (or $v.cluster.cpuWorkers.enabled $v.cluster.gpuWorkers.enabled) }}
 {{- fail "cluster.cpuWorkers.enabled / cluster.gpuWorkers.enabled: enable at least one worker group (the head runs no scoring work)" }}
 {{- end }}
