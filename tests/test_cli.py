@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from datasets import corrupt, sample
+from datasets import corrupt, drop_column, sample
 from shardscore.sample_data import SCHEMA
 
 DUMMY = ["--model", "shardscore.models.dummy:load_model"]
@@ -43,6 +43,12 @@ def test_missing_input_unwritable_output_and_bad_model_are_named(cli, tmp_path: 
     assert r.returncode == 2 and f"output {tmp_path}/file/out: cannot write there" in r.stderr, r.stderr
     r = cli("run", "--input", str(inp), "--output", str(tmp_path / "out"), "--model", "no_such_module:f")
     assert r.returncode == 2 and "cannot import module 'no_such_module'" in r.stderr
+    r = cli("run", "--input", str(inp), "--output", str(tmp_path / "out"), *DUMMY, "--key-columns", "vendor,vendor_id")
+    assert r.returncode == 2 and "--key-columns: ['vendor'] not in the input's columns" in r.stderr, r.stderr
+    no_counts = sample(tmp_path / "no_counts", shards=1, rows=10)
+    drop_column(no_counts / "part-00000.parquet", "passenger_count")
+    r = cli("run", "--input", str(no_counts), "--output", str(tmp_path / "out"), *DUMMY)
+    assert r.returncode == 2 and "reads columns ['passenger_count'] that the input does not have" in r.stderr
     r = cli("run", "--input", str(inp), "--output", str(tmp_path / "out"), *DUMMY, "--model-arg", "size=3")
     assert r.returncode == 2 and "the factory rejected the model arguments ['size']" in r.stderr
     assert "Traceback" not in r.stderr and _no_ray_started(r) and not (tmp_path / "out").exists()

@@ -20,7 +20,7 @@ from . import model as model_mod
 from .commit import OutputStore, Reconciliation, ShardResult, options_identity, reconcile
 from .config import RunConfig
 from .errors import InputError, OutputError, RunAborted
-from .planning import Plan, bundle, plan
+from .planning import Plan, Shard, bundle, plan
 from .progress import Progress
 from .scoring import ScoringJob, failed
 from .storage import Location, StorageOptions, delete, resolve, write_json
@@ -39,7 +39,7 @@ class Prepared:
     prefailed: list[ShardResult] = field(default_factory=list)
 
     @property
-    def todo(self) -> list:
+    def todo(self) -> list[Shard]:
         bad = {r.shard_id for r in self.prefailed}
         shards = self.reconciliation.todo if self.reconciliation else self.plan.shards
         return [s for s in shards if s.shard_id not in bad]
@@ -62,10 +62,15 @@ def prepare(cfg: RunConfig, need_output: bool = True) -> Prepared:
     scorer = model_mod.load(model_mod.ModelSpec(cfg.model, cfg.model_args))
     required = None if scorer.columns is None else list(dict.fromkeys([*scorer.columns, *cfg.key_columns]))
     the_plan = plan(in_loc, cfg.max_rows_per_shard, columns=required)
-    if scorer.columns is None and cfg.key_columns and the_plan.schema is not None:
-        missing = [c for c in cfg.key_columns if c not in the_plan.schema.names]
-        if missing:
-            raise InputError(f"--key-columns: {missing} not in the input's columns {the_plan.schema.names}")
+    if the_plan.schema is not None:  # columns absent from the dataset as a whole: an option error, not N shard errors
+        names = the_plan.schema.names
+        missing_keys = [c for c in cfg.key_columns if c not in names]
+        if missing_keys:
+            raise InputError(f"--key-columns: {missing_keys} not in the input's columns {names}")
+        missing_model = [c for c in scorer.columns or [] if c not in names]
+        if missing_model:
+            raise InputError(f"--model {cfg.model} reads columns {missing_model} that the input does not have "
+                             f"(its columns: {names})")
     prefailed = [failed(b.shard_id, in_loc.display(b.path), b.reason) for b in the_plan.bad_files]
     prefailed += [failed(s.shard_id, in_loc.display(s.path), the_plan.schema_mismatches[s.shard_id])
                   for s in the_plan.shards if s.shard_id in the_plan.schema_mismatches]
