@@ -107,3 +107,12 @@ def test_progress_reads_well_in_logs_and_is_a_bar_on_a_terminal():
     assert log.getvalue().splitlines()[0].startswith("shardscore: 1/4 shards (25.0%), 100 rows, ")
     assert log.getvalue().splitlines()[1].endswith("1 failed") and "\r" not in log.getvalue()
     assert tty.getvalue().startswith("\r[######..................] shardscore: 1/4 shards")
+
+
+def test_partition_folders_are_kept_in_the_output(tmp_path: Path):
+    for day in ("2009-01-01", "2009-01-02"):
+        sample(tmp_path / "in" / f"day={day}", shards=1, rows=100, seed=int(day[-1]))
+    out = _score_all(tmp_path, ModelSpec("shardscore.models.dummy:load_model", {"payload_mb": 0}))
+    assert out.num_rows == 200
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.parquet")) == [
+        "day=2009-01-01/part-00000.parquet", "day=2009-01-02/part-00000.parquet"]
