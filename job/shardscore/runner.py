@@ -10,6 +10,7 @@ import platform
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import metadata
 from typing import Any, TextIO
 
@@ -85,6 +86,7 @@ def prepare(cfg: RunConfig, need_output: bool = True) -> Prepared:
     return Prepared(cfg, in_loc, store, scorer, the_plan, reconciliation, prefailed)
 
 
+@cache
 def versions() -> dict[str, str]:
     """Versions of what made the output (read from package metadata: importing pandas would cost seconds)."""
     found = {"shardscore": __version__, "python": platform.python_version()}
