@@ -128,6 +128,18 @@ def _commits(out: Path) -> int:
     return len(list(d.glob("*.json"))) if d.exists() else 0
 
 
+def _kill_a_worker_mid_run(out: Path, marker: str) -> None:
+    """Once a first shard is committed, SIGKILL a worker process whose title carries `marker`."""
+
+    def busy_worker():
+        if _commits(out) < 1:
+            return None
+        return next((p for p in psutil.process_iter(["cmdline"])
+                     if any(marker in part for part in (p.info["cmdline"] or []))), None)
+
+    wait_for(busy_worker, 120, f"a running {marker} process").kill()
+
+
 def test_resume_after_killing_the_driver_mid_run(shardscore, ray_cluster, tmp_path: Path):
     inp = sample(tmp_path / "in", shards=10, rows=2000)
     out = tmp_path / "out"
@@ -153,16 +165,7 @@ def test_killing_a_worker_mid_run_loses_and_duplicates_nothing(shardscore, ray_c
     driver = _driver(ray_cluster, "run", "--input", str(inp), "--output", str(out), "--model",
                      "slow_model:load_model", "--model-arg", "delay=0.25", "--batch-size", "500",
                      "--strategy", strategy)
-    marker = "ray::_score_task" if strategy == "tasks" else "ray::ShardScorer"
-
-    def busy_worker():
-        if _commits(out) < 1:
-            return None
-        return next((p for p in psutil.process_iter(["cmdline"])
-                     if any(marker in part for part in (p.info["cmdline"] or []))), None)
-
-    victim = wait_for(busy_worker, 120, f"a running {marker} process")
-    victim.kill()
+    _kill_a_worker_mid_run(out, "ray::_score_task" if strategy == "tasks" else "ray::ShardScorer")
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, output[-3000:]
     assert _commits(out) == 8
@@ -217,13 +220,7 @@ def test_a_worker_that_keeps_dying_fails_its_shard_by_name_and_a_rerun_completes
             "--model-arg", "delay=0.25", "--batch-size", "500"]
     driver = _driver(ray_cluster, *args, "--max-retries", "0")
 
-    def busy_worker():
-        if _commits(out) < 1:
-            return None
-        return next((p for p in psutil.process_iter(["cmdline"])
-                     if any("ray::_score_task" in part for part in (p.info["cmdline"] or []))), None)
-
-    wait_for(busy_worker, 120, "a running ray::_score_task process").kill()
+    _kill_a_worker_mid_run(out, "ray::_score_task")
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 1, output[-3000:]
     failures = manifest(out)["failures"]

@@ -18,11 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pyarrow.fs as pafs
-
 from .errors import StaleOutputError
 from .planning import Shard
-from .storage import Location, delete, read_json, write_json
+from .storage import Location, delete, list_files, read_json, write_json
 
 META_DIR = "_shardscore"
 COMMITS_DIR = f"{META_DIR}/commits"
@@ -81,7 +79,7 @@ class OutputStore:
     def committed(self, threads: int = 16) -> dict[str, ShardResult]:
         """Every commit record under the output, by shard id."""
         commits = Location(self.loc.fs, self.loc.join(COMMITS_DIR), self.loc.uri)
-        paths = [i.path for _, i in _list_all(commits)]
+        paths = [i.path for rel, i in list_files(commits, recursive=False) if rel.endswith(".json")]
         with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
             records = [r for r in pool.map(lambda p: read_json(self.loc, p), paths) if r]
         return {r["shard_id"]: ShardResult.from_dict(r) for r in records}
@@ -105,14 +103,6 @@ class OutputStore:
         write_json(self.loc, self.loc.join(MANIFEST), manifest)
         if success:
             write_json(self.loc, self.loc.join(SUCCESS), {"shards": manifest["totals"]["shards"]})
-
-
-def _list_all(loc: Location):
-    """Commit records live under a hidden folder, so list it directly (list_files skips hidden names below it)."""
-    selector = pafs.FileSelector(loc.path, recursive=False, allow_not_found=True)
-    for entry in sorted(loc.fs.get_file_info(selector), key=lambda i: i.path):
-        if entry.type == pafs.FileType.File and entry.path.endswith(".json"):
-            yield entry.path, entry
 
 
 @dataclass
