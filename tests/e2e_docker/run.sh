@@ -27,8 +27,11 @@ if [[ "${SHARDSCORE_E2E_SKIP_BUILD:-0}" == 1 ]]; then
   image="${SHARDSCORE_IMAGE:-shardscore:$(sed -n 's/^version *= *"\(.*\)"/\1/p' job/pyproject.toml | head -n1)}"
   docker image inspect "$image" >/dev/null
 else
-  image="$(bash image/build.sh | tail -n1)"
+  # Test images need no torch (TORCH_VARIANT=none): PyTorch's own CPU index cannot be reached from every machine,
+  # and nothing here runs torch inside a container. The chart is told to render the tag that was built.
+  image="$(TORCH_VARIANT="${TORCH_VARIANT:-none}" bash image/build.sh | tail -n1)"
   [[ -z "${SHARDSCORE_IMAGE:-}" ]] || image="$SHARDSCORE_IMAGE"
+  export SHARDSCORE_IMAGE="$image"
 fi
 log "image $image ready after $((SECONDS - start))s"
 

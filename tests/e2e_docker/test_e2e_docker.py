@@ -54,8 +54,10 @@ def test_image_metadata_and_tools(cluster: Cluster) -> None:
     labels = config.get("Labels") or {}
     for key in ("title", "description", "version", "source", "licenses", "revision", "created"):
         assert labels.get(f"org.opencontainers.image.{key}"), f"missing label org.opencontainers.image.{key}"
-    assert labels["org.opencontainers.image.version"] == cluster.image.rsplit(":", 1)[-1] or \
-        cluster.image.endswith(":latest")
+    # image/build.sh tags <version> for the CPU variant and <version>-<variant> for the others (none, cu128, ...).
+    tag, version = cluster.image.rsplit(":", 1)[-1], labels["org.opencontainers.image.version"]
+    variant = labels["io.shardscore.torch-variant"]
+    assert tag in (version, f"{version}-{variant}", "latest"), (tag, version, variant)
     # What KubeRay needs from the image, in a plain shell and in a login shell (ENABLE_LOGIN_SHELL).
     for shell in ("-c", "-lc"):
         out = docker("run", "--rm", cluster.image, "bash", shell,
