@@ -1,8 +1,10 @@
 """Shard planning: deterministic shards, row-group splitting, fingerprints, bad files, schema checks."""
 
+import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from datasets import corrupt, retype, sample
@@ -30,15 +32,37 @@ def test_big_files_split_by_row_groups(tmp_path: Path):
     assert len({s.output_relpath for s in p.shards}) == 4
 
 
-def test_fingerprint_changes_with_content_not_with_rewrite_time(tmp_path: Path):
+def _fingerprints(path: Path) -> dict[str, str]:
+    return {s.shard_id: s.fingerprint for s in plan(resolve(str(path))).shards}
+
+
+def test_fingerprint_is_stable_and_changes_with_content(tmp_path: Path):
     sample(tmp_path / "in", shards=2, rows=300)
-    before = {s.shard_id: s.fingerprint for s in plan(resolve(str(tmp_path / "in"))).shards}
-    sample(tmp_path / "in", shards=2, rows=300)  # identical bytes rewritten
-    assert {s.shard_id: s.fingerprint for s in plan(resolve(str(tmp_path / "in"))).shards} == before
+    before = _fingerprints(tmp_path / "in")
+    assert _fingerprints(tmp_path / "in") == before
     sample(tmp_path / "in", shards=1, rows=300, seed=7)  # part-00000 now holds other rows
-    after = {s.shard_id: s.fingerprint for s in plan(resolve(str(tmp_path / "in"))).shards}
+    after = _fingerprints(tmp_path / "in")
     assert after["part-00000.parquet"] != before["part-00000.parquet"]
     assert after["part-00001.parquet"] == before["part-00001.parquet"]
+
+
+def test_fingerprint_sees_an_edit_that_keeps_size_and_footer(tmp_path: Path):
+    """Two values swapped: same size, same statistics, same footer bytes; the modification time tells."""
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.table({"x": pa.array([1, 2, 3, 4], pa.int64())}), d / "a.parquet", write_statistics=False,
+                   use_dictionary=False, compression="none")
+    before = _fingerprints(d)
+    data = (d / "a.parquet").read_bytes()
+    old = pa.array([1, 2], pa.int64()).buffers()[1].to_pybytes()
+    new = pa.array([2, 1], pa.int64()).buffers()[1].to_pybytes()
+    assert data.count(old) == 1
+    swapped = data.replace(old, new)
+    assert len(swapped) == len(data) and swapped[-200:] == data[-200:]
+    time.sleep(0.01)
+    (d / "a.parquet").write_bytes(swapped)
+    assert pq.read_table(d / "a.parquet").column("x").to_pylist() == [2, 1, 3, 4]
+    assert _fingerprints(d) != before
 
 
 def test_corrupt_file_is_a_bad_shard_not_a_crash(tmp_path: Path):

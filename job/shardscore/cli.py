@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from . import __version__, config
+from . import __version__, config, tick
 from .errors import ShardscoreError
 
 _RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
@@ -45,7 +45,11 @@ _RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--s3-endpoint",), {"help": "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, else AWS)"}),
     (("--ray-address",), {"help": "cluster to join (default: RAY_ADDRESS, else a local Ray)"}),
     (("--progress-interval",), {"help": "seconds between progress lines (default 10)"}),
-    (("--summary-json",), {"help": "also write the summary as JSON to this file ('-': stdout)"}),
+    (("--summary-json",), {"help": "also write the summary as JSON to this file ('-': stdout, and every other "
+                                   "line goes to stderr)"}),
+    (("--grace-period",), {"help": "seconds shards in flight get to finish after SIGTERM or SIGINT (default 20)"}),
+    (("--lease-ttl",), {"help": "seconds without a heartbeat after which a run's hold on the output expires "
+                                "(default 60)"}),
 ]
 
 
@@ -76,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--row-group-size", type=int, default=262144)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--s3-endpoint", default=None)
+
+    # `shardscore tick`: the Helm chart's CronJob tick (scheduleMode cronJob); see tick.py.
+    tick.add_parser(sub)
     return parser
 
 
@@ -95,17 +102,23 @@ def _summary_text(manifest: dict[str, Any]) -> str:
         + (f" ({rate:,.0f} rows/s)" if rate else "") + f"; ray.init {s['ray_init']:.2f} s",
         f"shardscore: output {manifest['output']} (manifest: _manifest.json)",
     ]
-    lines += [f"shardscore: FAILED shard {f['shard_id']} ({f['path']}): {f['reason']}" for f in manifest["failures"]]
+    if t["rescored_damaged"]:
+        lines.append(f"shardscore: {t['rescored_damaged']} shards re-scored: output file missing or changed")
+    if t["zero_row_shards"]:
+        lines.append(f"shardscore: {t['zero_row_shards']} zero-row shards committed without an output file")
+    lines += [f"shardscore: warning: {w}" for w in manifest.get("warnings", [])]
+    lines += [f"shardscore: FAILED shard {f['shard_id']} ({f['path']}): {f['reason']}" if f["shard_id"]
+              else f"shardscore: FAILED: {f['reason']}" for f in manifest["failures"]]
     return "\n".join(lines)
 
 
-def _write_summary(manifest: dict[str, Any], target: str | None) -> None:
+def _write_summary(manifest: dict[str, Any], target: str | None, stdout: Any) -> None:
     if not target:
         return
     summary = {k: manifest[k] for k in ("status", "input", "output", "model", "totals", "seconds", "failures")}
     text = json.dumps(summary, indent=2, default=str)
     if target == "-":
-        print(text)
+        print(text, file=stdout, flush=True)
     else:
         with open(target, "w", encoding="utf-8") as f:
             f.write(text + "\n")
@@ -114,10 +127,18 @@ def _write_summary(manifest: dict[str, Any], target: str | None) -> None:
 def cmd_run(cfg: config.RunConfig) -> int:
     from .runner import execute, prepare
 
-    prep = prepare(cfg)
-    manifest = execute(prep)
-    print(_summary_text(manifest), flush=True)
-    _write_summary(manifest, cfg.summary_json)
+    stdout = sys.stdout
+    if cfg.summary_json == "-":
+        # stdout carries the JSON document alone: every other line, Ray's copies of the workers' output
+        # included (its log monitor prints to sys.stdout as it finds it), goes to stderr.
+        sys.stdout = sys.stderr
+    try:
+        prep = prepare(cfg, for_run=True)
+        manifest = execute(prep)
+        print(_summary_text(manifest), flush=True)
+    finally:
+        sys.stdout = stdout
+    _write_summary(manifest, cfg.summary_json, stdout)
     return 0 if manifest["status"] == "succeeded" else 1
 
 
@@ -147,8 +168,9 @@ def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
         "ignored_files": p.ignored,
     }
     if rec is not None:
-        info.update(already_committed=len(rec.done), to_score=len(prep.todo), stale=len(rec.stale),
-                    orphans=len(rec.orphans))
+        info.update(already_committed=len(rec.done), to_score=len(prep.todo) + len(prep.empty),
+                    stale=len(rec.stale), orphans=len(rec.orphans), damaged=len(rec.damaged))
+    info["warnings"] = [f"symbolic link {loop} not followed: it loops" for loop in p.loops]
     if as_json:
         print(json.dumps(info, indent=2))
     else:
@@ -161,6 +183,8 @@ def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
             print(f"PROBLEM shard {problem['shard_id']} ({problem['path']}): {problem['reason']}")
         if p.ignored:
             print(f"ignored {len(p.ignored)} non-Parquet files: {', '.join(p.ignored[:5])}")
+        for warning in info["warnings"]:
+            print(f"warning: {warning}")
     return 1 if info["problems"] else 0
 
 
@@ -217,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "tick":
+            return tick.main(args)
         return cmd_sample_data(args)
     except ShardscoreError as exc:
         print(f"shardscore: error: {exc}", file=sys.stderr)

@@ -18,9 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import StaleOutputError
+import pyarrow.fs as pafs
+
+from .errors import OutputError, StaleOutputError
 from .planning import Shard
-from .storage import Location, delete, list_files, read_json, write_json
+from .storage import Location, delete, list_files, read_json, stamp, write_json
 
 META_DIR = "_shardscore"
 COMMITS_DIR = f"{META_DIR}/commits"
@@ -46,6 +48,12 @@ class ShardResult:
     reason: str = ""
     attempt_started_at: float = 0.0
     worker: dict[str, Any] = field(default_factory=dict)
+    # What identifies the written file: a rerun compares a listing's size and mtime with these (no re-read).
+    output_size: int = 0
+    output_mtime_ns: int = 0
+    output_sha256: str = ""  # of the file's bytes, computed while writing it
+    prediction_schema: str = ""  # the predictions' columns and types (see scoring.schema_text)
+    run_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,15 +102,28 @@ class OutputStore:
         if result.output:
             delete(self.loc, self.loc.join(result.output))
 
-    def start(self, run_record: dict[str, Any]) -> None:
-        """Mark the output as in progress: a reader who waits for _SUCCESS never sees a mix of runs."""
+    def withdraw_success(self) -> None:
+        """Remove _SUCCESS just before the output changes, so a reader who waits for it never sees a mix of runs.
+
+        Called by whoever is about to change a file of the output (the driver before it removes a stale shard, a
+        worker before it publishes a shard's file): a run that changes nothing leaves a good output as it was.
+        """
         delete(self.loc, self.loc.join(SUCCESS))
+
+    def succeeded_before(self) -> bool:
+        return self.loc.fs.get_file_info(self.loc.join(SUCCESS)).type == pafs.FileType.File
+
+    def start(self, run_record: dict[str, Any]) -> None:
         write_json(self.loc, self.loc.join(RUN_RECORD), run_record)
 
     def finish(self, manifest: dict[str, Any], success: bool) -> None:
         write_json(self.loc, self.loc.join(MANIFEST), manifest)
         if success:
             write_json(self.loc, self.loc.join(SUCCESS), {"shards": manifest["totals"]["shards"]})
+
+    def listing(self) -> dict[str, pafs.FileInfo]:
+        """Every visible file of the output by relative path: one listing, no reads."""
+        return dict(list_files(self.loc))
 
 
 @dataclass
@@ -111,14 +132,27 @@ class Reconciliation:
     done: list[ShardResult]
     stale: list[tuple[Shard, ShardResult, str]]  # recomputed (with overwrite) or refused
     orphans: list[ShardResult]  # committed shards whose input is gone
+    damaged: list[tuple[Shard, ShardResult, str]] = field(default_factory=list)  # file missing or changed: redone
+
+    @property
+    def changes(self) -> bool:
+        """Whether the driver must change the output before scoring (remove stale, orphaned or damaged shards)."""
+        return bool(self.stale or self.orphans or self.damaged)
 
 
 def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_identity: str,
-              output_options: str, overwrite: bool) -> Reconciliation:
-    """Decide per shard: skip (committed and current), redo (stale), or do. Refuse to mix unless overwriting."""
+              output_options: str, overwrite: bool,
+              listing: dict[str, pafs.FileInfo] | None = None) -> Reconciliation:
+    """Decide per shard: skip (committed, current and its file intact), redo (stale or damaged), or do.
+
+    Refuses to mix output of another input or model unless overwriting. `listing` (the output's files) is what
+    each commit record's file is checked against; foreign files, which a reader of the output would take for
+    predictions, are refused.
+    """
     todo: list[Shard] = []
     done: list[ShardResult] = []
     stale: list[tuple[Shard, ShardResult, str]] = []
+    damaged: list[tuple[Shard, ShardResult, str]] = []
     planned = {s.shard_id for s in shards}
     for shard in shards:
         record = committed.get(shard.shard_id)
@@ -126,14 +160,22 @@ def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_iden
             todo.append(shard)
             continue
         why = _staleness(shard, record, model_identity, output_options)
+        broken = file_problem(record, listing) if listing is not None else None
         if why:
             stale.append((shard, record, why))
+        elif broken:
+            damaged.append((shard, record, broken))
         else:
             done.append(record)
     orphans = [r for sid, r in sorted(committed.items()) if sid not in planned]
+    if listing is not None:
+        _refuse_foreign_files(listing, shards, committed)
     if (stale or orphans) and not overwrite:
+        by_file: dict[str, list[str]] = {}
+        for s in shards:
+            by_file.setdefault(s.relpath, []).append(s.shard_id)
         lines = [f"  shard {s.shard_id}: {why}" for s, _, why in stale[:10]]
-        lines += [f"  shard {r.shard_id}: its input file is gone from the input" for r in orphans[:10]]
+        lines += [f"  shard {r.shard_id}: {_orphan_reason(r, by_file)}" for r in orphans[:10]]
         more = len(stale) + len(orphans) - len(lines)
         raise StaleOutputError(
             "the output already holds predictions that do not match this run:\n" + "\n".join(lines)
@@ -141,7 +183,44 @@ def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_iden
             + "\nRefusing to mix them. Rerun with --overwrite to recompute them, or choose another --output."
         )
     todo.extend(s for s, _, _ in stale)
-    return Reconciliation(todo, done, stale, orphans)
+    todo.extend(s for s, _, _ in damaged)
+    return Reconciliation(todo, done, stale, orphans, damaged)
+
+
+def file_problem(record: ShardResult, listing: dict[str, pafs.FileInfo]) -> str | None:
+    """What is wrong with a committed shard's file according to a listing, or None when it is as committed."""
+    if not record.output:
+        return None  # a zero-row shard: committed without a file
+    info = listing.get(record.output)
+    if info is None:
+        return f"its output file {record.output} is missing"
+    size, mtime_ns = stamp(info)
+    if record.output_mtime_ns and (size, mtime_ns) != (record.output_size, record.output_mtime_ns):
+        return (f"its output file {record.output} changed since it was committed "
+                f"({record.output_size} bytes -> {size} bytes, or rewritten)")
+    return None
+
+
+def _refuse_foreign_files(listing: dict[str, pafs.FileInfo], shards: list[Shard],
+                          committed: dict[str, ShardResult]) -> None:
+    ours = {s.output_relpath for s in shards} | {r.output for r in committed.values() if r.output}
+    foreign = sorted(rel for rel in listing if rel not in ours)
+    if foreign:
+        raise OutputError(
+            f"the output holds {len(foreign)} file(s) that no shard of this input wrote, which every reader of "
+            f"the output would take for predictions: {', '.join(foreign[:5])}"
+            + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            + ". Move them away, or choose another --output."
+        )
+
+
+def _orphan_reason(record: ShardResult, shards_by_file: dict[str, list[str]]) -> str:
+    relpath = record.shard_id.split("#", 1)[0]
+    now = shards_by_file.get(relpath)
+    if now:
+        return (f"the shard layout changed: {relpath} is now planned as {', '.join(now[:4])}"
+                + (" ..." if len(now) > 4 else "") + " (was --max-rows-per-shard changed?)")
+    return "its input file is gone from the input"
 
 
 def _staleness(shard: Shard, record: ShardResult, model_identity: str, output_options: str) -> str | None:

@@ -7,9 +7,12 @@ the defaults. YAML keys are the option names with '_' or '-' (`num_gpus_per_work
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -54,6 +57,8 @@ class RunConfig:
     ray_address: str | None = None
     progress_interval: float = 10.0
     summary_json: str | None = None
+    grace_period: float = 20.0
+    lease_ttl: float = 60.0
 
     def validate(self, need_output: bool = True) -> "RunConfig":
         """Check every option before anything runs; errors name the option and the value."""
@@ -74,8 +79,11 @@ class RunConfig:
                      "max_shards_per_task"):
             if getattr(self, name) is not None:
                 _positive(self, name)
-        for name in ("max_failed_shards", "max_retries", "progress_interval"):
+        for name in ("max_failed_shards", "max_retries", "progress_interval", "grace_period"):
             _positive(self, name, allow_zero=True)
+        _positive(self, "lease_ttl")
+        if self.lease_ttl < 2:
+            raise ConfigError(f"--lease-ttl {self.lease_ttl}: must be at least 2 seconds (heartbeats come every ttl/4)")
         if self.device == "cuda" and self.num_gpus_per_worker == 0:
             raise ConfigError("--device cuda needs --num-gpus-per-worker > 0, so that Ray places the work on "
                               "GPU nodes and gives it a GPU")
@@ -85,8 +93,8 @@ class RunConfig:
         if self.pool is not None and not _POOL_NAME.match(self.pool):
             raise ConfigError(f"--pool {self.pool!r}: use lowercase letters, digits and '-' (at most 40)")
         _positive(self, "pool_idle_timeout")
-        if self.input and self.output and self.input.rstrip("/") == self.output.rstrip("/"):
-            raise ConfigError(f"--output {self.output!r} is the input location: predictions would mix with data")
+        if self.summary_json and self.summary_json != "-":
+            _check_summary_path(self.summary_json)
         return self
 
 
@@ -96,8 +104,32 @@ def _flag(name: str) -> str:
 
 def _positive(cfg: RunConfig, name: str, allow_zero: bool = False) -> None:
     value = getattr(cfg, name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"--{_flag(name)} {value}: must be a finite number")
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"--{_flag(name)} {value}: must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _check_summary_path(path: str) -> None:
+    """--summary-json is written after the run: a path that cannot take it must fail now, not after _SUCCESS."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ConfigError(f"--summary-json {path}: is a directory")
+    if not os.path.isdir(parent):
+        raise ConfigError(f"--summary-json {path}: its folder {parent} does not exist")
+    if not os.access(path if os.path.exists(path) else parent, os.W_OK):
+        raise ConfigError(f"--summary-json {path}: not writable")
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected a boolean: true/false, yes/no, on/off or 1/0")
 
 
 def parse_size(text: str | int) -> int:
@@ -136,9 +168,10 @@ _CONVERTERS = {
     "num_actors": int, "max_in_flight": int, "max_shards_per_task": int, "batch_size": int, "max_rows_per_shard": int,
     "max_failed_shards": int, "max_retries": int, "num_cpus_per_worker": float,
     "num_gpus_per_worker": float, "progress_interval": float, "pool_idle_timeout": float, "memory_per_worker": parse_size,
+    "grace_period": float, "lease_ttl": float,
     "key_columns": lambda v: [c.strip() for c in v.split(",") if c.strip()] if isinstance(v, str) else list(v),
     "model_args": parse_model_args,
-    "overwrite": lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes", "on"),
+    "overwrite": _boolean,
 }
 
 
@@ -165,10 +198,29 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
         key = ENV_PREFIX + name.upper()
         if env.get(key, "") != "":
             values[name] = _convert(name, env[key], f"environment variable {key}")
+    _warn_unknown_env(env, names)
     for name, value in flags.items():
         if value is not None:
             values[name] = _convert(name, value, f"--{_flag(name)}")
     return RunConfig(**values)
+
+
+#: SHARDSCORE_* variables that are not run options: the config file, and those of the project's scripts.
+_OTHER_ENV = {"CONFIG"}
+
+
+def _warn_unknown_env(env: Mapping[str, str], names: set[str]) -> None:
+    """A misspelt SHARDSCORE_* variable is silently no option at all: say so, naming the closest option."""
+    options = {name.upper() for name in names}
+    for key in sorted(env):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):]
+        if name in options or name in _OTHER_ENV:
+            continue
+        close = difflib.get_close_matches(name, sorted(options), n=1)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        print(f"shardscore: warning: environment variable {key} is not an option{hint}", file=sys.stderr)
 
 
 def _from_file(path: str, names: set[str]) -> dict[str, Any]:

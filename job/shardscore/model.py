@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import json
 import os
+import site
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -49,14 +49,60 @@ class BatchError(ValueError):
     """The model's answer for a batch cannot be used (wrong row count, unsupported type)."""
 
 
-def _source_digest(obj: Any) -> str:
-    """A digest of the file that defines obj, so that editing the model's code changes the model identity."""
-    try:
-        source_file = inspect.getsourcefile(obj)
-        with open(source_file, "rb") as f:  # type: ignore[arg-type]
-            return hashlib.sha256(f.read()).hexdigest()[:16]
-    except (TypeError, OSError):
-        return ""
+#: Per factory module: the modules of the user's project that importing it brought in (see `model_sources`).
+_IMPORTED_WITH: dict[str, list[str]] = {}
+
+
+def _installed_dirs() -> tuple[str, ...]:
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages()}
+    return tuple(os.path.realpath(d) + os.sep for d in dirs if d)
+
+
+def _package_files(module_name: str) -> list[str]:
+    """The source files the identity covers for the factory's own code.
+
+    A factory module inside a package: every .py file of its top-level package, so that a change to a sibling
+    module it imports (`from .net import Net`) changes the identity. shardscore's own shipped models are the
+    exception: shardscore.models and the model contract, not the whole job (a new progress line must not make
+    every output look scored by another model). A top-level module: its own file.
+    """
+    if module_name.startswith("shardscore."):
+        root = os.path.dirname(os.path.abspath(__file__))
+        return [os.path.join(root, "model.py"), *_tree(os.path.join(root, "models"))]
+    top = sys.modules.get(module_name.split(".", 1)[0])
+    paths = list(getattr(top, "__path__", None) or [])
+    if not paths:
+        source = getattr(top, "__file__", None)
+        return [source] if source else []
+    return [f for p in sorted(paths) for f in _tree(p)]
+
+
+def _tree(folder: str) -> list[str]:
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.endswith(".py"))
+
+
+def model_sources(module_name: str) -> list[str]:
+    """Every source file whose change changes the model identity: the factory's package (`_package_files`) and the
+    modules of the user's project (outside the Python installation, shardscore aside) that importing it loaded."""
+    installed = _installed_dirs()
+    extra = [m for m in _IMPORTED_WITH.get(module_name, [])]
+    files = set(_package_files(module_name))
+    for name in extra:
+        source = getattr(sys.modules.get(name), "__file__", None)
+        if source and source.endswith(".py") and not os.path.realpath(source).startswith(installed):
+            files.add(source)
+    return sorted(files)
+
+
+def _sources_digest(module_name: str) -> str:
+    digest = hashlib.sha256()
+    for path in model_sources(module_name):
+        try:
+            with open(path, "rb") as f:
+                digest.update(os.path.basename(path).encode() + b"\0" + f.read() + b"\0")
+        except OSError:
+            continue
+    return digest.hexdigest()[:16]
 
 
 def _to_table(result: Any, num_rows: int) -> pa.Table:
@@ -110,11 +156,24 @@ class Scorer:
 
     @cached_property
     def identity(self) -> str:
-        """Changes when the spec, the factory's source file or the weights' fingerprint change."""
+        """Changes when the spec, the model's source (`model_sources`) or its declared `fingerprint` change."""
         module = self.spec.target.partition(":")[0]
         parts = [self.spec.target, json.dumps(self.spec.args, sort_keys=True, default=str),
-                 _source_digest(importlib.import_module(module)), str(getattr(self.model, "fingerprint", ""))]
+                 _sources_digest(module), str(getattr(self.model, "fingerprint", ""))]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
+
+    def pickled(self) -> bytes:
+        """The scorer as the bytes `ray.put` stores once; a model that cannot be pickled is named with the
+        attribute at fault, before Ray starts."""
+        from ray import cloudpickle
+
+        try:
+            return cloudpickle.dumps(self)
+        except Exception as exc:  # noqa: BLE001 - pickling raises many kinds
+            culprit = _unpicklable(self.model, "the model")
+            raise ModelError(f"--model {self.spec.target}: the model cannot be pickled, so it cannot be sent to the "
+                             f"workers: {culprit or f'{type(exc).__name__}: {exc}'}. Build such attributes in "
+                             "prepare(device), which runs on each worker, or drop them in __getstate__") from exc
 
     def prepare(self, device: str) -> None:
         """Place the model on its device, once per worker.
@@ -143,9 +202,25 @@ class Scorer:
         return _to_table(self.model(self._to_batch(table)), table.num_rows)
 
 
+def _unpicklable(obj: Any, path: str, depth: int = 3) -> str:
+    """The deepest attribute of obj that cannot be pickled, e.g. "attribute the model.lock (a _thread.lock)"."""
+    from ray import cloudpickle
+
+    if depth == 0:
+        return ""
+    for name, value in sorted((getattr(obj, "__dict__", None) or {}).items()):
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:  # noqa: BLE001
+            deeper = _unpicklable(value, f"{path}.{name}", depth - 1)
+            return deeper or f"attribute {path}.{name} (a {type(value).__module__}.{type(value).__qualname__}): {exc}"
+    return ""
+
+
 def load(spec: ModelSpec) -> Scorer:
     """Import the factory and build the model. Errors name the spec and what went wrong."""
     module_name, _, attr = spec.target.partition(":")
+    before = set(sys.modules)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -162,6 +237,9 @@ def load(spec: ModelSpec) -> Scorer:
         raise ModelError(f"--model {spec.target}: the factory failed: {type(exc).__name__}: {exc}") from exc
     if not callable(model):
         raise ModelError(f"--model {spec.target}: the factory returned {type(model).__name__}, not a callable")
+    loaded = sorted(name for name in set(sys.modules) - before if not name.startswith("shardscore"))
+    if module_name not in _IMPORTED_WITH or loaded:
+        _IMPORTED_WITH[module_name] = sorted(set(_IMPORTED_WITH.get(module_name, [])) | set(loaded))
     return Scorer(spec, model)
 
 

@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import InputError
-from .storage import Location, list_files
+from .storage import Location, scan
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 MAGIC = b"PAR1"
@@ -59,9 +59,11 @@ class BadFile:
 class Plan:
     shards: list[Shard]
     bad_files: list[BadFile]
-    schema: pa.Schema | None  # of the first readable file: the reference other shards are checked against
+    schema: pa.Schema | None  # the most common file schema, with the columns read widened to fit every file
     schema_mismatches: dict[str, str] = field(default_factory=dict)  # shard_id -> what differs
     ignored: list[str] = field(default_factory=list)  # visible files that are not Parquet by name
+    casts: dict[str, pa.DataType] = field(default_factory=dict)  # columns read whose width differs between files
+    loops: list[str] = field(default_factory=list)  # symbolic links not followed because they loop
 
     @property
     def total_rows(self) -> int:
@@ -79,13 +81,18 @@ class _Footer:
     size: int
 
 
-def read_footer(loc: Location, path: str) -> _Footer:
-    """Read only the Parquet footer (one ranged read on object stores) and fingerprint the file by it.
+def read_footer(loc: Location, path: str, mtime_ns: int | None = None) -> _Footer:
+    """Read only the Parquet footer (one ranged read on object stores) and fingerprint the file.
 
-    The footer holds every row group's offsets, sizes and statistics, so any content change changes it.
+    The fingerprint covers the size, the footer (every row group's offsets, sizes and statistics) and what the
+    store tells for free of the file's version: the ETag on object stores (pyarrow's S3 input file reports it
+    from the HEAD request it makes anyway), the modification time on local disks. So an edit that keeps the
+    size and the footer's bytes, such as two values swapped, is still seen.
     """
     with loc.fs.open_input_file(path) as f:
         size = f.size()
+        etag = (f.metadata() or {}).get("ETag", b"") if not loc.is_local else b""
+        version = etag if etag else str(mtime_ns if mtime_ns is not None else "").encode()
         if size < 12:
             raise ValueError(f"not a Parquet file: {size} bytes")
         probe = min(size, FOOTER_PROBE_BYTES)
@@ -104,7 +111,7 @@ def read_footer(loc: Location, path: str) -> _Footer:
         metadata = pq.read_metadata(pa.BufferReader(MAGIC + footer))
     except (OSError, pa.ArrowException) as exc:
         raise ValueError(f"corrupt Parquet footer: {exc}") from exc
-    digest = hashlib.sha256(struct.pack("<Q", size) + footer).hexdigest()[:20]
+    digest = hashlib.sha256(struct.pack("<Q", size) + footer + b"\0" + version).hexdigest()[:20]
     return _Footer(metadata, digest, size)
 
 
@@ -119,14 +126,14 @@ class _FileSummary:
     schema_key: str
 
 
-def _summarize(loc: Location, path: str) -> _FileSummary | str:
+def _summarize(loc: Location, path: str, mtime_ns: int | None) -> _FileSummary | str:
     """A file's summary, or why it cannot be planned.
 
     The schema is keyed by its columns' names and types, read straight from the footer: converting each
     footer's schema to Arrow in the planning threads costs tens of kilobytes per file that are never given back.
     """
     try:
-        footer = read_footer(loc, path)
+        footer = read_footer(loc, path, mtime_ns)
     except (ValueError, OSError) as exc:
         return str(exc)
     md = footer.metadata
@@ -161,20 +168,49 @@ def _split(relpath: str, path: str, summary: _FileSummary, max_rows: int | None)
     return shards
 
 
-def _schema_difference(reference: pa.Schema, schema: pa.Schema, columns: list[str] | None) -> str | None:
-    names = columns if columns is not None else reference.names
-    problems = []
-    for name in names:
-        if name not in reference.names:
-            continue  # reported per shard by the scorer, which knows what the model needs
-        idx = schema.get_field_index(name)
-        if idx < 0:
-            problems.append(f"column {name!r} is missing")
-        elif not schema.field(idx).type.equals(reference.field(name).type):
-            problems.append(
-                f"column {name!r} has type {schema.field(idx).type}, expected {reference.field(name).type}"
-            )
-    return "; ".join(problems) or None
+def widen(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type both a and b convert to without loss (int8 and int64 -> int64), or None when there is none."""
+    if a.equals(b):
+        return a
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        signed_a, signed_b = pa.types.is_signed_integer(a), pa.types.is_signed_integer(b)
+        if signed_a == signed_b:
+            return a if a.bit_width >= b.bit_width else b
+        unsigned_width = a.bit_width if not signed_a else b.bit_width
+        width = max(a.bit_width, b.bit_width, unsigned_width * 2)
+        return {16: pa.int16(), 32: pa.int32(), 64: pa.int64()}.get(width)
+    if pa.types.is_floating(a) and pa.types.is_floating(b):
+        return a if a.bit_width >= b.bit_width else b
+    for small, large in ((pa.string(), pa.large_string()), (pa.binary(), pa.large_binary())):
+        if {str(a), str(b)} == {str(small), str(large)}:
+            return large
+    return None
+
+
+def _unify(schemas: list[pa.Schema], columns: list[str]) -> tuple[dict[str, pa.DataType], list[dict[str, str]]]:
+    """The type of each column read, widened to fit every schema (most common first), and per schema what
+    does not fit (a missing column, or a type that no lossless widening reconciles)."""
+    types: dict[str, pa.DataType] = {}
+    for name in columns:
+        idx = schemas[0].get_field_index(name)
+        if idx >= 0:
+            types[name] = schemas[0].field(idx).type
+    problems: list[dict[str, str]] = []
+    for schema in schemas:
+        found: dict[str, str] = {}
+        for name, expected in list(types.items()):
+            idx = schema.get_field_index(name)
+            if idx < 0:
+                found[name] = f"column {name!r} is missing"
+                continue
+            actual = schema.field(idx).type
+            wider = widen(expected, actual)
+            if wider is None:
+                found[name] = f"column {name!r} has type {actual}, expected {expected}"
+            else:
+                types[name] = wider
+        problems.append(found)
+    return types, problems
 
 
 def plan(loc: Location, max_rows_per_shard: int | None = None, columns: list[str] | None = None,
@@ -186,41 +222,68 @@ def plan(loc: Location, max_rows_per_shard: int | None = None, columns: list[str
         raise InputError(f"input {loc.uri}: cannot be read ({exc})") from exc
     if root.type == pafs.FileType.NotFound:
         raise InputError(f"input {loc.uri}: no such file or directory")
+    loops: list[str] = []
     if root.type == pafs.FileType.File:
         parent = loc.path.rsplit("/", 1)[0]
-        entries = [(loc.path.rsplit("/", 1)[1], loc.path)]
-        loc = Location(loc.fs, parent, loc.uri.rsplit("/", 1)[0])
+        entries = [(loc.path.rsplit("/", 1)[1], loc.path, root.mtime_ns)]
+        loc = Location(loc.fs, parent, loc.uri.rsplit("/", 1)[0], loc.endpoint)
     else:
-        entries = [(rel, i.path) for rel, i in list_files(loc)]
-    ignored = [rel for rel, _ in entries if not rel.endswith(PARQUET_SUFFIXES)]
-    entries = [(rel, p) for rel, p in entries if rel.endswith(PARQUET_SUFFIXES)]
+        listing = scan(loc)
+        entries = [(rel, i.path, i.mtime_ns) for rel, i in listing.files]
+        loops = listing.loops
+    ignored = [rel for rel, _, _ in entries if not rel.endswith(PARQUET_SUFFIXES)]
+    entries = [e for e in entries if e[0].endswith(PARQUET_SUFFIXES)]
     if not entries:
         raise InputError(f"input {loc.uri}: no Parquet files (*.parquet) found"
                          + (f"; ignored {len(ignored)} other files" if ignored else ""))
 
     if loc.is_local:  # no latency to hide, and footers parsed in threads cost memory the process never returns
-        summaries = [_summarize(loc, path) for _, path in entries]
+        summaries = [_summarize(loc, path, mtime) for _, path, mtime in entries]
     else:
         with ThreadPoolExecutor(max_workers=max(1, min(threads, len(entries)))) as pool:
-            summaries = list(pool.map(lambda entry: _summarize(loc, entry[1]), entries))
+            summaries = list(pool.map(lambda entry: _summarize(loc, entry[1], entry[2]), entries))
 
-    bad = [BadFile(rel, path, rel, s) for (rel, path), s in zip(entries, summaries, strict=True) if isinstance(s, str)]
+    bad = [BadFile(rel, path, rel, s) for (rel, path, _), s in zip(entries, summaries, strict=True)
+           if isinstance(s, str)]
     good = [(e, s) for e, s in zip(entries, summaries, strict=True) if not isinstance(s, str)]
-    # The reference schema is the most common one, so one odd file cannot make every other file look wrong.
+    # The reference is the most common schema, so one odd file cannot make every other file look wrong; the
+    # columns read are widened where files differ only in width (int8 in most, int64 in some).
     counts = Counter(s.schema_key for _, s in good)
-    examples = {s.schema_key: path for (_, path), s in reversed(good)}
-    schemas = {key: read_footer(loc, path).metadata.schema.to_arrow_schema() for key, path in examples.items()}
-    schema = schemas[counts.most_common(1)[0][0]] if counts else None
-    differences = {key: _schema_difference(schema, schemas[key], columns) for key in counts}
+    examples = {s.schema_key: path for (_, path, _), s in reversed(good)}
+    keys = [key for key, _ in counts.most_common()]
+    schemas = [read_footer(loc, examples[key]).metadata.schema.to_arrow_schema() for key in keys]
+    schema = casts = None
+    problems: dict[str, str] = {}
+    if schemas:
+        read = columns if columns is not None else schemas[0].names
+        types, found = _unify(schemas, read)
+        problems = {key: "; ".join(p.values()) for key, p in zip(keys, found, strict=True) if p}
+        schema = pa.schema([pa.field(f.name, types.get(f.name, f.type), f.nullable) for f in schemas[0]])
+        casts = {name: t for name, t in types.items()
+                 if any(s.get_field_index(name) >= 0 and not s.field(name).type.equals(t) for s in schemas)}
     shards: list[Shard] = []
     mismatches: dict[str, str] = {}
-    for (rel, path), summary in good:
+    for (rel, path, _), summary in good:
         file_shards = _split(rel, path, summary, max_rows_per_shard)
-        difference = differences[summary.schema_key]
-        if difference:
-            mismatches.update({s.shard_id: difference for s in file_shards})
+        if summary.schema_key in problems:
+            mismatches.update({s.shard_id: problems[summary.schema_key] for s in file_shards})
         shards.extend(file_shards)
-    return Plan(shards, bad, schema, mismatches, ignored)
+    _refuse_output_collisions(shards)
+    return Plan(shards, bad, schema, mismatches, ignored, casts or {}, loops)
+
+
+def _refuse_output_collisions(shards: list[Shard]) -> None:
+    """Two inputs must never write one output file (`a.parquet` and `a.pq` both make `a.parquet`)."""
+    writers: dict[str, str] = {}
+    clashes = []
+    for shard in shards:
+        first = writers.setdefault(shard.output_relpath, shard.shard_id)
+        if first != shard.shard_id:
+            clashes.append(f"{first} and {shard.shard_id} would both write {shard.output_relpath}")
+    if clashes:
+        raise InputError("input: " + "; ".join(clashes[:5]) + (f" (and {len(clashes) - 5} more)" if len(clashes) > 5
+                         else "") + ". Output files are named after the input file with its suffix replaced by "
+                         ".parquet: rename one of them.")
 
 
 def bundle(shards: list[Shard], min_bundles: int, target_rows: int = 131072, max_shards: int = 64) -> list[list[Shard]]:

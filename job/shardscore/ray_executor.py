@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import ray
+from ray import cloudpickle
 from ray.exceptions import RayError
 
 from .commit import ShardResult
@@ -47,14 +49,25 @@ class Placement:
         return opts
 
 
-def _metrics() -> dict[str, Any]:
-    if not _METRICS:
-        from ray.util.metrics import Counter
+def _count(result: ShardResult) -> None:
+    """Export a finished shard to Ray's metrics. Metrics never fail a shard: an error is logged once, then ignored.
 
-        _METRICS["rows"] = Counter("shardscore_rows_scored", "Rows scored by shardscore workers.")
-        _METRICS["shards"] = Counter("shardscore_shards", "Shards finished by shardscore workers.",
-                                     tag_keys=("status",))
-    return _METRICS
+    (Ray's Counter.inc rejects 0, which is what a failed shard adds to the rows counter: ray/util/metrics.py.)
+    """
+    try:
+        if not _METRICS:
+            from ray.util.metrics import Counter
+
+            _METRICS["rows"] = Counter("shardscore_rows_scored", "Rows scored by shardscore workers.")
+            _METRICS["shards"] = Counter("shardscore_shards", "Shards finished by shardscore workers.",
+                                         tag_keys=("status",))
+        if result.rows_in > 0:
+            _METRICS["rows"].inc(result.rows_in)
+        _METRICS["shards"].inc(1, tags={"status": result.status})
+    except Exception as exc:  # noqa: BLE001 - whatever the metrics library raises
+        if not _METRICS.get("warned"):
+            _METRICS["warned"] = True
+            print(f"shardscore: metrics are off in this worker ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def _worker_info(device: str) -> dict[str, Any]:
@@ -69,7 +82,7 @@ def _scorer(model_box: list[ray.ObjectRef] | None, identity: str, device: str) -
     if scorer is None:
         if model_box is None:  # a pool actor restarted since the driver found it warm: this run stops, and
             raise RuntimeError(f"model {identity} is not loaded in this worker and was not sent")  # the next sends it
-        scorer = ray.get(model_box[0])
+        scorer = cloudpickle.loads(ray.get(model_box[0]))  # the driver put the pickled scorer (Scorer.pickled)
         scorer.prepare(device)
         _WORKER_MODEL.clear()
         _WORKER_MODEL[identity] = scorer
@@ -81,8 +94,43 @@ def _loaded_identity() -> str | None:
     return next(iter(_WORKER_MODEL), None)
 
 
+def _committed_this_run(shard: Shard, job: ScoringJob) -> ShardResult | None:
+    """The shard's commit record when this run already committed it (a retried task after its worker died)."""
+    store = job.output()
+    record = read_json(store.loc, store.commit_path(shard.shard_id))
+    if (record and record.get("run_id") == job.run_id and record.get("input_fingerprint") == shard.fingerprint
+            and record.get("model_identity") == job.model_identity):
+        return ShardResult.from_dict(record)
+    return None
+
+
+def _score_one(shard: Shard, scorer: Scorer, job: ScoringJob, info: dict[str, Any], expected_schema: str,
+               attempts: int, before_publish: Callable[[], None]) -> ShardResult:
+    """One shard, as its own unit: whatever goes wrong with it becomes its own result, never its bundle-mates'.
+
+    The shard's own faults (its data, the model on its rows) fail it at once. Input or output that could not be
+    reached (OSError) is tried again, `attempts` times in all, with a short backoff.
+    """
+    display = job.input().display(shard.path)
+    for attempt in range(1, attempts + 1):
+        try:
+            return score_shard(shard, scorer, job, info, expected_schema=expected_schema,
+                               before_publish=before_publish)
+        except ShardError as exc:
+            return failed(shard.shard_id, display, exc.reason, info)
+        except OSError as exc:
+            if attempt == attempts:
+                tries = f" ({attempts} attempts)" if attempts > 1 else ""
+                return failed(shard.shard_id, display, f"input or output could not be read or written{tries}: "
+                              f"{type(exc).__name__}: {exc}", info)
+            time.sleep(min(10.0, 0.5 * 2 ** (attempt - 1)))
+        except Exception as exc:  # noqa: BLE001 - an unexpected fault of this shard stays this shard's
+            return failed(shard.shard_id, display, f"{type(exc).__name__}: {exc}", info)
+    raise AssertionError("unreachable")
+
+
 def _score(bundle: list[Shard], model_box: list[ray.ObjectRef] | None, job: ScoringJob,
-           device: str) -> list[ShardResult]:
+           device: str, expected_schema: str, attempts: int) -> list[ShardResult]:
     """Run in a worker: score a bundle of shards, one commit each. Shard faults come back as failed results."""
     try:
         scorer = _scorer(model_box, job.model_identity, device)
@@ -91,23 +139,30 @@ def _score(bundle: list[Shard], model_box: list[ray.ObjectRef] | None, job: Scor
             f"the model could not be loaded on worker {socket.gethostname()}: {type(exc).__name__}: {exc}")
         return [ShardResult(shard_id=bundle[0].shard_id, status="fatal", reason=reason, worker=_worker_info(device))]
     info = _worker_info(scorer.device)
-    metrics = _metrics()
+    store = job.output()
+    withdrawn = False
+
+    def before_publish() -> None:  # the output is about to change: a reader must stop trusting _SUCCESS
+        nonlocal withdrawn
+        if not withdrawn:
+            store.withdraw_success()
+            withdrawn = True
+
     results = []
     for shard in bundle:
-        try:
-            result = score_shard(shard, scorer, job, info)
-        except ShardError as exc:
-            result = failed(shard.shard_id, job.input().display(shard.path), exc.reason, info)
-        metrics["rows"].inc(result.rows_in)
-        metrics["shards"].inc(1, tags={"status": result.status})
+        result = _committed_this_run(shard, job) or _score_one(shard, scorer, job, info, expected_schema,
+                                                               attempts, before_publish)
+        if result.status == "committed" and not expected_schema:
+            expected_schema = result.prediction_schema  # the bundle's later shards must match its first
+        _count(result)
         results.append(result)
     return results
 
 
 @ray.remote
 def _score_task(bundle: list[Shard], model_box: list[ray.ObjectRef], job: ScoringJob,
-                device: str) -> list[ShardResult]:
-    return _score(bundle, model_box, job, device)
+                device: str, expected_schema: str, attempts: int) -> list[ShardResult]:
+    return _score(bundle, model_box, job, device, expected_schema, attempts)
 
 
 @ray.remote
@@ -131,10 +186,10 @@ class ShardScorer:
         return _loaded_identity()
 
     def score(self, bundle: list[Shard], model_box: list[ray.ObjectRef] | None,
-              job: ScoringJob) -> list[ShardResult]:
+              job: ScoringJob, expected_schema: str, attempts: int) -> list[ShardResult]:
         self.busy += 1
         try:
-            return _score(bundle, model_box, job, self.device)
+            return _score(bundle, model_box, job, self.device, expected_schema, attempts)
         finally:
             self.busy -= 1
             self.last_used = time.monotonic()
@@ -178,71 +233,92 @@ def cluster_slots(placement: Placement) -> int:
     return max(1, int(min(slots))) if slots else 1
 
 
-def _crashed(bundle: list[Shard], job: ScoringJob, exc: BaseException) -> list[ShardResult]:
-    """Results for a bundle whose worker kept dying: shards it committed before dying count as committed."""
+def _crashed(bundle: list[Shard], job: ScoringJob, exc: BaseException, attempts: int) -> list[ShardResult]:
+    """Results for a bundle whose worker process kept dying: shards it committed before dying count as committed."""
     text = str(exc).strip().splitlines()
-    reason = f"gave up after retries: {exc.__class__.__name__}: {text[-1] if text else ''}"
-    loc, store = job.input(), job.output()
-    results = []
-    for shard in bundle:
-        record = read_json(store.loc, store.commit_path(shard.shard_id))
-        if (record and record.get("input_fingerprint") == shard.fingerprint
-                and record.get("model_identity") == job.model_identity):
-            results.append(ShardResult.from_dict(record))
-        else:
-            results.append(failed(shard.shard_id, loc.display(shard.path), reason))
-    return results
+    reason = (f"the worker process died {attempts} time(s) while scoring this shard's bundle: "
+              f"{exc.__class__.__name__}: {text[-1] if text else ''}")
+    loc = job.input()
+    return [_committed_this_run(shard, job) or failed(shard.shard_id, loc.display(shard.path), reason)
+            for shard in bundle]
 
 
-def run_tasks(bundles: Iterable[list[Shard]], model_ref: ray.ObjectRef, job: ScoringJob, placement: Placement,
-              max_in_flight: int, on_result: Callable[[ShardResult | None], bool]) -> None:
-    """One task per bundle of shards, at most `max_in_flight` submitted at once.
+class RunControl:
+    """How the driver stops a run early: at once (a fatal error), or after a grace period (a signal)."""
 
-    on_result gets each result (None on an idle tick) and returns False to stop the run early.
-    """
-    task = _score_task.options(max_retries=placement.max_retries, retry_exceptions=[OSError],
-                               **placement.options())
-    box = [model_ref]  # in a list, so Ray passes the reference itself and tasks resolve it once per worker
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.reason = ""
+
+    def stop(self, reason: str, grace: float) -> None:
+        """Submit nothing more; give what is in flight `grace` seconds to finish."""
+        if self.deadline is None:
+            self.deadline, self.reason = time.monotonic() + grace, reason
+
+    @property
+    def stopping(self) -> bool:
+        return self.deadline is not None
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+@dataclass
+class Feed:
+    """What the driver feeds workers with: the model, the job, and the prediction schema once it is fixed."""
+
+    model_ref: ray.ObjectRef | None  # None when every pool actor already holds the model
+    job: ScoringJob
+    control: RunControl
+    on_result: Callable[[ShardResult | None], bool]  # False: stop the run now
+    attempts: int = 1  # tries per shard when its input or output cannot be reached
+    expected_schema: str = ""  # set by the driver from the first committed shard
+
+    @property
+    def box(self) -> list[ray.ObjectRef] | None:
+        # In a list, so Ray passes the reference itself and each worker resolves it once.
+        return None if self.model_ref is None else [self.model_ref]
+
+
+def run_tasks(bundles: Iterable[list[Shard]], feed: Feed, placement: Placement, max_in_flight: int) -> None:
+    """One task per bundle of shards, at most `max_in_flight` submitted at once."""
+    task = _score_task.options(max_retries=placement.max_retries, **placement.options())
     queue = deque(bundles)
     pending: dict[ray.ObjectRef, list[Shard]] = {}
-    while queue or pending:
-        while queue and len(pending) < max_in_flight:
+    while (queue and not feed.control.stopping) or pending:
+        while queue and len(pending) < max_in_flight and not feed.control.stopping:
             bundle = queue.popleft()
-            pending[task.remote(bundle, box, job, placement.device)] = bundle
-        if not _drain(pending, job, on_result):
+            ref = task.remote(bundle, feed.box, feed.job, placement.device, feed.expected_schema, feed.attempts)
+            pending[ref] = bundle
+        if not _drain(pending, feed, placement.max_retries + 1) or feed.control.expired():
             _cancel(pending)
             return
 
 
-def run_actors(bundles: Iterable[list[Shard]], actors: list[ray.actor.ActorHandle], model_ref: ray.ObjectRef | None,
-               job: ScoringJob, on_result: Callable[[ShardResult | None], bool], per_actor: int = 2) -> None:
-    """Feed bundles to actors that keep the model loaded: each goes to the next actor with a free slot.
-
-    model_ref is None when every actor already holds the model (a warm pool).
-    """
-    box = None if model_ref is None else [model_ref]
+def run_actors(bundles: Iterable[list[Shard]], actors: list[ray.actor.ActorHandle], feed: Feed,
+               max_retries: int, per_actor: int = 2) -> None:
+    """Feed bundles to actors that keep the model loaded: each goes to the next actor with a free slot."""
     load = {i: 0 for i in range(len(actors))}
     queue = deque(bundles)
     pending: dict[ray.ObjectRef, list[Shard]] = {}
     owner: dict[ray.ObjectRef, int] = {}
-    while queue or pending:
+    while (queue and not feed.control.stopping) or pending:
         for i in sorted(load, key=load.get):  # least loaded first
-            while queue and load[i] < per_actor:
+            while queue and load[i] < per_actor and not feed.control.stopping:
                 bundle = queue.popleft()
-                ref = actors[i].score.remote(bundle, box, job)
+                ref = actors[i].score.remote(bundle, feed.box, feed.job, feed.expected_schema, feed.attempts)
                 pending[ref], owner[ref] = bundle, i
                 load[i] += 1
         submitted = set(pending)
-        keep_going = _drain(pending, job, on_result)
+        keep_going = _drain(pending, feed, max_retries + 1)
         for ref in submitted - set(pending):
             load[owner.pop(ref)] -= 1
-        if not keep_going:
+        if not keep_going or feed.control.expired():
             _cancel(pending)
             return
 
 
-def _drain(pending: dict[ray.ObjectRef, list[Shard]], job: ScoringJob,
-           on_result: Callable[[ShardResult | None], bool], timeout: float = 1.0) -> bool:
+def _drain(pending: dict[ray.ObjectRef, list[Shard]], feed: Feed, attempts: int, timeout: float = 1.0) -> bool:
     """Wait for at least one result (or the timeout), then hand over every ready one."""
     ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout, fetch_local=True)
     if ready:
@@ -254,11 +330,11 @@ def _drain(pending: dict[ray.ObjectRef, list[Shard]], job: ScoringJob,
         try:
             results = ray.get(ref)
         except RayError as exc:
-            results = _crashed(bundle, job, exc)
+            results = _crashed(bundle, feed.job, exc, attempts)
         for result in results:
-            keep_going = on_result(result) and keep_going
+            keep_going = feed.on_result(result) and keep_going
     if not ready:
-        keep_going = on_result(None)  # a tick with nothing finished: lets the driver print progress
+        keep_going = feed.on_result(None)  # a tick with nothing finished: lets the driver print progress
     return keep_going
 
 

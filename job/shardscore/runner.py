@@ -1,14 +1,18 @@
 """A run from options to manifest: check everything, plan, skip what is committed, score the rest on Ray.
 
-The order is deliberate: options, input, output and model are all checked before Ray starts or any shard is
-scored, so a typo costs seconds and never leaves partial output behind.
+The order is deliberate: options, input, output and model are all checked, and the output's lease is taken,
+before Ray starts or any shard is scored, so a typo or a second writer costs seconds and never leaves partial
+output behind. The output changes only once the run is about to change it: a run with nothing to do, or one that
+stops before any shard is written, leaves a good output (its `_SUCCESS` and manifest) as it was.
 """
 
 from __future__ import annotations
 
+import os
 import platform
+import signal
+import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
@@ -18,13 +22,14 @@ import pyarrow.fs as pafs
 
 from . import __version__
 from . import model as model_mod
-from .commit import OutputStore, Reconciliation, ShardResult, options_identity, reconcile
+from .commit import OutputStore, Reconciliation, ShardResult, file_problem, options_identity, reconcile
 from .config import RunConfig
-from .errors import InputError, OutputError, RunAborted
+from .errors import ConfigError, OutputError, RunAborted
+from .lease import Lease, ray_job_id, this_process
 from .planning import Plan, Shard, bundle, plan
 from .progress import Progress
-from .scoring import ScoringJob, failed
-from .storage import Location, StorageOptions, delete, resolve, write_json
+from .scoring import ScoringJob, commit_empty, failed, schema_difference
+from .storage import TEMP_PREFIX, Location, StorageOptions, delete, resolve
 
 
 @dataclass
@@ -38,52 +43,92 @@ class Prepared:
     plan: Plan
     reconciliation: Reconciliation | None
     prefailed: list[ShardResult] = field(default_factory=list)
+    model_bytes: bytes = b""  # the pickled scorer (runs only)
+    lease: Lease | None = None
 
     @property
     def todo(self) -> list[Shard]:
+        """Shards to score on workers (zero-row shards are committed by the driver, bad ones failed already)."""
         bad = {r.shard_id for r in self.prefailed}
         shards = self.reconciliation.todo if self.reconciliation else self.plan.shards
-        return [s for s in shards if s.shard_id not in bad]
+        return [s for s in shards if s.shard_id not in bad and s.num_rows > 0]
+
+    @property
+    def empty(self) -> list[Shard]:
+        shards = self.reconciliation.todo if self.reconciliation else self.plan.shards
+        return [s for s in shards if s.num_rows == 0 and s.shard_id not in self.plan.schema_mismatches]
 
 
-def _check_writable(loc: Location) -> None:
-    probe = loc.join("_shardscore", f".probe-{uuid.uuid4().hex}")
-    try:
-        write_json(loc, probe, {"probe": True})
-        delete(loc, probe)
-    except OSError as exc:
-        raise OutputError(f"output {loc.uri}: cannot write there ({exc})") from exc
+def _refuse_overlap(inp: Location, out: Location) -> None:
+    """Output and input must not be one place or inside each other, however they are spelled: predictions written
+    into the input would replace its files or be read back as input by the next run."""
+    if inp.contains(out) or out.contains(inp):
+        how = "is" if inp.canonical == out.canonical else ("lies inside" if inp.contains(out) else "contains")
+        raise ConfigError(f"--output {out.uri} {how} the input {inp.uri}"
+                          + (f" (both are {out.canonical[1]})" if how == "is" else "")
+                          + ": predictions would replace or mix with the data. Choose an output outside the input.")
 
 
-def prepare(cfg: RunConfig, need_output: bool = True) -> Prepared:
-    """Validate options, reach the input and output, load the model, plan the shards, reconcile with output."""
+def prepare(cfg: RunConfig, need_output: bool = True, for_run: bool = False) -> Prepared:
+    """Validate options, reach the input and output, load the model, plan the shards, reconcile with output.
+
+    `for_run` also pickles the model (it must reach the workers) and takes the output's lease; `plan` does
+    neither and writes nothing.
+    """
     cfg.validate(need_output=need_output)
     storage = StorageOptions(cfg.s3_endpoint)
     in_loc = resolve(cfg.input, storage)
+    out_loc = resolve(cfg.output, storage) if cfg.output else None
+    if out_loc is not None:
+        _refuse_overlap(in_loc, out_loc)
     scorer = model_mod.load(model_mod.ModelSpec(cfg.model, cfg.model_args))
+    # Pickled now, so that a model that cannot reach the workers is named before Ray starts; a --pool run pickles
+    # it only when the pool does not hold it already (a warm pool's run sends nothing).
+    model_bytes = scorer.pickled() if for_run and not cfg.pool else b""
     required = None if scorer.columns is None else list(dict.fromkeys([*scorer.columns, *cfg.key_columns]))
     the_plan = plan(in_loc, cfg.max_rows_per_shard, columns=required)
     if the_plan.schema is not None:  # columns absent from the dataset as a whole: an option error, not N shard errors
         names = the_plan.schema.names
         missing_keys = [c for c in cfg.key_columns if c not in names]
         if missing_keys:
-            raise InputError(f"--key-columns: {missing_keys} not in the input's columns {names}")
+            raise ConfigError(f"--key-columns: {missing_keys} not in the input's columns {names}")
         missing_model = [c for c in scorer.columns or [] if c not in names]
         if missing_model:
-            raise InputError(f"--model {cfg.model} reads columns {missing_model} that the input does not have "
-                             f"(its columns: {names})")
+            raise ConfigError(f"--model {cfg.model} reads columns {missing_model} that the input does not have "
+                              f"(its columns: {names})")
     prefailed = [failed(b.shard_id, in_loc.display(b.path), b.reason) for b in the_plan.bad_files]
     prefailed += [failed(s.shard_id, in_loc.display(s.path), the_plan.schema_mismatches[s.shard_id])
                   for s in the_plan.shards if s.shard_id in the_plan.schema_mismatches]
-    prefailed += [failed(s.shard_id, in_loc.display(s.path), "empty shard: it has no rows to score")
-                  for s in the_plan.shards if s.num_rows == 0 and s.shard_id not in the_plan.schema_mismatches]
-    store = reconciliation = None
-    if need_output:
-        store = OutputStore(resolve(cfg.output, storage))
-        _check_writable(store.loc)
-        reconciliation = reconcile(the_plan.shards, store.committed(), scorer.identity,
-                                   options_identity(cfg.key_columns), cfg.overwrite)
-    return Prepared(cfg, in_loc, store, scorer, the_plan, reconciliation, prefailed)
+    store = reconciliation = lease = None
+    if out_loc is not None:
+        store = OutputStore(out_loc)
+        if for_run:
+            lease = _take_lease(store, cfg)
+        try:
+            reconciliation = reconcile(the_plan.shards, store.committed(), scorer.identity,
+                                       options_identity(cfg.key_columns), cfg.overwrite, store.listing())
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+    return Prepared(cfg, in_loc, store, scorer, the_plan, reconciliation, prefailed, model_bytes, lease)
+
+
+def _take_lease(store: OutputStore, cfg: RunConfig) -> Lease:
+    try:
+        info = store.loc.fs.get_file_info(store.loc.path)
+    except OSError as exc:
+        raise OutputError(f"output {store.loc.uri}: cannot be reached ({exc})") from exc
+    if info.type == pafs.FileType.File:
+        raise OutputError(f"output {store.loc.uri}: cannot write there (it is a file, not a directory)")
+    try:
+        lease = Lease.acquire(store.loc, this_process(cfg.lease_ttl, ray_job_id()))
+    except OSError as exc:
+        raise OutputError(f"output {store.loc.uri}: cannot write there ({exc})") from exc
+    if lease.took_over:
+        print(f"shardscore: {lease.took_over}", file=sys.stderr, flush=True)
+    lease.start_heartbeat()
+    return lease
 
 
 @cache
@@ -108,97 +153,198 @@ def connect(address: str | None) -> float:
     return time.monotonic() - started
 
 
+def _on_signals(control: Any, grace: float) -> None:
+    """SIGTERM (what Kubernetes sends a pod it deletes or evicts) and SIGINT: stop submitting, give what is in
+    flight `grace` seconds, then end as aborted. A second signal ends the process at once.
+
+    Installed after ray.init, which sets its own SIGTERM handler for the driver (ray/_private/worker.py, init).
+    """
+    def handle(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if control.stopping:
+            print(f"shardscore: {name} again: exiting now", file=sys.stderr, flush=True)
+            os._exit(RunAborted.exit_code)
+        print(f"shardscore: {name} received: no more shards are started; waiting up to {grace:g} s for those in "
+              "flight, then the run ends as aborted (send it again to exit now)", file=sys.stderr, flush=True)
+        control.stop(f"stopped by {name}", grace)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handle)
+
 
 def execute(prep: Prepared, progress_stream: TextIO | None = None) -> dict[str, Any]:
     """Score every shard still to do, then write the manifest (and _SUCCESS when the run succeeded)."""
+    assert prep.lease is not None, "prepare(for_run=True) takes the lease"
+    try:
+        return _execute(prep, progress_stream)
+    finally:
+        prep.lease.release()
+
+
+def _execute(prep: Prepared, progress_stream: TextIO | None) -> dict[str, Any]:
+    cfg, store, rec, lease = prep.cfg, prep.store, prep.reconciliation, prep.lease
+    assert store is not None and rec is not None and lease is not None
+    started = time.time()
+    success_before = store.succeeded_before()
+    todo, empty = prep.todo, prep.empty
+    results: list[ShardResult] = list(prep.prefailed)
+    timings: dict[str, float] = {"ray_init": 0.0, "scoring": 0.0}
+    if not todo and not empty and not rec.changes:
+        # Nothing to score: a good output stays exactly as it was; an unfinished one gets its manifest.
+        manifest = _manifest(prep, results, started, timings, status="")
+        manifest["status"] = _final_status(prep, manifest)
+        if not (success_before and manifest["status"] == "succeeded" and _manifest_matches(store, manifest)):
+            _finish(prep, manifest)
+        return manifest
+
     import ray
 
     from . import ray_executor as rx
 
-    cfg, store, rec = prep.cfg, prep.store, prep.reconciliation
-    assert store is not None and rec is not None
-    started = time.time()
-    ray_init_seconds = connect(cfg.ray_address)
-    for orphan in rec.orphans:
-        store.forget(orphan)
-    for shard, _, _ in rec.stale:
-        store.uncommit(shard.shard_id)
-    identity = prep.scorer.identity
-    run_record = {"model": cfg.model, "model_args": cfg.model_args, "model_identity": identity,
-                  "key_columns": cfg.key_columns, "input": cfg.input, "versions": versions(),
-                  "started_at": started}
-    store.start(run_record)
+    timings["ray_init"] = connect(cfg.ray_address)
+    control = rx.RunControl()
+    _on_signals(control, cfg.grace_period)
+    if rec.changes:
+        store.withdraw_success()
+        for orphan in rec.orphans:
+            store.forget(orphan)
+        for _, record, _ in [*rec.stale, *rec.damaged]:
+            store.forget(record)
+    job = ScoringJob(input_uri=cfg.input, output_uri=cfg.output, storage=StorageOptions(cfg.s3_endpoint),
+                     model_identity=prep.scorer.identity, output_options=options_identity(cfg.key_columns),
+                     key_columns=tuple(cfg.key_columns), batch_size=cfg.batch_size,
+                     casts=tuple(sorted(prep.plan.casts.items())), run_id=lease.holder.run_id)
+    store.start({"model": cfg.model, "model_args": cfg.model_args, "model_identity": job.model_identity,
+                 "key_columns": cfg.key_columns, "input": cfg.input, "versions": versions(), "started_at": started,
+                 "run_id": job.run_id, "lease_generation": lease.holder.generation})
+    results += [commit_empty(s, job, prep.input.display(s.path)) for s in empty]
 
-    todo = prep.todo
-    results: list[ShardResult] = list(prep.prefailed)
-    progress = Progress(len(todo) + len(prep.prefailed), sum(s.num_rows for s in todo), cfg.progress_interval,
+    progress = Progress(len(todo) + len(results), sum(s.num_rows for s in todo), cfg.progress_interval,
                         progress_stream)
-    for result in prep.prefailed:
+    for result in results:
         progress.record(result)
     fatal: list[str] = []
+    feed = rx.Feed(None, job, control, lambda r: True, attempts=cfg.max_retries + 1,
+                   expected_schema=next((r.prediction_schema for r in rec.done if r.prediction_schema), ""))
+    fixed_by = next((r.shard_id for r in rec.done if r.prediction_schema), "")
 
     def on_result(result: ShardResult | None) -> bool:
+        nonlocal fixed_by
+        if lease.lost.is_set():
+            control.stop("another run took over the output's lease", 0)
         if result is None:
             progress.tick()
             return True
         if result.status == "fatal":
             fatal.append(result.reason)
             return False
+        if result.status == "committed" and result.output:
+            if not feed.expected_schema:
+                feed.expected_schema, fixed_by = result.prediction_schema, result.shard_id
+            elif result.prediction_schema != feed.expected_schema:
+                store.forget(result)  # never leave a shard that makes the output unreadable as one dataset
+                result = failed(result.shard_id, result.input_path, "the model's predictions have another schema "
+                                f"than those of shard {fixed_by}: " + schema_difference(
+                                    feed.expected_schema, result.prediction_schema)
+                                + ". A model must return the same columns and types for every shard", result.worker)
         results.append(result)
         progress.record(result)
         return True
 
-    job = ScoringJob(input_uri=cfg.input, output_uri=cfg.output, storage=StorageOptions(cfg.s3_endpoint),
-                     model_identity=identity, output_options=options_identity(cfg.key_columns),
-                     key_columns=tuple(cfg.key_columns), batch_size=cfg.batch_size)
-    placement = rx.Placement(cfg.num_cpus_per_worker, cfg.num_gpus_per_worker, cfg.memory_per_worker,
-                             cfg.device, cfg.max_retries)
+    feed.on_result = on_result
     score_started = time.monotonic()
     if todo:
+        placement = rx.Placement(cfg.num_cpus_per_worker, cfg.num_gpus_per_worker, cfg.memory_per_worker,
+                                 cfg.device, cfg.max_retries)
         slots = rx.cluster_slots(placement)
         if cfg.strategy == "tasks":
             bundles = bundle(todo, min_bundles=4 * slots, max_shards=cfg.max_shards_per_task)
-            model_ref = ray.put(prep.scorer)  # once: every task gets this reference, never the model
-            rx.run_tasks(bundles, model_ref, job, placement, cfg.max_in_flight or 2 * slots, on_result)
+            feed.model_ref = ray.put(prep.model_bytes)  # once: every task gets this reference, never the model
+            rx.run_tasks(bundles, feed, placement, cfg.max_in_flight or 2 * slots)
         else:
             actors = rx.start_actors(placement, cfg.num_actors or slots, cfg.pool, cfg.pool_idle_timeout)
             bundles = bundle(todo, min_bundles=4 * len(actors), max_shards=cfg.max_shards_per_task)
-            model_ref = None if cfg.pool and rx.warm(actors, identity) else ray.put(prep.scorer)
+            warm = cfg.pool is not None and rx.warm(actors, job.model_identity)
+            feed.model_ref = None if warm else ray.put(prep.model_bytes or prep.scorer.pickled())
             try:
-                rx.run_actors(bundles, actors, model_ref, job, on_result)
+                rx.run_actors(bundles, actors, feed, cfg.max_retries)
             finally:
                 if not cfg.pool:
                     for actor in actors:
                         ray.kill(actor)
-        del model_ref
+        feed.model_ref = None
     progress.close()
-    scoring_seconds = time.monotonic() - score_started
-    if fatal:
-        manifest = _manifest(prep, results, started, ray_init_seconds, scoring_seconds, status="aborted")
-        manifest["error"] = fatal[0]
-        store.finish(manifest, success=False)
-        raise RunAborted(fatal[0])
-    failures = [r for r in results if r.status != "committed"]
-    ok = len(failures) <= cfg.max_failed_shards
-    manifest = _manifest(prep, results, started, ray_init_seconds, scoring_seconds,
-                         status="succeeded" if ok else "failed")
-    if ok:
-        _remove_temporaries(store.loc)
-    store.finish(manifest, success=ok)
+    timings["scoring"] = time.monotonic() - score_started
+    committed_now = any(r.status == "committed" for r in results)
+    changed = rec.changes or committed_now or (success_before and not store.succeeded_before())
+    if fatal or control.stopping:
+        reason = fatal[0] if fatal else control.reason
+        if changed:
+            manifest = _manifest(prep, results, started, timings, status="aborted")
+            manifest["error"] = reason
+            _finish(prep, manifest)
+        done = sum(r.status == "committed" for r in results)
+        raise RunAborted(reason + (f" ({done} shard(s) committed by this run stay committed; rerun to finish)"
+                                   if done else " (nothing was changed)"))
+    manifest = _manifest(prep, results, started, timings, status="")
+    manifest["status"] = _final_status(prep, manifest)
+    _remove_temporaries(store.loc)
+    _finish(prep, manifest)
     return manifest
+
+
+def _final_status(prep: Prepared, manifest: dict[str, Any]) -> str:
+    """succeeded only when few enough shards failed and the output holds exactly what the manifest says."""
+    assert prep.store is not None
+    if manifest["totals"]["failed"] > prep.cfg.max_failed_shards:
+        return "failed"
+    problems = _verify(prep.store, manifest)
+    if problems:
+        manifest["verification"] = problems
+        return "failed"
+    return "succeeded"
+
+
+def _verify(store: OutputStore, manifest: dict[str, Any]) -> list[str]:
+    """What makes the output's files differ from the manifest: one listing, no reads."""
+    listing = store.listing()
+    committed = [ShardResult.from_dict(s) for s in manifest["shards"] if s["status"] == "committed"]
+    problems = [f"shard {r.shard_id}: {why}" for r in committed if (why := file_problem(r, listing))]
+    expected = {r.output for r in committed if r.output}
+    problems += [f"file {rel} is in the output but in no shard of the manifest" for rel in sorted(listing)
+                 if rel not in expected]
+    schemas = {r.prediction_schema for r in committed if r.prediction_schema}
+    if len(schemas) > 1:
+        problems.append("the committed shards have different prediction schemas: " + " | ".join(sorted(schemas)))
+    return problems
+
+
+def _manifest_matches(store: OutputStore, manifest: dict[str, Any]) -> bool:
+    from .storage import read_json
+
+    previous = read_json(store.loc, store.loc.join("_manifest.json")) or {}
+    return ({s["shard_id"]: s.get("output_mtime_ns") for s in previous.get("shards", [])}
+            == {s["shard_id"]: s.get("output_mtime_ns") for s in manifest["shards"]})
+
+
+def _finish(prep: Prepared, manifest: dict[str, Any]) -> None:
+    assert prep.store is not None
+    if manifest["status"] == "failed" and manifest.get("verification"):
+        manifest["failures"] += [{"shard_id": "", "path": prep.cfg.output, "reason": p}
+                                 for p in manifest["verification"]]
+    prep.store.finish(manifest, success=manifest["status"] == "succeeded")
 
 
 def _remove_temporaries(loc: Location) -> None:
     """Temporary files of writers killed mid-write (hidden names; readers never saw them)."""
-    if not loc.is_local:
-        return
-    for entry in loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)):
-        if entry.base_name.startswith(".tmp-"):
+    selector = pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)
+    for entry in loc.fs.get_file_info(selector):
+        if entry.base_name.startswith(TEMP_PREFIX):
             delete(loc, entry.path)
 
 
-def _manifest(prep: Prepared, results: list[ShardResult], started: float, ray_init_seconds: float,
-              scoring_seconds: float, status: str) -> dict[str, Any]:
+def _manifest(prep: Prepared, results: list[ShardResult], started: float, timings: dict[str, float],
+              status: str) -> dict[str, Any]:
     cfg, rec = prep.cfg, prep.reconciliation
     assert rec is not None
     shards = sorted([*rec.done, *results], key=lambda r: r.shard_id)
@@ -206,31 +352,37 @@ def _manifest(prep: Prepared, results: list[ShardResult], started: float, ray_in
     failures = [r for r in shards if r.status != "committed"]
     new = [r for r in results if r.status == "committed"]
     rows_new = sum(r.rows_in for r in new)
+    scoring = timings["scoring"]
     return {
         "status": status,
         "shardscore_version": __version__,
         "input": cfg.input,
         "output": cfg.output,
         "model": {"spec": cfg.model, "args": cfg.model_args, "identity": prep.scorer.identity,
-                  "batch_format": prep.scorer.batch_format, "columns": prep.scorer.columns},
+                  "batch_format": prep.scorer.batch_format, "columns": prep.scorer.columns,
+                  "sources": len(model_mod.model_sources(cfg.model.partition(":")[0]))},
+        "prediction_schema": next((r.prediction_schema for r in committed if r.prediction_schema), ""),
         "options": {"strategy": cfg.strategy, "num_cpus_per_worker": cfg.num_cpus_per_worker,
                     "num_gpus_per_worker": cfg.num_gpus_per_worker, "device": cfg.device,
                     "batch_size": cfg.batch_size, "max_rows_per_shard": cfg.max_rows_per_shard,
                     "key_columns": cfg.key_columns, "max_failed_shards": cfg.max_failed_shards},
         "versions": versions(),
+        "run_id": prep.lease.holder.run_id if prep.lease else "",
         "started_at": started,
         "finished_at": time.time(),
-        "seconds": {"total": round(time.time() - started, 3), "ray_init": round(ray_init_seconds, 3),
-                    "scoring": round(scoring_seconds, 3)},
+        "seconds": {"total": round(time.time() - started, 3), "ray_init": round(timings["ray_init"], 3),
+                    "scoring": round(scoring, 3)},
         "totals": {
             "shards": len(shards), "committed": len(committed), "failed": len(failures),
             "skipped_already_committed": len(rec.done), "recomputed_stale": len(rec.stale),
-            "removed_orphans": len(rec.orphans),
+            "rescored_damaged": len(rec.damaged), "removed_orphans": len(rec.orphans),
+            "zero_row_shards": sum(1 for r in committed if not r.output),
             "rows_in": sum(r.rows_in for r in committed), "rows_out": sum(r.rows_out for r in committed),
             "rows_scored_this_run": rows_new,
-            "rows_per_second_this_run": round(rows_new / scoring_seconds, 1) if scoring_seconds > 0 else None,
+            "rows_per_second_this_run": round(rows_new / scoring, 1) if scoring > 0 else None,
         },
         "input_fingerprints": {s.relpath: s.fingerprint for s in prep.plan.shards},
+        "warnings": [f"symbolic link {loop} not followed: it loops" for loop in prep.plan.loops],
         "shards": [r.to_dict() for r in shards],
         "failures": [{"shard_id": r.shard_id, "path": r.input_path, "reason": r.reason} for r in failures],
     }

@@ -36,6 +36,7 @@ class Location:
     fs: pafs.FileSystem
     path: str
     uri: str
+    endpoint: str | None = None  # an S3-compatible endpoint, for the calls pyarrow does not offer
 
     @property
     def is_local(self) -> bool:
@@ -48,6 +49,19 @@ class Location:
         """The user-facing URI of a path inside this location."""
         rel = path[len(self.path.rstrip("/")):].lstrip("/")
         return self.uri.rstrip("/") + ("/" + rel if rel else "")
+
+    @property
+    def canonical(self) -> tuple[str, str]:
+        """(store, path) that two spellings of one place share: a real absolute path on local disks (symlinks
+        resolved), bucket and key prefix on object stores (`s3://b/p`, `s3://b/p/` and `s3://b//p` alike)."""
+        if self.is_local:
+            return "file", os.path.realpath(self.path)
+        return self.fs.type_name, "/".join(part for part in self.path.split("/") if part)
+
+    def contains(self, other: "Location") -> bool:
+        """Whether `other` is this location or lies inside it (on the same store)."""
+        (store, mine), (their_store, theirs) = self.canonical, other.canonical
+        return store == their_store and (theirs == mine or theirs.startswith(mine.rstrip("/") + "/"))
 
 
 def _s3_endpoint(options: StorageOptions) -> str | None:
@@ -77,7 +91,8 @@ def resolve(uri: str, options: StorageOptions = StorageOptions()) -> Location:
         path = uri[len("s3://"):].rstrip("/")
         if not path:
             raise ConfigError(f"{uri!r}: an s3:// URI needs a bucket")
-        return Location(_s3_filesystem(_s3_endpoint(options)), path, uri.rstrip("/"))
+        endpoint = _s3_endpoint(options)
+        return Location(_s3_filesystem(endpoint), path, uri.rstrip("/"), endpoint)
     if "://" in uri and not uri.startswith("file://"):
         try:
             fs, path = pafs.FileSystem.from_uri(uri)
@@ -93,36 +108,106 @@ def is_hidden(relpath: str) -> bool:
     return any(part.startswith(HIDDEN_PREFIXES) for part in relpath.split("/"))
 
 
-def list_files(loc: Location, recursive: bool = True) -> Iterator[tuple[str, pafs.FileInfo]]:
-    """Yield (path relative to loc, FileInfo) for every visible file, sorted by path."""
+@dataclass
+class Listing:
+    """The visible files below a location, and the symbolic links that were not followed because they loop."""
+
+    files: list[tuple[str, pafs.FileInfo]]  # (path relative to the location, FileInfo), sorted by path
+    loops: list[str]  # "relpath -> target" of each looping link
+
+
+def scan(loc: Location, recursive: bool = True) -> Listing:
+    """List every visible file below loc (one listing call on object stores).
+
+    On local disks the walk follows symbolic links to files and folders, like a reader would, but never a link
+    to a folder it is already inside (`loop -> ..`): pyarrow's recursive selector follows such links until the
+    path is too long, counting one file hundreds of times.
+    """
+    if loc.is_local:
+        return _scan_local(loc.path, recursive)
     selector = pafs.FileSelector(loc.path, recursive=recursive, allow_not_found=True)
     base = loc.path.rstrip("/") + "/"
-    entries = sorted(
-        (i for i in loc.fs.get_file_info(selector) if i.type == pafs.FileType.File), key=lambda i: i.path
-    )
-    for entry in entries:
+    files = []
+    for entry in loc.fs.get_file_info(selector):
         rel = entry.path[len(base):] if entry.path.startswith(base) else entry.path
-        if not is_hidden(rel):
-            yield rel, entry
+        if entry.type == pafs.FileType.File and not is_hidden(rel):
+            files.append((rel, entry))
+    return Listing(sorted(files, key=lambda item: item[0]), [])
 
 
-def write_atomic(loc: Location, path: str, write: Callable[[pa.NativeFile], None]) -> None:
-    """Write a file so that readers see either nothing or all of it."""
-    parent = path.rsplit("/", 1)[0]
+def _scan_local(root: str, recursive: bool) -> Listing:
+    files: list[tuple[str, pafs.FileInfo]] = []
+    loops: list[str] = []
+
+    def walk(path: str, rel: str, ancestors: frozenset[tuple[int, int]]) -> None:
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            child_rel = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.name.startswith(HIDDEN_PREFIXES):
+                continue
+            try:
+                st = entry.stat()  # follows links
+            except OSError:
+                continue  # a dangling link
+            if entry.is_dir():
+                if not recursive:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    loops.append(f"{child_rel} -> {os.readlink(entry.path) if entry.is_symlink() else entry.path}")
+                    continue
+                walk(entry.path, child_rel, ancestors | {key})
+            elif entry.is_file():
+                files.append((child_rel, pafs.FileInfo(entry.path, pafs.FileType.File, mtime_ns=st.st_mtime_ns,
+                                                       size=st.st_size)))
+
+    try:
+        top = os.stat(root)
+    except FileNotFoundError:
+        return Listing([], [])
+    walk(root, "", frozenset({(top.st_dev, top.st_ino)}))
+    return Listing(sorted(files, key=lambda item: item[0]), loops)
+
+
+def list_files(loc: Location, recursive: bool = True) -> Iterator[tuple[str, pafs.FileInfo]]:
+    """Yield (path relative to loc, FileInfo) for every visible file, sorted by path."""
+    yield from scan(loc, recursive).files
+
+
+def stamp(info: pafs.FileInfo) -> tuple[int, int]:
+    """What a listing tells of a file for free: (size, mtime in ns). Any rewrite changes the mtime."""
+    return int(info.size or 0), int(info.mtime_ns or 0)
+
+
+TEMP_PREFIX = ".tmp-"
+
+
+def write_atomic(loc: Location, path: str, write: Callable[[pa.NativeFile], None],
+                 before_publish: Callable[[], None] | None = None) -> None:
+    """Write a file so that readers see either nothing or all of it.
+
+    The file is written under a hidden temporary name beside its final one, then moved into place: a rename on
+    local disks, a server-side copy on object stores. Writing to the final key directly is not enough there:
+    pyarrow's S3 output stream completes the upload when it is closed, also when the writer failed half way
+    (its `__exit__` closes it, and it has no abort), which would publish half a file. `before_publish` runs just
+    before the file appears under its final name.
+    """
+    parent, name = path.rsplit("/", 1)
+    tmp = f"{parent}/{TEMP_PREFIX}{name}-{uuid.uuid4().hex}"
     if loc.is_local:
         loc.fs.create_dir(parent, recursive=True)
-        name = path.rsplit("/", 1)[1]
-        tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
-        try:
-            with loc.fs.open_output_stream(tmp) as out:
-                write(out)
-            loc.fs.move(tmp, path)
-        except BaseException:
-            _delete_quietly(loc.fs, tmp)
-            raise
-    else:
-        with loc.fs.open_output_stream(path) as out:
+    try:
+        with loc.fs.open_output_stream(tmp) as out:
             write(out)
+        if before_publish is not None:
+            before_publish()
+        loc.fs.move(tmp, path)
+    except BaseException:
+        _delete_quietly(loc.fs, tmp)
+        raise
 
 
 def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
@@ -132,9 +217,69 @@ def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
         pass
 
 
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
 def write_json(loc: Location, path: str, data: Any) -> None:
-    payload = (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+    """A small JSON file, atomically: renamed into place on local disks, one PUT of the whole body on object stores
+    (an upload of one buffer either completes or is not there)."""
+    payload = _json_bytes(data)
+    if loc.is_local:
+        write_atomic(loc, path, lambda out: out.write(payload))
+    else:
+        with loc.fs.open_output_stream(path) as out:
+            out.write(payload)
+
+
+def create_json(loc: Location, path: str, data: Any) -> bool:
+    """Create the file only where none exists; True when this call created it (False: it was there already).
+
+    Atomic where the store offers it: a hard link of a complete temporary file on local disks (the link fails when
+    the name exists), S3's conditional write (`If-None-Match: *`) on s3:// locations. Other stores get
+    check-then-write, which two writers racing within the same moment can both pass.
+    """
+    payload = _json_bytes(data)
+    if loc.is_local:
+        return _create_local(loc, path, payload)
+    if loc.uri.startswith("s3://"):
+        return _create_s3(loc, path, payload)
+    if loc.fs.get_file_info(path).type != pafs.FileType.NotFound:
+        return False
     write_atomic(loc, path, lambda out: out.write(payload))
+    return True
+
+
+def _create_local(loc: Location, path: str, payload: bytes) -> bool:
+    parent, name = path.rsplit("/", 1)
+    os.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as f:
+        f.write(payload)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+
+
+def _create_s3(loc: Location, path: str, payload: bytes) -> bool:
+    import boto3  # only outputs on S3 need it
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = path.partition("/")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    client = boto3.client("s3", endpoint_url=loc.endpoint, region_name=region)
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=payload, IfNoneMatch="*")
+        return True
+    except ClientError as exc:
+        # 412: the object exists. 409 (ConditionalRequestConflict): another conditional write to it is under way.
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+            return False
+        raise OSError(f"{loc.display(path)}: {exc}") from exc
 
 
 def read_json(loc: Location, path: str) -> Any | None:

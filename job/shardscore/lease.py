@@ -1,0 +1,196 @@
+"""One writer per output: a lease with a heartbeat, an expiry and numbered generations. Knows nothing of Ray.
+
+Layout: `<output>/_shardscore/lease/<generation>.json`, generations 1, 2, 3, ...
+
+- A run takes the lease by *creating* the next generation's file with the store's create-if-absent (a hard link
+  on local disks, S3's `If-None-Match: *`): of two runs that race for it, exactly one creates it.
+- The holder rewrites its own file every `ttl / 4` seconds (the heartbeat) and marks it released when it ends.
+- The highest generation is held while its file is not released and its heartbeat is younger than its ttl. On the
+  holder's own host a holder whose process is gone has died at once, without waiting for the expiry.
+- A run that finds it held is refused, naming the holder. It takes over a dead or expired holder's lease by
+  creating the next generation, and says so.
+- A holder that finds a higher generation than its own was presumed dead and has lost the lease: it stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from typing import Callable
+
+import psutil
+
+from .errors import ShardscoreError
+from .storage import Location, create_json, delete, list_files, read_json, write_json
+
+LEASE_DIR = "_shardscore/lease"
+
+
+class LeaseHeld(ShardscoreError):
+    """Another live run writes this output."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds (or held) a generation of the lease."""
+
+    generation: int
+    run_id: str
+    host: str
+    pid: int
+    pid_started: float  # the process's start time: a reused pid is not the holder
+    ray_job: str  # the Ray job submission id (a RayJob's jobId), when the run was submitted as a job
+    started_at: float
+    heartbeat_at: float
+    ttl: float
+    released: bool = False
+
+    def describe(self) -> str:
+        started = datetime.fromtimestamp(self.started_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        job = f", Ray job {self.ray_job}" if self.ray_job else ""
+        return f"run {self.run_id} on host {self.host}, pid {self.pid}{job}, started {started}"
+
+
+def this_process(ttl: float, ray_job: str = "") -> Holder:
+    """A holder record for the calling process (generation 0 until it acquires one)."""
+    now = time.time()
+    me = psutil.Process()
+    return Holder(0, uuid.uuid4().hex[:12], socket.gethostname(), me.pid, me.create_time(), ray_job, now, now, ttl)
+
+
+def _process_gone(holder: Holder) -> bool:
+    try:
+        return abs(psutil.Process(holder.pid).create_time() - holder.pid_started) > 1.0
+    except psutil.Error:
+        return True
+
+
+def why_free(holder: Holder, now: float, host: str, process_gone: Callable[[Holder], bool] = _process_gone) -> str:
+    """Why the holder no longer holds its generation, or "" while it does."""
+    if holder.released:
+        return "released"
+    if holder.host == host and process_gone(holder):
+        return f"its process {holder.pid} on this host is gone"
+    silent = now - holder.heartbeat_at
+    if silent > holder.ttl:
+        return f"no heartbeat for {silent:.0f} s (lease ttl {holder.ttl:.0f} s)"
+    return ""
+
+
+class Lease:
+    """The lease this run holds on one output location."""
+
+    def __init__(self, loc: Location, holder: Holder, took_over: str = ""):
+        self.loc = loc
+        self.holder = holder
+        self.took_over = took_over  # a message when the lease was taken from a holder that died
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _path(loc: Location, generation: int) -> str:
+        return loc.join(LEASE_DIR, f"{generation:08d}.json")
+
+    @staticmethod
+    def _generations(loc: Location) -> list[int]:
+        lease_dir = Location(loc.fs, loc.join(LEASE_DIR), loc.uri, loc.endpoint)
+        found = []
+        for rel, _ in list_files(lease_dir, recursive=False):
+            stem = rel.removesuffix(".json")
+            if stem.isdigit():
+                found.append(int(stem))
+        return sorted(found)
+
+    @classmethod
+    def _current(cls, loc: Location) -> Holder | None:
+        """The highest generation's holder. A file that cannot be parsed yet is read again (it is being written)."""
+        generations = cls._generations(loc)
+        if not generations:
+            return None
+        path = cls._path(loc, generations[-1])
+        for attempt in range(5):
+            try:
+                data = read_json(loc, path)
+                if data is not None:
+                    return Holder(**data)
+            except (ValueError, TypeError):
+                pass
+            time.sleep(0.2 * (attempt + 1))
+        raise LeaseHeld(f"output {loc.uri}: its lease file {loc.display(path)} cannot be read; "
+                        "remove it if no run writes this output")
+
+    @classmethod
+    def acquire(cls, loc: Location, me: Holder) -> "Lease":
+        """Take the output's lease, or raise LeaseHeld naming the live holder."""
+        while True:
+            current = cls._current(loc)
+            took_over = ""
+            if current is not None:
+                why = why_free(current, time.time(), me.host)
+                if not why:
+                    raise LeaseHeld(
+                        f"output {loc.uri} is being written by another run ({current.describe()}, last heartbeat "
+                        f"{time.time() - current.heartbeat_at:.0f} s ago). Refusing to write it too: wait for that "
+                        f"run to end, or choose another --output. A run that died is taken over once its lease "
+                        f"expires ({current.ttl:.0f} s without a heartbeat).")
+                if not current.released:
+                    took_over = f"took over the output's lease from {current.describe()}: {why}"
+            mine = replace(me, generation=(current.generation if current else 0) + 1, heartbeat_at=time.time())
+            if create_json(loc, cls._path(loc, mine.generation), asdict(mine)):
+                lease = cls(loc, mine, took_over)
+                for old in cls._generations(loc):
+                    if old < mine.generation - 1:
+                        delete(loc, cls._path(loc, old))
+                return lease
+            # Another run created that generation first: look again (it now holds the lease, or died at once).
+
+    def heartbeat(self) -> bool:
+        """Refresh the heartbeat; False (and `lost` set) when a newer generation has taken the lease."""
+        generations = self._generations(self.loc)
+        if generations and generations[-1] > self.holder.generation:
+            self.lost.set()
+            return False
+        self.holder = replace(self.holder, heartbeat_at=time.time())
+        write_json(self.loc, self._path(self.loc, self.holder.generation), asdict(self.holder))
+        return True
+
+    def start_heartbeat(self) -> None:
+        def beat() -> None:
+            while not self._stop.wait(self.holder.ttl / 4):
+                try:
+                    if not self.heartbeat():
+                        return
+                except OSError:
+                    pass  # a failed heartbeat is retried; only the expiry makes it matter
+
+        self._thread = threading.Thread(target=beat, name="shardscore-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        """End the lease: the next run on this output takes it without waiting."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if not self.lost.is_set() and self.heartbeat():
+            self.holder = replace(self.holder, released=True)
+            write_json(self.loc, self._path(self.loc, self.holder.generation), asdict(self.holder))
+
+
+def ray_job_id() -> str:
+    """The Ray job submission id of this driver, when it was started by the Jobs API (a RayJob's jobId).
+
+    Ray's JobSupervisor._get_driver_env_vars passes the job's metadata, which holds `job_submission_id`, to the
+    entrypoint in RAY_JOB_CONFIG_JSON_ENV_VAR.
+    """
+    try:
+        config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
+        return str((config.get("metadata") or {}).get("job_submission_id") or "")
+    except ValueError:
+        return ""
