@@ -1,0 +1,337 @@
+"""`shardscore tick` (job/shardscore/tick.py): its decisions, and its loop against an in-memory RayJob API.
+
+The in-memory API stands in for the Kubernetes API server only in these unit tests: it keeps objects by name,
+answers AlreadyExists, and deletes through a finalizer the way KubeRay's does (the object lingers with a
+deletionTimestamp for a few reads). The tick against the real API server and the real KubeRay operator is the
+cluster e2e's (issue 12).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+import subprocess
+
+import pytest
+
+from shardscore import cli, tick
+
+MINUTES = 29395530  # 2025-11-21T13:30Z
+JOB = f"scoring-shardscore-tick-{MINUTES}"
+UID = "3f1c6a52-6a5e-4d4c-9f7e-0d1f2a3b4c5d"
+NAME = f"scoring-shardscore-{MINUTES}"
+ARGV = ["shardscore", "run", "--input", "s3://b/in", "--output", "s3://b/scheduled/", "--model", "pkg.mod:load",
+        "--key-columns", "id,ts"]
+
+
+def config(**overrides) -> tick.TickConfig:
+    data = {"namePrefix": "scoring-shardscore", "output": "s3://b/scheduled", "argv": ARGV, "outputArgIndex": 5,
+            "rayJob": {"apiVersion": "ray.io/v1", "kind": "RayJob",
+                       "metadata": {"namespace": "ignored", "labels": {"app.kubernetes.io/instance": "scoring"}},
+                       "spec": {"submissionMode": "K8sJobMode", "clusterSelector": {"ray.io/cluster": "c"}}},
+            "wait": True, "pollSeconds": 15, "deadlineSeconds": None}
+    data.update(overrides)
+    return tick.TickConfig.from_dict(data)
+
+
+# ------------------------------------------------------------------------------------------- pure functions
+
+def test_scheduled_minutes_come_from_the_job_name():
+    assert tick.scheduled_minutes(JOB) == MINUTES
+    assert tick.scheduled_minutes("x-0") == 0
+    for bad in ("manual-run", "scoring-shardscore-tick", "tick-12345678901", "", "tick-12a"):
+        with pytest.raises(tick.TickError, match="scheduled minute"):
+            tick.scheduled_minutes(bad)
+
+
+def test_names_and_output_are_the_ticks():
+    assert tick.rayjob_name("scoring-shardscore", MINUTES) == NAME
+    assert tick.utc_stamp(MINUTES) == "20251121T1330Z"
+    assert tick.run_output("s3://b/scheduled/", MINUTES) == "s3://b/scheduled/run=20251121T1330Z"
+    assert tick.run_output("s3://b/scheduled", MINUTES + 60) == "s3://b/scheduled/run=20251121T1430Z"
+
+
+def shell_words(command: str, shell: str) -> list[str]:
+    out = subprocess.run([shell, "-c", f'printf "%s\\0" {command}'], capture_output=True, text=True, check=True)
+    return out.stdout.split("\0")[:-1]
+
+
+def test_entrypoint_reaches_the_head_as_argv():
+    """The submitter's bash splits the entrypoint, `ray job submit` joins the words (shlex.join), the head's sh
+    splits them again: the head must get the argv with the tick's output."""
+    out = "s3://b/scheduled/run=20251121T1330Z"
+    words = shell_words(tick.entrypoint(ARGV, 5, out), "bash")
+    assert shell_words(shlex.join(words), "sh") == [*ARGV[:5], out, *ARGV[6:]]
+
+
+def test_build_rayjob_fills_in_the_template_only():
+    cfg = config()
+    before = copy.deepcopy(cfg.rayjob)
+    obj = tick.build_rayjob(cfg, "scoring", JOB, UID, MINUTES)
+    assert cfg.rayjob == before, "the template is not modified"
+    meta = obj["metadata"]
+    assert meta["name"] == NAME and meta["namespace"] == "scoring"
+    assert meta["labels"] == {"app.kubernetes.io/instance": "scoring", tick.TICK_LABEL: str(MINUTES)}
+    assert meta["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job", "name": JOB, "uid": UID}]
+    assert meta["annotations"] == {tick.SCHEDULED_ANNOTATION: "2025-11-21T13:30:00Z",
+                                   tick.OUTPUT_ANNOTATION: "s3://b/scheduled/run=20251121T1330Z"}
+    assert shlex.split(obj["spec"]["entrypoint"])[5] == "s3://b/scheduled/run=20251121T1330Z"
+    assert obj["spec"]["clusterSelector"] == {"ray.io/cluster": "c"}
+    assert tick.build_rayjob(cfg, "scoring", JOB, "other-uid", MINUTES)["metadata"]["name"] == NAME
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"outputArgIndex": 4}, "not the value of --output"),
+    ({"outputArgIndex": 50}, "not the value of --output"),
+    ({"rayJob": {"kind": "RayCluster", "spec": {}}}, "not a RayJob template"),
+    ({"pollSeconds": -1}, "pollSeconds"),
+    ({"namePrefix": None, "argv": None}, "missing or bad field"),
+])
+def test_bad_configuration_is_refused(change, needle):
+    with pytest.raises(tick.TickError, match=needle):
+        config(**change)
+
+
+def status(deployment: str = "", job: str = "", reason: str = "", message: str = "") -> dict:
+    s = {k: v for k, v in {"jobDeploymentStatus": deployment, "jobStatus": job, "reason": reason,
+                           "message": message}.items() if v}
+    return {"metadata": {"name": NAME}, "status": s}
+
+
+@pytest.mark.parametrize("obj,now,deadline,expect", [
+    # (done, succeeded, delete, exit code)
+    (status(), 0, None, (False, False, False, None)),
+    (status("Initializing"), 0, None, (False, False, False, None)),
+    (status("Running", "RUNNING"), 0, None, (False, False, False, None)),
+    (status("Retrying"), 0, None, (False, False, False, None)),
+    (status("Complete", "SUCCEEDED"), 0, None, (True, True, False, 0)),
+    # Succeeded just after the deadline: still a success.
+    (status("Complete", "SUCCEEDED"), 100, 50, (True, True, False, 0)),
+    (status("Complete", "STOPPED"), 0, None, (True, False, False, 3)),
+    (status("Failed", "FAILED", "AppFailed"), 0, None, (True, False, True, 1)),
+    (status("Failed", "RUNNING", "SubmissionFailed"), 0, None, (True, False, True, 1)),
+    (status("Failed", "RUNNING", "DeadlineExceeded"), 0, None, (True, False, True, 3)),
+    (status("ValidationFailed", "", "ValidationFailed", "bad spec"), 0, None, (True, False, False, 3)),
+    (status("Running", "RUNNING"), 100, 100, (True, False, True, 3)),
+    (status("Running", "RUNNING"), 99, 100, (False, False, False, None)),
+])
+def test_decide(obj, now, deadline, expect):
+    d = tick.decide(obj, now, deadline)
+    assert (d.done, d.succeeded, d.delete) == expect[:3], d
+    if d.done:
+        assert d.exit_code == expect[3]
+
+
+def test_ownership():
+    def obj(owners, deleting=False):
+        meta = {"ownerReferences": owners}
+        if deleting:
+            meta["deletionTimestamp"] = "2025-11-21T13:31:00Z"
+        return {"metadata": meta}
+    mine = {"kind": "Job", "name": JOB, "uid": UID}
+    assert tick.ownership(obj([mine]), JOB, UID) == "ours"
+    assert tick.ownership(obj([mine], deleting=True), JOB, UID) == "stale"
+    assert tick.ownership(obj([{**mine, "uid": "older"}]), JOB, UID) == "stale"
+    assert tick.ownership(obj([]), JOB, UID) == "foreign"
+    assert tick.ownership(obj([{"kind": "Job", "name": "other", "uid": "x"}]), JOB, UID) == "foreign"
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+class FakeRayJobs:
+    """RayJobs by name. `script` gives the statuses the operator writes, one per `get` while waiting; delete()
+    marks the object deleting for `finalizer_reads` reads before it is gone (KubeRay's finalizer)."""
+
+    def __init__(self, script=(), finalizer_reads=2, existing=None):
+        self.objects = {} if existing is None else {existing["metadata"]["name"]: existing}
+        self.script = list(script)
+        self.finalizer_reads = finalizer_reads
+        self.calls = []
+        self._deleting = {}
+
+    def create(self, body):
+        self.calls.append(("create", body["metadata"]["name"]))
+        name = body["metadata"]["name"]
+        if name in self.objects:
+            return False
+        self.objects[name] = copy.deepcopy(body)
+        return True
+
+    def get(self, name):
+        self.calls.append(("get", name))
+        if name in self._deleting:
+            self._deleting[name] -= 1
+            if self._deleting[name] < 0:
+                del self._deleting[name]
+                self.objects.pop(name, None)
+        obj = self.objects.get(name)
+        if obj is not None and self.script and name not in self._deleting:
+            obj["status"] = self.script.pop(0)
+        return copy.deepcopy(obj)
+
+    def delete(self, name):
+        self.calls.append(("delete", name))
+        if name in self.objects:
+            self.objects[name].setdefault("metadata", {})["deletionTimestamp"] = "now"
+            self._deleting[name] = self.finalizer_reads
+
+    def count(self, verb):
+        return sum(1 for c in self.calls if c[0] == verb)
+
+
+class Clock:
+    def __init__(self, start):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def run(api, cfg=None, start=MINUTES * 60 + 30, job=JOB, uid=UID):
+    clock, lines = Clock(start), []
+    code = tick.run_tick(cfg or config(), api, "scoring", job, uid, clock=clock, sleep=clock.sleep,
+                         say=lines.append, gone_timeout=60)
+    return code, lines, clock
+
+
+def st(deployment, job="", reason=""):
+    return status(deployment, job, reason)["status"]
+
+
+def test_a_successful_tick_creates_one_rayjob_and_waits_for_it():
+    api = FakeRayJobs([st("Initializing"), st("Running", "RUNNING"), st("Running", "RUNNING"),
+                       st("Complete", "SUCCEEDED")])
+    code, lines, _ = run(api)
+    assert code == 0
+    assert api.count("create") == 1 and api.count("delete") == 0
+    assert api.objects[NAME]["metadata"]["ownerReferences"][0]["uid"] == UID
+    text = "\n".join(lines)
+    assert "RayJob scoring/" + NAME in text and "run=20251121T1330Z" in text
+    # Each status is logged once, when it changes.
+    assert sum("Running/RUNNING" in line for line in lines) == 1 and "succeeded" in lines[-1]
+
+
+def test_a_retried_tick_finds_its_rayjob_instead_of_starting_another():
+    first = FakeRayJobs([st("Running", "RUNNING")])
+    first.create(tick.build_rayjob(config(), "scoring", JOB, UID, MINUTES))
+    first.script = [st("Running", "RUNNING"), st("Complete", "SUCCEEDED")]
+    code, lines, _ = run(first)
+    assert code == 0 and first.count("create") == 1, first.calls  # only the original create
+    assert any("exists already" in line for line in lines)
+
+
+def test_a_failed_run_is_deleted_so_that_kuberay_stops_it_and_a_retry_may_run_it():
+    api = FakeRayJobs([st("Running", "RUNNING"), st("Failed", "FAILED", "AppFailed")])
+    code, lines, _ = run(api)
+    assert code == tick.EXIT_RETRY == 1
+    assert api.count("delete") == 1 and NAME not in api.objects
+    assert any("deleted" in line for line in lines)
+    # The retried pod of the same tick starts the run again (it resumes from the commit records).
+    api.script = [st("Complete", "SUCCEEDED")]
+    code, _, _ = run(api)
+    assert code == 0 and api.count("create") == 2
+
+
+def test_a_failed_submitter_is_deleted_too():
+    api = FakeRayJobs([st("Failed", "RUNNING", "SubmissionFailed")])
+    assert run(api)[0] == 1 and api.count("delete") == 1
+
+
+def test_the_rayjob_deadline_deletes_and_is_final():
+    api = FakeRayJobs([st("Running", "RUNNING"), st("Failed", "RUNNING", "DeadlineExceeded")])
+    code, lines, _ = run(api)
+    assert code == tick.EXIT_FINAL and api.count("delete") == 1
+    assert "not retried" in "\n".join(lines)
+
+
+def test_the_ticks_own_deadline_deletes_the_run_and_a_retry_does_not_start_it_again():
+    api = FakeRayJobs([st("Running", "RUNNING")] * 100)
+    cfg = config(deadlineSeconds=120, pollSeconds=15)
+    code, lines, clock = run(api, cfg, start=MINUTES * 60 + 10)
+    assert code == tick.EXIT_FINAL and api.count("delete") == 1
+    assert MINUTES * 60 + 120 <= clock.now < MINUTES * 60 + 120 + 60
+    assert any("deadline" in line for line in lines)
+    api.script = []
+    code, lines, _ = run(api, cfg, start=MINUTES * 60 + 200)
+    assert code == tick.EXIT_FINAL and api.count("create") == 1, "no new run after the deadline"
+
+
+def test_a_refused_rayjob_is_kept_and_final():
+    api = FakeRayJobs([st("ValidationFailed", "", "ValidationFailed")])
+    code, lines, _ = run(api)
+    assert code == tick.EXIT_FINAL and api.count("delete") == 0 and NAME in api.objects
+
+
+def test_a_stopped_run_is_final_and_kept():
+    api = FakeRayJobs([st("Complete", "STOPPED")])
+    assert run(api)[0] == tick.EXIT_FINAL and api.count("delete") == 0
+
+
+def test_a_rayjob_from_an_earlier_attempt_being_deleted_is_waited_for():
+    old = tick.build_rayjob(config(), "scoring", JOB, "earlier-uid", MINUTES)
+    api = FakeRayJobs(existing=old, finalizer_reads=2)
+    api.delete(NAME)  # the garbage collector removes the earlier Job's RayJob
+    api.script = [st("Complete", "SUCCEEDED")]
+    code, lines, _ = run(api)
+    assert code == 0 and api.count("create") == 1
+    assert api.objects[NAME]["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert any("earlier attempt" in line for line in lines)
+
+
+def test_a_foreign_rayjob_of_the_same_name_is_not_touched():
+    foreign = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": NAME}, "spec": {}}
+    api = FakeRayJobs(existing=foreign)
+    with pytest.raises(tick.TickError, match="does not belong"):
+        run(api)
+    assert api.count("create") == 0 and api.count("delete") == 0
+
+
+def test_without_waiting_the_tick_only_creates():
+    api = FakeRayJobs()
+    assert run(api, config(wait=False))[0] == 0
+    assert api.count("create") == 1 and api.count("get") == 1
+
+
+def test_a_rayjob_deleted_by_someone_else_fails_the_tick():
+    api = FakeRayJobs([st("Running", "RUNNING")] * 5)
+    real_get = api.get
+
+    def get(name):
+        obj = real_get(name)
+        if api.count("get") > 2:  # the lookup before create, one status poll, then it is gone
+            api.objects.pop(name, None)
+            return None
+        return obj
+
+    api.get = get
+    code, lines, _ = run(api)
+    assert code == tick.EXIT_FINAL and "deleted by someone else" in lines[-1]
+
+
+def test_a_tick_outside_a_job_or_with_a_bad_name_does_nothing():
+    api = FakeRayJobs()
+    with pytest.raises(tick.TickError, match="controller-uid"):
+        run(api, uid="")
+    with pytest.raises(tick.TickError, match="scheduled minute"):
+        run(api, job="manual-run")
+    assert not api.calls
+
+
+# ------------------------------------------------------------------------------------------- the command
+
+def test_tick_is_a_shardscore_subcommand(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("POD_NAMESPACE", "scoring")
+    monkeypatch.setenv("TICK_JOB_NAME", JOB)
+    monkeypatch.setenv("TICK_JOB_UID", UID)
+    args = cli._parser().parse_args(["tick", "--config", str(tmp_path / "tick.json")])
+    assert (args.command, args.namespace, args.job_name, args.job_uid) == ("tick", "scoring", JOB, UID)
+    # A missing configuration is an error naming it (exit 2), before any API call.
+    assert cli.main(["tick", "--config", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text(json.dumps({"namePrefix": "x"}))
+    assert cli.main(["tick", "--config", str(tmp_path / "bad.json")]) == 2
+    assert "missing or bad field" in capsys.readouterr().err
