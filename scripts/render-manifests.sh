@@ -18,11 +18,12 @@ HELM="${HELM:-helm}"
 command -v "$HELM" >/dev/null || { echo "render-manifests: helm not found on PATH; run 'make helm'" >&2; exit 1; }
 
 # manifest name -> templates it contains
+# (the NetworkPolicies go with every manifest that brings Ray pods: applying them twice is harmless.)
 declare -A SHOW=(
-  [raycluster]="templates/serviceaccount.yaml templates/raycluster.yaml"
+  [raycluster]="templates/serviceaccount.yaml templates/networkpolicy.yaml templates/raycluster.yaml"
   [rayjob]="templates/rayjob.yaml"
-  [rayjob-ephemeral]="templates/serviceaccount.yaml templates/rayjob.yaml"
-  [scheduled]="templates/serviceaccount.yaml templates/cronjob.yaml"
+  [rayjob-ephemeral]="templates/serviceaccount.yaml templates/networkpolicy.yaml templates/rayjob.yaml"
+  [scheduled]="templates/serviceaccount.yaml templates/networkpolicy.yaml templates/cronjob.yaml"
 )
 
 mkdir -p "$OUT"

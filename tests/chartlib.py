@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import re
 import shutil
@@ -33,21 +34,17 @@ CRD_FILES = {
     "RayJob": "ray.io_rayjobs.yaml",
     "RayCronJob": "ray.io_raycronjobs.yaml",
 }
-# KubeRay v1.7.0 (ray-operator/controllers/ray/utils): MaxRayClusterNameLength 53, MaxRayJobNameLength 47.
-# RayCronJob children are <name>-<unix minutes> (8 digits), so a RayCronJob name must leave room for 9 characters.
-NAME_LIMITS = {"RayCluster": 53, "RayJob": 47, "RayCronJob": 38}
+# KubeRay v1.7.0 (ray-operator/controllers/ray/utils/constant.go): MaxRayClusterNameLength 53, MaxRayJobNameLength
+# 47, MaxRayCronJobNameLength 36 (= 47 - 11, room for "-<up to 10-digit unix minutes>" of its children).
+NAME_LIMITS = {"RayCluster": 53, "RayJob": 47, "RayCronJob": 36}
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-# Placeholders of the CronJob tick template (filled in by tick.sh) and plausible values for them.
-TICK_MINUTES = "29395530"  # 2025-11-22T01:30Z
-TICK_PLACEHOLDERS = {
-    "__SHARDSCORE_TICK_RAYJOB__": f"{RELEASE}-shardscore-{TICK_MINUTES}",
-    "__SHARDSCORE_TICK_JOB_UID__": "3f1c6a52-6a5e-4d4c-9f7e-0d1f2a3b4c5d",
-    "__SHARDSCORE_TICK_JOB__": f"{RELEASE}-shardscore-tick-{TICK_MINUTES}",
-    "__SHARDSCORE_TICK__": f'"{TICK_MINUTES}"',  # a label value: tick.sh writes it quoted
-}
+# A plausible CronJob tick: the Job the CronJob controller creates, and its uid.
+TICK_MINUTES = 29395530  # 2025-11-21T13:30Z
+TICK_JOB = f"{RELEASE}-shardscore-tick-{TICK_MINUTES}"
+TICK_JOB_UID = "3f1c6a52-6a5e-4d4c-9f7e-0d1f2a3b4c5d"
 
 
 # ---------------------------------------------------------------- helm
@@ -152,14 +149,50 @@ def crd_validator(kind: str) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(schema)
 
 
-def crd_errors(obj: dict) -> list[str]:
+@functools.lru_cache(maxsize=None)
+def crd_schema(kind: str) -> dict:
+    """The v1 openAPIV3Schema of a KubeRay CRD, as the API server has it."""
+    doc = yaml.load((crd_dir() / CRD_FILES[kind]).read_text(), Loader=Loader)
+    return next(v for v in doc["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+
+
+def pruned_fields(obj, schema: dict | None = None, path: str = "") -> list[str]:
+    """The paths of obj that a real API server drops silently when it stores the object: structural pruning of
+    fields its CRD schema does not know (apiextensions pruning: an object with `properties` keeps only those,
+    unless x-kubernetes-preserve-unknown-fields; additionalProperties schemas apply to every key). The root
+    metadata is ObjectMeta, never pruned by the CRD schema; status is the operator's."""
+    if schema is None:
+        schema = crd_schema(obj["kind"])
+        return [p for k, v in obj.items() if k not in ("metadata", "status")
+                for p in (pruned_fields(v, schema["properties"][k], k) if k in schema["properties"] else [k])]
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(obj, dict):
+        props, extra = schema.get("properties"), schema.get("additionalProperties")
+        out = []
+        for k, v in obj.items():
+            sub = f"{path}.{k}"
+            if props is not None and k in props:
+                out += pruned_fields(v, props[k], sub)
+            elif isinstance(extra, dict):
+                out += pruned_fields(v, extra, sub)
+            elif props is not None or extra is False:
+                out.append(sub)
+        return out
+    if isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        return [p for i, v in enumerate(obj) for p in pruned_fields(v, schema["items"], f"{path}[{i}]")]
+    return []
+
+
+def crd_errors(obj: dict, metadata: bool = True) -> list[str]:
     errors = []
     if obj.get("apiVersion") != "ray.io/v1":
         errors.append(f"apiVersion {obj.get('apiVersion')!r} is not ray.io/v1")
     for err in sorted(crd_validator(obj["kind"]).iter_errors(obj), key=lambda e: list(e.absolute_path)):
         path = "/".join(str(p) for p in err.absolute_path)
         errors.append(f"{obj['kind']} {obj.get('metadata', {}).get('name')}: {path}: {err.message[:300]}")
-    errors += metadata_errors(obj)
+    if metadata:
+        errors += metadata_errors(obj)
     return errors
 
 
@@ -204,24 +237,24 @@ def one(docs: list[dict], kind: str) -> dict:
     return found[0]
 
 
-def tick_rayjob(docs: list[dict], placeholders: dict | None = None) -> dict:
-    """The RayJob template of the CronJob tick pod (ConfigMap data rayjob.yaml), placeholders filled in."""
-    text = tick_files(docs)["rayjob.yaml"]
-    for k, v in (placeholders or TICK_PLACEHOLDERS).items():
-        text = text.replace(k, v)
-    return yaml.safe_load(text)
+def tick_config(docs: list[dict]) -> dict:
+    """tick.json of the CronJob tick's ConfigMap (what `shardscore tick` reads)."""
+    cms = [d for d in of_kind(docs, "ConfigMap") if "tick.json" in d.get("data", {})]
+    assert len(cms) == 1, "expected one ConfigMap with the tick's tick.json"
+    return json.loads(cms[0]["data"]["tick.json"])
 
 
-def tick_files(docs: list[dict]) -> dict:
-    cms = [d for d in of_kind(docs, "ConfigMap") if "rayjob.yaml" in d.get("data", {})]
-    assert len(cms) == 1, "expected one ConfigMap with the tick RayJob template"
-    return cms[0]["data"]
+def tick_rayjob(docs: list[dict], job_name: str = TICK_JOB, uid: str = TICK_JOB_UID) -> dict:
+    """The RayJob the CronJob tick creates, built by the tick's own code (shardscore.tick) from the chart's tick.json."""
+    tick = pytest.importorskip("shardscore.tick", reason="the shardscore job package is not installed (make venv)")
+    cfg = tick.TickConfig.from_dict(tick_config(docs))
+    return tick.build_rayjob(cfg, NAMESPACE, job_name, uid, tick.scheduled_minutes(job_name))
 
 
 def custom_resources(docs: list[dict]) -> list[dict]:
     """Every RayCluster/RayJob/RayCronJob among docs, including the CronJob tick template."""
     found = [d for d in docs if d.get("kind") in CRD_FILES]
-    if any("rayjob.yaml" in d.get("data", {}) for d in of_kind(docs, "ConfigMap")):
+    if any("tick.json" in d.get("data", {}) for d in of_kind(docs, "ConfigMap")):
         found.append(tick_rayjob(docs))
     return found
 
@@ -235,3 +268,87 @@ def pod_templates(cluster_spec: dict) -> list[tuple[str, dict]]:
 
 def env_of(container: dict) -> dict:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+def images(node) -> list[str]:
+    """Every container image named anywhere in a rendered object (pod templates, RayCluster specs, tick.json)."""
+    found = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "image" and isinstance(v, str):
+                found.append(v)
+            elif k == "tick.json" and isinstance(v, str):
+                found += images(json.loads(v))
+            else:
+                found += images(v)
+    elif isinstance(node, list):
+        for v in node:
+            found += images(v)
+    return found
+
+
+def image_is_pinned(ref: str) -> bool:
+    """A tag other than `latest`, or a digest."""
+    if "@sha256:" in ref:
+        return True
+    name = ref.rsplit("/", 1)[-1]
+    return ":" in name and name.rsplit(":", 1)[1] not in ("", "latest")
+
+
+# ---------------------------------------------------------------- renders the chart advertises
+
+REQUIRED = ("job.input=s3://shardscore/input", "job.output=s3://shardscore/output",
+            "job.model=shardscore.models.dummy:load_model")
+EXAMPLE_RULES = ('rayJob.deletionStrategy={"deletionRules": ['
+                 '{"condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 300}, "policy": "DeleteCluster"}, '
+                 '{"condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 86400}, "policy": "DeleteSelf"}]}')
+# Every combination that values.yaml or docs/kubernetes.md advertise, on top of the defaults and the required
+# values: each must render objects that the CRDs accept (tests/test_chart.py) and that the real operator reconciles
+# without ValidationFailed or a Warning event (the cluster e2e). (id, --set, --set-json, release)
+ADVERTISED = [
+    ("defaults", (), (), RELEASE),
+    ("cronjob", ("schedule=@daily",), (), RELEASE),
+    ("cronjob with a deadline", ("schedule=@daily", "cronJob.deadlineSeconds=3600"), (), RELEASE),
+    ("raycronjob", ("schedule=@daily", "scheduleMode=rayCronJob"), (), RELEASE),
+    ("raycronjob on the long-lived cluster", ("schedule=@daily", "scheduleMode=rayCronJob",
+                                              "rayJob.ephemeralCluster=false"), (), RELEASE),
+    ("cronjob warm pool on the long-lived cluster", ("schedule=@hourly", "job.strategy=actors", "job.pool=nightly",
+                                                     "job.poolIdleTimeout=4000"), (), RELEASE),
+    ("ephemeral", ("rayJob.ephemeralCluster=true",), (), RELEASE),
+    ("ephemeral with retries", ("rayJob.ephemeralCluster=true", "rayJob.backoffLimit=2",
+                                "rayJob.activeDeadlineSeconds=7200"), (), RELEASE),
+    ("ephemeral cluster kept", ("rayJob.ephemeralCluster=true", "rayJob.shutdownAfterJobFinishes=false",
+                                "rayJob.ttlSecondsAfterFinished=0"), (), RELEASE),
+    ("ephemeral with deletionRules", ("rayJob.ephemeralCluster=true", "rayJob.shutdownAfterJobFinishes=false",
+                                      "rayJob.ttlSecondsAfterFinished=0"), (EXAMPLE_RULES,), RELEASE),
+    ("DeleteSelf on the long-lived cluster", ("rayJob.deletionStrategy.onSuccess.policy=DeleteSelf",
+                                              "rayJob.deletionStrategy.onFailure.policy=DeleteNone"), (), RELEASE),
+    ("gpu", ("cluster.gpuWorkers.enabled=true", "job.numGpusPerWorker=1", "job.device=cuda",
+             "cluster.gpuWorkers.image.tag=0.1.0-cu128"), (), RELEASE),
+    ("gpu without autoscaling", ("cluster.gpuWorkers.enabled=true", "cluster.gpuWorkers.replicas=1",
+                                 "cluster.autoscaling.enabled=false", "job.numGpusPerWorker=1"), (), RELEASE),
+    ("HTTPMode", ("rayJob.submissionMode=HTTPMode",), (), RELEASE),
+    ("SidecarMode at baseline", ("rayJob.ephemeralCluster=true", "rayJob.submissionMode=SidecarMode",
+                                 "podSecurityStandard=baseline"), (), RELEASE),
+    ("auth disabled", ("rayAuth.mode=disabled",), (), RELEASE),
+    ("optional extras", ("metrics.podMonitor.enabled=true", "cluster.head.preventEviction.podDisruptionBudget=true",
+                         "cluster.head.preventEviction.safeToEvictAnnotation=true"),
+     ('cluster.cpuWorkers.topologySpreadConstraints=[{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", '
+      '"whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"ray.io/group": "cpu"}}}]',), RELEASE),
+    ("operator out of cluster", ("networkPolicy.operator.namespace=", "networkPolicy.operator.ipBlocks[0]=10.0.0.10/32"),
+     (), RELEASE),
+    ("no NetworkPolicy", ("networkPolicy.enabled=false",), (), RELEASE),
+    ("an existing RayCluster", ("cluster.create=false", "rayJob.clusterName=shared-ray"), (), RELEASE),
+    ("the RayCluster only", ("rayJob.enabled=false",), (), RELEASE),
+    ("upgradeStrategy None", ("cluster.upgradeStrategy=None",), (), RELEASE),
+    ("an existing ServiceAccount", ("serviceAccount.create=false", "serviceAccount.name=scorer"), (), RELEASE),
+    ("long release name", (), (), "a-very-long-release-name-for-nightly-scoring-jobs"),
+    ("long release name, cronjob", ("schedule=@daily",), (), "a-very-long-release-name-for-nightly-scoring-jobs"),
+    ("long release name, raycronjob", ("schedule=@daily", "scheduleMode=rayCronJob"), (),
+     "a-very-long-release-name-for-nightly-scoring-jobs"),
+]
+
+
+def render_advertised(sets=(), set_json=(), release: str = RELEASE, helm: str | None = None) -> list[dict]:
+    extra = [a for j in set_json for a in ("--set-json", j)]
+    return render(sets=[*REQUIRED, *sets], release=release, extra=extra, helm=helm)

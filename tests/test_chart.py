@@ -1,11 +1,14 @@
 """The Helm chart (helm/shardscore) and the plain manifests (manifests/), with the real helm binary.
 
-Custom resources are validated against the KubeRay v1.7.0 CRD schemas; see tests/chartlib.py.
+Custom resources are validated against the KubeRay v1.7.0 CRD schemas (see tests/chartlib.py); the rules of the
+KubeRay operator itself are refused at render time (templates/_validate.tpl), each paired with a hand-written object
+the real operator rejects (tests/kuberay_rejects.py, for the cluster e2e).
 """
 
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import shlex
 import subprocess
@@ -17,6 +20,7 @@ import pytest
 import yaml
 
 import chartlib as c
+import kuberay_rejects as kr
 
 CI_FILES = c.ci_values_files()
 CI_IDS = [p.stem for p in CI_FILES]
@@ -26,14 +30,24 @@ EPHEMERAL = c.CI_DIR / "ephemeral-values.yaml"
 CRONJOB = c.CI_DIR / "cronjob-values.yaml"
 RAYCRONJOB = c.CI_DIR / "raycronjob-values.yaml"
 FULLNAME = f"{c.RELEASE}-shardscore"
+IMAGE = "shardscore:0.1.0"
 REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
                    "app.kubernetes.io/component", "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of",
                    "helm.sh/chart")
+ADVERTISED_IDS = [a[0] for a in c.ADVERTISED]
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict]]:
-    return {p.stem: c.render([p]) for p in CI_FILES}
+    """Every ci values file, and the defaults with only the required values."""
+    out = {p.stem: c.render([p]) for p in CI_FILES}
+    out["defaults"] = c.render_advertised()
+    return out
+
+
+@pytest.fixture(scope="module")
+def advertised() -> dict[str, list[dict]]:
+    return {name: c.render_advertised(sets, set_json, release) for name, sets, set_json, release in c.ADVERTISED}
 
 
 def test_ci_values_files_cover_every_mode():
@@ -61,13 +75,47 @@ def test_helm3_renders_the_same_as_helm4(values):
     assert c.render([values], helm=helm3) == c.render([values])
 
 
+def test_helm3_renders_the_advertised_combinations_the_same(advertised):
+    helm3 = c.helm3_bin()
+    if not helm3:
+        pytest.skip("Helm 3 not installed (scripts/install-helm.sh puts it at .tools/bin/helm3)")
+    for name, sets, set_json, release in c.ADVERTISED:
+        assert c.render_advertised(sets, set_json, release, helm=helm3) == advertised[name], name
+
+
 def test_chart_metadata():
     chart = yaml.safe_load((c.CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2" and chart["name"] == "shardscore"
     assert (c.CHART / "values.schema.json").is_file() and (c.CHART / "templates" / "NOTES.txt").is_file()
 
 
+def test_every_value_is_commented():
+    """values.yaml: a comment right above every key (Helm convention, and what a platform engineer reads), except
+    inside a value documented as a whole (a `# --` comment above an object such as podSecurityContext)."""
+    lines = (c.CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, bool]] = []  # (indent, documented as a whole) of the enclosing keys
+    uncommented = []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("- ") or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        stack = [(n, unit) for n, unit in stack if n < indent]
+        top = i
+        while top and lines[top - 1].strip().startswith("#"):
+            top -= 1
+        comment = lines[top].strip() if top < i else ""
+        if not any(unit for _, unit in stack) and not comment:
+            uncommented.append(line)
+        stack.append((indent, comment.startswith("# --")))
+    assert not uncommented, "values without a comment above them:\n" + "\n".join(uncommented)
+
+
 # ------------------------------------------------------------------------------------------- CRD schemas
+
+def all_renders(rendered, advertised) -> dict[str, list[dict]]:
+    return {**{f"ci:{k}": v for k, v in rendered.items()}, **{f"advertised:{k}": v for k, v in advertised.items()}}
+
 
 @pytest.mark.parametrize("values", CI_FILES, ids=CI_IDS)
 def test_custom_resources_match_kuberay_crds(values, rendered):
@@ -78,6 +126,39 @@ def test_custom_resources_match_kuberay_crds(values, rendered):
     assert not errors, "\n".join(errors)
     for d in docs:
         assert not c.metadata_errors(d), c.metadata_errors(d)
+
+
+@pytest.mark.parametrize("name", ADVERTISED_IDS)
+def test_advertised_combinations_render_objects_the_crds_accept(name, advertised):
+    docs = advertised[name]
+    crs = c.custom_resources(docs)
+    assert crs or name == "the RayCluster only", "nothing to validate"
+    errors = [e for cr in crs for e in c.crd_errors(cr)] + [e for d in docs for e in c.metadata_errors(d)]
+    assert not errors, "\n".join(errors)
+
+
+def test_rendered_objects_use_only_fields_the_crds_know(rendered, advertised):
+    """A real API server prunes unknown fields silently: what it stores must be what the chart sent."""
+    checked = 0
+    for where, docs in all_renders(rendered, advertised).items():
+        for cr in c.custom_resources(docs):
+            assert c.pruned_fields(cr) == [], f"{where}: {cr['kind']} {cr['metadata'].get('name')}"
+            checked += 1
+    assert checked > 40
+
+
+def test_the_pruning_check_finds_unknown_fields(rendered):
+    job = c.one(rendered["ephemeral-values"], "RayJob")
+    bad = json.loads(json.dumps(job))
+    bad["spec"]["shutdownAfterJobFinish"] = True  # a typo the API server would drop
+    head = bad["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    head["metadata"]["generateName"] = "x-"  # the embedded ObjectMeta keeps labels/annotations/name/namespace only
+    head["spec"]["containers"][0]["env"][0]["valueFromm"] = {}
+    bad["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["any-flag"] = "1"  # a map: kept
+    assert sorted(c.pruned_fields(bad)) == [
+        "spec.rayClusterSpec.headGroupSpec.template.metadata.generateName",
+        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].env[0].valueFromm",
+        "spec.shutdownAfterJobFinish"]
 
 
 def test_crd_validation_is_not_vacuous(rendered):
@@ -102,6 +183,46 @@ def test_crd_dir_is_required(monkeypatch, tmp_path):
         c.crd_dir()
 
 
+# ------------------------------------------------------------------------------------------- KubeRay's rules
+
+REFUSED = [r for r in kr.REJECTIONS if r.chart]
+
+
+@pytest.mark.parametrize("rejection", REFUSED, ids=[r.id for r in REFUSED])
+def test_the_chart_refuses_what_kuberay_rejects(rejection):
+    """The chart's half of each rule; tests/kuberay_rejects.py has the operator's (its hand-written object)."""
+    ref = rejection.chart
+    extra = [a for j in ref.set_json for a in ("--set-json", j)]
+    for helm in filter(None, [None, c.helm3_bin()]):
+        err = c.render_error(list(ref.values), list(ref.sets), helm=helm, extra=extra)
+        missing = [n for n in ref.needles if n not in err]
+        assert not missing, f"the refusal does not name {missing}:\n{err}"
+
+
+def test_every_kuberay_rejection_has_a_chart_half_and_a_well_formed_object():
+    ids = [r.id for r in kr.REJECTIONS]
+    assert len(ids) == len(set(ids))
+    names = [r.manifest["metadata"]["name"] for r in kr.REJECTIONS]
+    assert len(names) == len(set(names)), "each hand-written object gets its own name"
+    tests_here = {n for n in globals() if n.startswith("test_")}
+    for r in kr.REJECTIONS:
+        assert r.rejected_by in ("apiserver", "operator", "pod-security"), r.id
+        assert r.message and r.kuberay, r.id
+        assert r.chart or r.chart_note, f"{r.id}: neither a chart refusal nor a note on how the chart avoids it"
+        if r.chart_note:  # the note names the test that shows the chart's half
+            named = [w for w in r.chart_note.replace(",", " ").split() if w.startswith("test_")]
+            assert named and set(named) <= tests_here, f"{r.id}: {r.chart_note}"
+        if r.rejected_by == "operator":
+            assert r.event_reason.startswith("Invalid"), r.id
+        # The API server must store it (or refuse it for a CEL rule only, not evaluated here): the schema accepts
+        # it, so it is the operator's rule (or the CEL rule, or the admission of its pods) that rejects it. Names
+        # are the operator's to check (ValidateRayJobMetadata, ValidateRayCronJobSpec).
+        errors = c.crd_errors(r.manifest, metadata=False)
+        assert not errors and not c.pruned_fields(r.manifest), (r.id, errors)
+    kinds = {r.manifest["kind"] for r in kr.REJECTIONS}
+    assert kinds == {"RayJob", "RayCluster", "RayCronJob"}
+
+
 # ------------------------------------------------------------------------------------------- manifests/
 
 def manifest_files() -> list[Path]:
@@ -121,8 +242,10 @@ def test_manifest_is_generated_and_valid(path):
     crs = c.custom_resources(docs)
     assert crs, f"{path.name} has no KubeRay resource"
     errors = [e for cr in crs for e in c.crd_errors(cr)] + [e for d in docs for e in c.metadata_errors(d)]
+    errors += [f"{cr['kind']}: {p} unknown" for cr in crs for p in c.pruned_fields(cr)]
     assert not errors, "\n".join(errors)
     assert all(d["metadata"].get("namespace") for d in docs), "kubectl apply manifests carry their namespace"
+    assert all(c.image_is_pinned(i) for d in docs for i in c.images(d))
 
 
 def test_manifests_are_up_to_date(tmp_path):
@@ -165,6 +288,10 @@ def all_pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
     return out
 
 
+def ray_containers(docs: list[dict]) -> list[tuple[str, dict]]:
+    return [(g, t["spec"]["containers"][0]) for spec in clusters(docs) for g, t in c.pod_templates(spec)]
+
+
 @pytest.mark.parametrize("values", CI_FILES, ids=CI_IDS)
 def test_head_runs_no_work_and_cpu_pods_hide_gpus(values, rendered):
     specs = clusters(rendered[values.stem])
@@ -180,7 +307,7 @@ def test_head_runs_no_work_and_cpu_pods_hide_gpus(values, rendered):
                 assert "NVIDIA_VISIBLE_DEVICES" not in env, group
             else:
                 assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "void", group
-            assert container["image"] == "shardscore:0.1.0"
+                assert container["image"] == IMAGE, group
 
 
 def test_gpu_group(rendered):
@@ -188,7 +315,7 @@ def test_gpu_group(rendered):
     groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
     assert set(groups) == {"cpu", "gpu"}
     gpu = groups["gpu"]
-    assert (gpu["replicas"], gpu["minReplicas"], gpu["maxReplicas"]) == (2, 0, 2)
+    assert (gpu["replicas"], gpu["minReplicas"], gpu["maxReplicas"]) == (0, 0, 2)
     pod = gpu["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
@@ -203,11 +330,97 @@ def test_gpu_group(rendered):
     assert [g["groupName"] for g in cpu_only["workerGroupSpecs"]] == ["cpu"]
 
 
+def test_the_gpu_group_has_its_own_image_and_the_cpu_pods_keep_theirs(rendered):
+    groups = dict(c.pod_templates(c.one(rendered["gpu-values"], "RayCluster")["spec"]))
+    assert groups["gpu"]["spec"]["containers"][0]["image"] == "shardscore:0.1.0-cu128"
+    assert groups["cpu"]["spec"]["containers"][0]["image"] == groups["head"]["spec"]["containers"][0]["image"] == IMAGE
+    docs = c.render([GPU], ["image.repository=registry.example.com/ml/shardscore", "image.tag=1.2.3",
+                            "cluster.gpuWorkers.image.tag=", "cluster.gpuWorkers.image.repository="])
+    groups = dict(c.pod_templates(c.one(docs, "RayCluster")["spec"]))
+    assert {g["spec"]["containers"][0]["image"] for g in groups.values()} == {"registry.example.com/ml/shardscore:1.2.3"}
+    docs = c.render([GPU], ["cluster.gpuWorkers.image.repository=registry.example.com/ml/shardscore-cuda"])
+    gpu = dict(c.pod_templates(c.one(docs, "RayCluster")["spec"]))["gpu"]
+    assert gpu["spec"]["containers"][0]["image"] == "registry.example.com/ml/shardscore-cuda:0.1.0-cu128"
+
+
+def test_gpu_runs_ask_for_cuda(rendered):
+    argv = entrypoint_argv(c.one(rendered["gpu-values"], "RayJob"))
+    assert argv[argv.index("--device") + 1] == "cuda"
+
+
 def test_gpus_per_pod_and_resources_from_values():
     docs = c.render([GPU], ["cluster.gpuWorkers.gpusPerPod=4", "cluster.gpuWorkers.resources.limits.memory=64Gi"])
     gpu = [g for g in c.one(docs, "RayCluster")["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu"][0]
-    limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits["nvidia.com/gpu"] == 4 and limits["memory"] == "64Gi"
+    res = gpu["template"]["spec"]["containers"][0]["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == 4 and res["limits"]["memory"] == "64Gi"
+    assert res["requests"] == res["limits"]
+
+
+def test_the_gpu_group_of_the_long_lived_cluster_scales_from_zero_by_default():
+    docs = c.render_advertised(["cluster.gpuWorkers.enabled=true"])
+    spec = c.one(docs, "RayCluster")["spec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    gpu = [g for g in spec["workerGroupSpecs"] if g["groupName"] == "gpu"][0]
+    assert (gpu["replicas"], gpu["minReplicas"]) == (0, 0) and gpu["maxReplicas"] >= 1
+
+
+def test_requests_equal_limits_for_ray_containers_in_every_render(rendered, advertised):
+    checked = 0
+    for where, docs in all_renders(rendered, advertised).items():
+        for spec in clusters(docs):
+            for group, tmpl in c.pod_templates(spec):
+                res = tmpl["spec"]["containers"][0]["resources"]
+                assert res["requests"] == res["limits"] and {"cpu", "memory"} <= set(res["limits"]), (where, group)
+                checked += 1
+            if spec["enableInTreeAutoscaling"]:
+                res = spec["autoscalerOptions"]["resources"]
+                assert res["requests"] == res["limits"], where
+    assert checked > 50
+    # Explicit requests still win, key by key.
+    docs = c.render([CPU], ["cluster.cpuWorkers.resources.requests.cpu=500m"])
+    res = dict(c.pod_templates(c.one(docs, "RayCluster")["spec"]))["cpu"]["spec"]["containers"][0]["resources"]
+    assert res["requests"] == {"cpu": "500m", "memory": "4Gi"} and res["limits"] == {"cpu": "2", "memory": "4Gi"}
+
+
+def test_dev_shm_is_left_to_kuberay(rendered, advertised):
+    """KubeRay's BuildPod adds a memory-backed /dev/shm sized to the memory limit; a fixed one would replace it."""
+    for where, docs in all_renders(rendered, advertised).items():
+        for group, ctr in [(g, t["spec"]["containers"][0]) for s in clusters(docs) for g, t in c.pod_templates(s)]:
+            assert "/dev/shm" not in [m["mountPath"] for m in ctr.get("volumeMounts", [])], (where, group)
+        for spec in clusters(docs):
+            for group, tmpl in c.pod_templates(spec):
+                assert not [v for v in tmpl["spec"].get("volumes", []) if (v.get("emptyDir") or {}).get("medium")
+                            == "Memory"], (where, group)
+    err = c.render_error([CPU], ["volumeMounts[0].name=shm", "volumeMounts[0].mountPath=/dev/shm"])
+    assert "volumeMounts[0].mountPath" in err and "KubeRay" in err
+
+
+@pytest.mark.parametrize("autoscaling", [True, False])
+def test_the_head_always_runs_as_the_charts_service_account(autoscaling):
+    docs = c.render([CPU], [f"cluster.autoscaling.enabled={str(autoscaling).lower()}",
+                            "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/s"])
+    sa = c.one(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/s"}
+    spec = c.one(docs, "RayCluster")["spec"]
+    assert spec["enableInTreeAutoscaling"] is autoscaling
+    for group, tmpl in c.pod_templates(spec):
+        pod = tmpl["spec"]
+        # KubeRay v1.7.0 substitutes its own account only when the head template names none, and binds the
+        # autoscaler's Role to whichever account the head uses (GetHeadGroupServiceAccountName, BuildRoleBinding).
+        assert pod["serviceAccountName"] == sa["metadata"]["name"], group
+        assert pod["automountServiceAccountToken"] is False, group
+        ray = pod["containers"][0]
+        assert "/var/run/secrets/kubernetes.io/serviceaccount" not in [m["mountPath"] for m in ray.get("volumeMounts", [])]
+    head = spec["headGroupSpec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in head.get("volumes", [])}
+    if autoscaling:
+        # The API token only in the autoscaler container, at the in-cluster path the Ray autoscaler reads.
+        assert spec["autoscalerOptions"]["volumeMounts"] == [{"name": "autoscaler-api-token", "readOnly": True,
+                                                             "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
+        sources = volumes["autoscaler-api-token"]["projected"]["sources"]
+        assert {"serviceAccountToken", "configMap", "downwardAPI"} == {k for s in sources for k in s}
+    else:
+        assert "autoscaler-api-token" not in volumes and "autoscalerOptions" not in spec
 
 
 @pytest.mark.parametrize("values", CI_FILES, ids=CI_IDS)
@@ -223,12 +436,24 @@ def test_restrictive_security_context_everywhere(values, rendered):
             assert sc["allowPrivilegeEscalation"] is False, where
             assert sc["capabilities"] == {"drop": ["ALL"]}, where
             assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+    for spec in clusters(rendered[values.stem]):
+        if spec["enableInTreeAutoscaling"]:
+            assert spec["autoscalerOptions"]["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_sidecar_mode_and_the_restricted_standard():
+    err = c.render_error([EPHEMERAL], ["rayJob.submissionMode=SidecarMode"])
+    assert "podSecurityStandard" in err and "securityContext" in err
+    job = c.one(c.render([EPHEMERAL], ["rayJob.submissionMode=SidecarMode", "podSecurityStandard=baseline"]), "RayJob")
+    assert not c.crd_errors(job)
+    assert "submitterPodTemplate" not in job["spec"] and "submitterConfig" not in job["spec"]
+    assert "restartPolicy" not in job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
 
 
 @pytest.mark.parametrize("values", CI_FILES, ids=CI_IDS)
-def test_credentials_come_from_the_secret(values, rendered):
-    containers = [(w, ctr) for w, pod in all_pod_specs(rendered[values.stem]) if w != "cronjob"
-                  and not w.endswith("-test") for ctr in pod["containers"]]
+def test_credentials_reach_the_ray_containers_only(values, rendered):
+    docs = rendered[values.stem]
+    containers = ray_containers(docs)
     assert containers
     for where, ctr in containers:
         env = c.env_of(ctr)
@@ -236,6 +461,21 @@ def test_credentials_come_from_the_secret(values, rendered):
             assert "value" not in env[name], where
             assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "shardscore-s3", "key": name}, where
         assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.shardscore.svc:9000"
+    others = [(w, ctr) for w, pod in all_pod_specs(docs) if not w.startswith("ray ") for ctr in pod["containers"]]
+    assert others
+    for where, ctr in others:
+        assert not [e for e in ctr.get("env", []) if e["name"].startswith("AWS_")], where
+        assert "envFrom" not in ctr, where
+
+
+def test_the_submitter_gets_no_object_store_credentials_nor_extra_env():
+    docs = c.render([CPU], ["extraEnv[0].name=AWS_SESSION_TOKEN", "extraEnv[0].valueFrom.secretKeyRef.name=s",
+                            "extraEnv[0].valueFrom.secretKeyRef.key=k", "extraEnvFrom[0].secretRef.name=more",
+                            "rayJob.submitter.env[0].name=HTTPS_PROXY", "rayJob.submitter.env[0].value=http://p:3128"])
+    sub = c.one(docs, "RayJob")["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
+    assert [e["name"] for e in sub["env"]] == ["HTTPS_PROXY"] and "envFrom" not in sub
+    head = c.one(docs, "RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert "AWS_SESSION_TOKEN" in c.env_of(head) and head["envFrom"] == [{"secretRef": {"name": "more"}}]
 
 
 def test_no_credentials_without_secret_and_session_token_key():
@@ -281,44 +521,69 @@ def test_image_pull_secrets_service_account_and_extra_env():
                             "cluster.cpuWorkers.env[0].name=OMP_NUM_THREADS", "cluster.cpuWorkers.env[0].value=2"])
     assert c.one(docs, "ServiceAccount")["metadata"]["name"] == "scorer"
     for where, pod in all_pod_specs(docs):
-        if where == "cronjob":
-            continue
         assert pod["imagePullSecrets"] == [{"name": "regcred"}], where
         assert pod["serviceAccountName"] == "scorer", where
         ctr = pod["containers"][0]
         assert ctr["image"] == "registry.example.com/ml/shardscore:1.2.3", where
-        if not where.endswith("-test"):
+        if where.startswith("ray "):
             assert c.env_of(ctr)["LOG_LEVEL"]["value"] == "debug", where
     groups = dict(c.pod_templates(c.one(docs, "RayCluster")["spec"]))
     assert "OMP_NUM_THREADS" in c.env_of(groups["cpu"]["spec"]["containers"][0])
     assert "OMP_NUM_THREADS" not in c.env_of(groups["head"]["spec"]["containers"][0])
 
 
-def test_auth_mode():
-    def ray_containers(docs):  # Ray nodes and the submitter: everything that runs `ray`
-        return [ctr for w, pod in all_pod_specs(docs) if w.startswith("ray ") or w == "submitter"
-                for ctr in pod["containers"]]
+def everything_that_runs_ray(docs: list[dict]) -> list[dict]:
+    containers = [ctr for w, pod in all_pod_specs(docs) if w.startswith("ray ") or w == "submitter"
+                  for ctr in pod["containers"]]
+    containers += [{"env": s["autoscalerOptions"].get("env", [])} for s in clusters(docs) if s["enableInTreeAutoscaling"]]
+    return containers
 
-    docs = c.render([CPU])
-    assert c.one(docs, "RayCluster")["spec"]["authOptions"] == {"mode": "disabled"}
-    assert len(ray_containers(docs)) == 3
-    assert all(c.env_of(ctr)["RAY_AUTH_MODE"]["value"] == "disabled" for ctr in ray_containers(docs))
-    docs = c.render([CPU], ["rayAuth.mode=token"])
+
+def test_token_auth_is_on_by_default(rendered):
+    docs = rendered["defaults"]
     assert c.one(docs, "RayCluster")["spec"]["authOptions"] == {"mode": "token"}
-    for ctr in ray_containers(docs):
-        assert "RAY_AUTH_MODE" not in c.env_of(ctr)  # the operator injects mode and token itself
+    # The operator injects RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (SetContainerTokenAuthEnvVars in common/pod.go)
+    # only where RAY_AUTH_MODE is not set already.
+    assert len(everything_that_runs_ray(docs)) == 4
+    assert all("RAY_AUTH_MODE" not in c.env_of(ctr) for ctr in everything_that_runs_ray(docs))
+    for name in CI_IDS:
+        for spec in clusters(rendered[name]):
+            assert spec["authOptions"] == {"mode": "token"}, name
+    # The helm test pod reads the token from the Secret KubeRay creates for the cluster (named after it).
+    test = c.one(docs, "Pod")["spec"]["containers"][0]
+    assert c.env_of(test)["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": FULLNAME, "key": "auth_token"}
+    script = test["command"][-1]
+    assert "x-ray-authorization" in script and "(401, 403)" in script
+
+
+def test_auth_disabled():
+    docs = c.render([CPU], ["rayAuth.mode=disabled"])
+    assert c.one(docs, "RayCluster")["spec"]["authOptions"] == {"mode": "disabled"}
+    assert len(everything_that_runs_ray(docs)) == 4
+    assert all(c.env_of(ctr)["RAY_AUTH_MODE"]["value"] == "disabled" for ctr in everything_that_runs_ray(docs))
+    assert "RAY_AUTH_TOKEN" not in c.env_of(c.one(docs, "Pod")["spec"]["containers"][0])
 
 
 def test_autoscaling(rendered):
     spec = c.one(rendered["ephemeral-values"], "RayJob")["spec"]["rayClusterSpec"]
     assert spec["enableInTreeAutoscaling"] is True
     opts = spec["autoscalerOptions"]
-    assert opts["securityContext"]["allowPrivilegeEscalation"] is False
-    assert {"name": "RAY_AUTH_MODE", "value": "disabled"} in opts["env"]
-    head = spec["headGroupSpec"]["template"]["spec"]
-    assert "serviceAccountName" not in head and head["automountServiceAccountToken"] is True
-    fixed = c.one(rendered["cpu-values"], "RayCluster")["spec"]
+    assert opts["securityContext"]["allowPrivilegeEscalation"] is False and opts["idleTimeoutSeconds"] == 60
+    fixed = c.one(c.render([CPU], ["cluster.autoscaling.enabled=false"]), "RayCluster")["spec"]
     assert fixed["enableInTreeAutoscaling"] is False and "autoscalerOptions" not in fixed
+
+
+def test_upgrade_strategy_only_on_the_long_lived_cluster(rendered, advertised):
+    cluster = c.one(rendered["defaults"], "RayCluster")["spec"]
+    assert cluster["upgradeStrategy"] == {"type": "Recreate"}
+    none = c.one(advertised["upgradeStrategy None"], "RayCluster")["spec"]
+    assert none["upgradeStrategy"] == {"type": "None"}
+    # KubeRay rejects upgradeStrategy on a cluster a RayJob creates (ValidateRayClusterUpgradeOptions).
+    for where, docs in all_renders(rendered, advertised).items():
+        for cr in c.custom_resources(docs):
+            if cr["kind"] != "RayCluster":
+                job = cr["spec"].get("jobTemplate", cr["spec"])
+                assert "upgradeStrategy" not in job.get("rayClusterSpec", {}), where
 
 
 def test_ephemeral_cluster_reuses_the_cluster_spec(rendered):
@@ -327,8 +592,9 @@ def test_ephemeral_cluster_reuses_the_cluster_spec(rendered):
     assert "clusterSelector" not in job["spec"]
     assert job["spec"]["shutdownAfterJobFinishes"] is True and job["spec"]["ttlSecondsAfterFinished"] == 60
     assert job["spec"]["activeDeadlineSeconds"] == 7200 and job["spec"]["backoffLimit"] == 1
-    with_cluster = c.render([EPHEMERAL], ["cluster.create=true"])
-    assert job["spec"]["rayClusterSpec"] == c.one(with_cluster, "RayCluster")["spec"]
+    with_cluster = c.one(c.render([EPHEMERAL], ["cluster.create=true"]), "RayCluster")["spec"]
+    assert with_cluster.pop("upgradeStrategy") == {"type": "Recreate"}
+    assert job["spec"]["rayClusterSpec"] == with_cluster
 
 
 def test_rayjob_on_the_charts_cluster(rendered):
@@ -336,6 +602,7 @@ def test_rayjob_on_the_charts_cluster(rendered):
     job, cluster = c.one(docs, "RayJob"), c.one(docs, "RayCluster")
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]} == {"ray.io/cluster": FULLNAME}
     assert "rayClusterSpec" not in job["spec"] and "shutdownAfterJobFinishes" not in job["spec"]
+    assert "backoffLimit" not in job["spec"] and "ttlSecondsAfterFinished" not in job["spec"]
     assert job["spec"]["submissionMode"] == "K8sJobMode"
     assert job["spec"]["submitterConfig"] == {"backoffLimit": 2}
     sub = job["spec"]["submitterPodTemplate"]["spec"]
@@ -344,6 +611,21 @@ def test_rayjob_on_the_charts_cluster(rendered):
     other = c.render([CPU], ["cluster.create=false", "rayJob.clusterName=shared-ray"])
     assert c.one(other, "RayJob")["spec"]["clusterSelector"] == {"ray.io/cluster": "shared-ray"}
     assert not c.of_kind(other, "RayCluster")
+
+
+def test_cluster_create_and_ephemeral_resolve_from_the_mode(rendered, advertised):
+    # null defaults: a long-lived cluster unless every run brings its own; rayCronJob runs bring their own.
+    assert c.of_kind(rendered["defaults"], "RayCluster") and "clusterSelector" in c.one(rendered["defaults"],
+                                                                                        "RayJob")["spec"]
+    cron = advertised["raycronjob"]
+    assert not c.of_kind(cron, "RayCluster")
+    assert "rayClusterSpec" in c.one(cron, "RayCronJob")["spec"]["jobTemplate"]
+    assert c.of_kind(advertised["cronjob"], "RayCluster") and "clusterSelector" in c.tick_rayjob(
+        advertised["cronjob"])["spec"]
+    assert not c.of_kind(advertised["ephemeral"], "RayCluster")
+    assert c.of_kind(advertised["the RayCluster only"], "RayCluster")
+    shared = advertised["raycronjob on the long-lived cluster"]
+    assert c.one(shared, "RayCronJob")["spec"]["jobTemplate"]["clusterSelector"] == {"ray.io/cluster": FULLNAME}
 
 
 def test_submitter_settings():
@@ -356,8 +638,14 @@ def test_submitter_settings():
     assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"env_vars": {"A": "b"}}
     http = c.one(c.render([CPU], ["rayJob.submissionMode=HTTPMode"]), "RayJob")["spec"]
     assert http["submissionMode"] == "HTTPMode" and "submitterPodTemplate" not in http
-    side = c.one(c.render([EPHEMERAL], ["rayJob.submissionMode=SidecarMode"]), "RayJob")
-    assert not c.crd_errors(side) and "submitterPodTemplate" not in side["spec"]
+
+
+def test_deletion_strategy_passes_through(advertised):
+    job = c.one(advertised["ephemeral with deletionRules"], "RayJob")["spec"]
+    assert job["shutdownAfterJobFinishes"] is False and "ttlSecondsAfterFinished" not in job
+    assert [r["policy"] for r in job["deletionStrategy"]["deletionRules"]] == ["DeleteCluster", "DeleteSelf"]
+    legacy = c.one(advertised["DeleteSelf on the long-lived cluster"], "RayJob")["spec"]
+    assert legacy["deletionStrategy"] == {"onSuccess": {"policy": "DeleteSelf"}, "onFailure": {"policy": "DeleteNone"}}
 
 
 def test_helm_test_hook(rendered):
@@ -366,9 +654,148 @@ def test_helm_test_hook(rendered):
     pod = pods[0]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     script = pod["spec"]["containers"][0]["command"][-1]
-    assert f"http://{FULLNAME}-head-svc.{c.NAMESPACE}.svc:8265/api/gcs_healthz" in script
-    assert "/api/jobs/" in script
+    assert f"http://{FULLNAME}-head-svc.{c.NAMESPACE}.svc:8265" in script
+    assert "/api/gcs_healthz" in script and "/api/jobs/" in script
+    compile(script, "helm-test", "exec")  # the test pod's Python is valid
     assert not c.of_kind(rendered["ephemeral-values"], "Pod"), "no long-lived cluster, nothing to test"
+
+
+# ------------------------------------------------------------------------------------------- NetworkPolicy
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions In/NotIn/Exists/DoesNotExist)."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        has, val = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": has and val in e.get("values", []), "NotIn": not has or val not in e.get("values", []),
+              "Exists": has, "DoesNotExist": not has}[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def admitted_ports(policies: list[dict], pod_labels: dict, source_labels: dict, source_ns: str = c.NAMESPACE,
+                   source_ns_labels: dict | None = None) -> set | None:
+    """The ports a source pod may reach on a pod under these NetworkPolicies: None = any port, set() = none."""
+    ns_labels = source_ns_labels or {"kubernetes.io/metadata.name": source_ns}
+    applying = [p for p in policies if selects(p["spec"]["podSelector"], pod_labels)]
+    if not applying:
+        return None
+    ports: set = set()
+    for policy in applying:
+        for rule in policy["spec"].get("ingress", []):
+            for peer in rule.get("from", []):
+                if "ipBlock" in peer:
+                    continue
+                in_ns = selects(peer["namespaceSelector"], ns_labels) if "namespaceSelector" in peer \
+                    else source_ns == c.NAMESPACE
+                if in_ns and selects(peer.get("podSelector", {}), source_labels):
+                    if "ports" not in rule:
+                        return None
+                    ports |= {p["port"] for p in rule["ports"]}
+    return ports
+
+
+def test_network_policy_admits_the_release_and_the_operator_only(rendered):
+    docs = rendered["defaults"]
+    policies = c.of_kind(docs, "NetworkPolicy")
+    assert {p["metadata"]["name"] for p in policies} == {f"{FULLNAME}-ray-head", f"{FULLNAME}-ray-worker"}
+    assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in policies)
+    pods = dict(c.pod_templates(c.one(docs, "RayCluster")["spec"]))
+    head, worker = pods["head"]["metadata"]["labels"], pods["cpu"]["metadata"]["labels"]
+    submitter = c.one(docs, "RayJob")["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    test_pod = c.one(docs, "Pod")["metadata"]["labels"]
+    assert admitted_ports(policies, head, worker) is None and admitted_ports(policies, head, head) is None
+    assert admitted_ports(policies, worker, head) is None and admitted_ports(policies, worker, worker) is None
+    assert admitted_ports(policies, head, submitter) == {8265} and admitted_ports(policies, head, test_pod) == {8265}
+    assert admitted_ports(policies, worker, submitter) == set()
+    operator = {"app.kubernetes.io/name": "kuberay-operator", "app.kubernetes.io/instance": "kuberay-operator"}
+    assert admitted_ports(policies, head, operator, "kuberay-system") == {8265}
+    assert admitted_ports(policies, head, operator, "elsewhere") == set()
+    # Another release's pods and any other pod of the namespace get nothing.
+    stranger = {**worker, "app.kubernetes.io/instance": "other"}
+    assert admitted_ports(policies, head, stranger) == set() and admitted_ports(policies, head, {"app": "x"}) == set()
+    # The tick only talks to the API server.
+    tick = c.one(advertised_cronjob(), "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert admitted_ports(policies, head, tick) == set()
+
+
+def advertised_cronjob() -> list[dict]:
+    return c.render_advertised(["schedule=@daily"])
+
+
+def test_network_policy_covers_ephemeral_clusters(rendered):
+    docs = rendered["ephemeral-values"]
+    policies = c.of_kind(docs, "NetworkPolicy")
+    job = c.one(docs, "RayJob")["spec"]
+    head = job["rayClusterSpec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert admitted_ports(policies, head, job["submitterPodTemplate"]["metadata"]["labels"]) == {8265}
+
+
+def test_network_policy_operator_out_of_cluster_and_metrics(advertised):
+    policy = [p for p in c.of_kind(advertised["operator out of cluster"], "NetworkPolicy")
+              if p["metadata"]["name"].endswith("-ray-head")][0]
+    operator_rule = [r for r in policy["spec"]["ingress"] if any("ipBlock" in p for p in r["from"])]
+    assert operator_rule == [{"from": [{"ipBlock": {"cidr": "10.0.0.10/32"}}], "ports": [{"protocol": "TCP", "port": 8265}]}]
+    assert not [p for r in policy["spec"]["ingress"] for p in r["from"] if "namespaceSelector" in p]
+    err = c.render_error([CPU], ["networkPolicy.operator.namespace="])
+    assert "networkPolicy.operator" in err
+    extras = c.of_kind(advertised["optional extras"], "NetworkPolicy")
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    head = dict(c.pod_templates(c.one(advertised["optional extras"], "RayCluster")["spec"]))["head"]
+    assert admitted_ports(extras, head["metadata"]["labels"], prometheus, "monitoring") == {8080}
+    assert admitted_ports(extras, head["metadata"]["labels"], prometheus, "elsewhere") == set()
+    assert not c.of_kind(advertised["no NetworkPolicy"], "NetworkPolicy")
+
+
+# ------------------------------------------------------------------------------------------- optional objects
+
+def test_optional_objects_are_off_by_default(rendered):
+    kinds = {d["kind"] for d in rendered["defaults"]}
+    assert not {"PodMonitor", "PodDisruptionBudget"} & kinds
+    head = c.one(rendered["defaults"], "RayCluster")["spec"]["headGroupSpec"]["template"]
+    assert "cluster-autoscaler.kubernetes.io/safe-to-evict" not in (head["metadata"].get("annotations") or {})
+    assert all("topologySpreadConstraints" not in t["spec"] for t in
+               dict(c.pod_templates(c.one(rendered["defaults"], "RayCluster")["spec"])).values())
+
+
+def test_optional_objects(advertised):
+    docs = advertised["optional extras"]
+    monitor = c.one(docs, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    pods = dict(c.pod_templates(c.one(docs, "RayCluster")["spec"]))
+    assert selects(monitor["spec"]["selector"], pods["head"]["metadata"]["labels"])
+    assert selects(monitor["spec"]["selector"], pods["cpu"]["metadata"]["labels"])
+    pdb = c.one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 0
+    assert selects(pdb["spec"]["selector"], pods["head"]["metadata"]["labels"])
+    assert not selects(pdb["spec"]["selector"], pods["cpu"]["metadata"]["labels"])
+    assert pods["head"]["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+    assert pods["cpu"]["spec"]["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    assert "topologySpreadConstraints" not in pods["head"]["spec"]
+
+
+# ------------------------------------------------------------------------------------------- images
+
+def test_no_image_is_unpinned(rendered, advertised):
+    seen = set()
+    for where, docs in all_renders(rendered, advertised).items():
+        for d in docs:
+            for image in c.images(d):
+                assert c.image_is_pinned(image), f"{where}: {d['kind']} {d['metadata']['name']}: {image}"
+                seen.add(image)
+    assert seen == {IMAGE, "shardscore:0.1.0-cu128"}
+    assert not c.image_is_pinned("shardscore:latest") and not c.image_is_pinned("registry:5000/shardscore")
+    assert c.image_is_pinned("registry:5000/shardscore:1.0") and c.image_is_pinned("shardscore@sha256:" + "0" * 64)
+
+
+@pytest.mark.parametrize("sets", [["image.tag=latest"], ["cluster.gpuWorkers.enabled=true",
+                                                         "cluster.gpuWorkers.image.tag=latest"]])
+def test_latest_is_refused(sets):
+    err = c.render_error([CPU], sets)
+    assert "latest" in err and "tag" in err
 
 
 # ------------------------------------------------------------------------------------------- the entrypoint
@@ -388,7 +815,7 @@ def test_entrypoint_gpu(rendered):
     assert entrypoint_argv(c.one(rendered["gpu-values"], "RayJob")) == [
         "shardscore", "run", "--input", "s3://shardscore/input", "--output", "s3://shardscore/output-gpu",
         "--model", "shardscore.models.torch_model:load_model", "--model-arg", "path=/models/model.pt",
-        "--strategy", "actors", "--device", "auto", "--batch-size", "4096", "--num-actors", "2",
+        "--strategy", "actors", "--device", "cuda", "--batch-size", "4096", "--num-actors", "2",
         "--num-gpus-per-worker", "1", "--key-columns", "id"]
 
 
@@ -475,85 +902,94 @@ def test_cronjob(rendered):
     assert spec["concurrencyPolicy"] == "Forbid" and spec["startingDeadlineSeconds"] == 300
     assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
     assert spec["suspend"] is False
-    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    job = spec["jobTemplate"]["spec"]
+    assert "activeDeadlineSeconds" not in job
+    pod = job["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == f"{FULLNAME}-tick"
+    assert pod["automountServiceAccountToken"] is True
     ctr = pod["containers"][0]
-    assert ctr["image"] == "docker.io/bitnami/kubectl:latest"
+    # The project's own image (the one the Ray pods run), its `shardscore tick`, the chart's tick.json.
+    assert ctr["image"] == IMAGE and ctr["command"] == ["shardscore", "tick", "--config", "/etc/shardscore/tick.json"]
     env = c.env_of(ctr)
     assert env["TICK_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/job-name']"
-    assert env["TICK_JOB_NAME_LEGACY"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['job-name']"
-    assert env["RAYJOB_PREFIX"]["value"] == FULLNAME
+    assert env["TICK_JOB_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.labels['batch.kubernetes.io/controller-uid']"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
-    # RBAC: only rayjobs, only in the release namespace
+    mounts = {m["mountPath"]: m["name"] for m in ctr["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/etc/shardscore"]]["configMap"]["name"] == f"{FULLNAME}-tick"
+    # RBAC: exactly the tick's three calls, on rayjobs, in the release namespace.
     role = c.one(docs, "Role")
-    assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get"]}]
+    assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "delete"]}]
     assert not c.of_kind(docs, "ClusterRole") and not c.of_kind(docs, "ClusterRoleBinding")
     binding = c.one(docs, "RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{FULLNAME}-tick", "namespace": c.NAMESPACE}]
-    # The tick's RayJob: its own cluster, output per tick, owned by the tick's Job.
+    tick_sa = [sa for sa in c.of_kind(docs, "ServiceAccount") if sa["metadata"]["name"] == f"{FULLNAME}-tick"]
+    assert tick_sa and tick_sa[0]["automountServiceAccountToken"] is False, "only the tick pod mounts the token"
+
+
+def test_the_tick_job_fails_at_once_when_a_retry_cannot_help():
+    tick = pytest.importorskip("shardscore.tick", reason="the shardscore job package is not installed (make venv)")
+    job = c.one(c.render([CRONJOB]), "CronJob")["spec"]["jobTemplate"]["spec"]
+    rules = job["podFailurePolicy"]["rules"]
+    fail = [r for r in rules if r["action"] == "FailJob"][0]["onExitCodes"]
+    assert fail == {"containerName": "tick", "operator": "In", "values": sorted({tick.TickError.exit_code,
+                                                                                  tick.EXIT_FINAL})}
+    assert tick.EXIT_RETRY not in fail["values"]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
+
+
+def test_the_tick_rayjob(rendered):
+    docs = rendered["cronjob-values"]
+    cfg = c.tick_config(docs)
+    assert cfg["namePrefix"] == FULLNAME and cfg["output"] == "s3://shardscore/scheduled"
+    assert cfg["argv"][cfg["outputArgIndex"] - 1] == "--output"
+    assert cfg["wait"] is True and cfg["pollSeconds"] == 15 and cfg["deadlineSeconds"] is None
+    assert "entrypoint" not in cfg["rayJob"]["spec"] and "name" not in cfg["rayJob"]["metadata"]
     job = c.tick_rayjob(docs)
-    assert not c.crd_errors(job)
-    assert job["metadata"]["ownerReferences"][0]["kind"] == "Job"
+    assert not c.crd_errors(job) and not c.pruned_fields(job)
+    assert job["metadata"]["name"] == f"{FULLNAME}-{c.TICK_MINUTES}" and len(job["metadata"]["name"]) <= 47
+    assert job["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job", "name": c.TICK_JOB,
+                                                   "uid": c.TICK_JOB_UID}]
+    assert job["metadata"]["labels"]["app.kubernetes.io/instance"] == c.RELEASE
     assert "rayClusterSpec" in job["spec"]
+    # Its output is the tick's, written literally: the head gets it through both shells.
+    argv = submitter_then_head_argv(job["spec"]["entrypoint"])
+    assert argv[argv.index("--output") + 1] == f"s3://shardscore/scheduled/run={utc_stamp(c.TICK_MINUTES)}" == \
+        "s3://shardscore/scheduled/run=20251121T1330Z"
+    sub = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
+    assert "SHARDSCORE_TICK_JOB" not in c.env_of(sub)
+    # A retried tick (same Job) makes the very same RayJob; the next tick another one.
+    assert c.tick_rayjob(docs) == job
+    assert c.tick_rayjob(docs, f"{FULLNAME}-tick-{c.TICK_MINUTES + 60}")["metadata"]["name"] == \
+        f"{FULLNAME}-{c.TICK_MINUTES + 60}"
 
 
-def test_cronjob_options():
+def test_cronjob_options(advertised):
     docs = c.render([CRONJOB], ["cronJob.concurrencyPolicy=Replace", "cronJob.startingDeadlineSeconds=60",
-                                "cronJob.successfulJobsHistoryLimit=1", "cronJob.activeDeadlineSeconds=3600",
-                                "suspend=true", "cronJob.kubectlImage.repository=registry.example.com/kubectl",
-                                "cronJob.kubectlImage.tag=1.33"])
+                                "cronJob.successfulJobsHistoryLimit=1", "cronJob.deadlineSeconds=3600",
+                                "cronJob.waitForCompletion=false", "cronJob.pollSeconds=30", "suspend=true"])
     spec = c.one(docs, "CronJob")["spec"]
     assert spec["concurrencyPolicy"] == "Replace" and spec["startingDeadlineSeconds"] == 60
     assert spec["successfulJobsHistoryLimit"] == 1 and spec["suspend"] is True
-    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 3600
-    assert spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/kubectl:1.33"
-
-
-def run_tick_script(docs: list[dict], tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
-    files = c.tick_files(docs)
-    (tmp_path / "rayjob.yaml").write_text(files["rayjob.yaml"])
-    (tmp_path / "tick.sh").write_text(files["tick.sh"])
-    cron_env = c.env_of(c.one(docs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0])
-    base = {"PATH": os.environ["PATH"], "TEMPLATE": str(tmp_path / "rayjob.yaml"), "TMPDIR": str(tmp_path),
-            "RAYJOB_PREFIX": cron_env["RAYJOB_PREFIX"]["value"], "DRY_RUN": "true"}
-    return subprocess.run(["sh", str(tmp_path / "tick.sh")], capture_output=True, text=True, timeout=30,
-                          env={**base, **env})
-
-
-def test_tick_script_makes_one_rayjob_per_tick(rendered, tmp_path):
-    docs = rendered["cronjob-values"]
-    minutes = 29395530
-    proc = run_tick_script(docs, tmp_path, {"TICK_JOB_NAME": f"{FULLNAME}-tick-{minutes}", "TICK_JOB_UID": "u-1"})
-    assert proc.returncode == 0, proc.stderr
-    job = yaml.safe_load(proc.stdout)
-    assert not c.crd_errors(job), c.crd_errors(job)
-    assert job["metadata"]["name"] == f"{FULLNAME}-{minutes}"
-    assert job["metadata"]["labels"]["shardscore.io/tick"] == str(minutes)
-    assert job["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job",
-                                                    "name": f"{FULLNAME}-tick-{minutes}", "uid": "u-1"}]
-    # The legacy labels work too, and a retried tick (same Job name) renders the very same RayJob.
-    again = run_tick_script(docs, tmp_path, {"TICK_JOB_NAME_LEGACY": f"{FULLNAME}-tick-{minutes}",
-                                             "TICK_JOB_UID_LEGACY": "u-1"})
-    assert yaml.safe_load(again.stdout) == job
-    # Its output is the tick's: KubeRay names the submitter Job after the RayJob.
-    assert tick_output(job["spec"]["entrypoint"], job["metadata"]["name"]) == \
-        f"s3://shardscore/scheduled/run={utc_stamp(minutes)}" == "s3://shardscore/scheduled/run=20251121T1330Z"
-
-
-def test_tick_script_refuses_a_job_name_without_minutes(rendered, tmp_path):
-    proc = run_tick_script(rendered["cronjob-values"], tmp_path, {"TICK_JOB_NAME": "manual-run", "TICK_JOB_UID": "u"})
-    assert proc.returncode == 1 and "cannot read the scheduled minute" in proc.stderr and not proc.stdout
+    # The tick deletes its RayJob at the deadline; the Job's own deadline is a later backstop.
+    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 3600 + 30 + 120
+    cfg = c.tick_config(docs)
+    assert (cfg["deadlineSeconds"], cfg["wait"], cfg["pollSeconds"]) == (3600, False, 30)
 
 
 def test_raycronjob(rendered):
     docs = rendered["raycronjob-values"]
-    assert not c.of_kind(docs, "CronJob") and not c.of_kind(docs, "RayJob")
+    assert not c.of_kind(docs, "CronJob") and not c.of_kind(docs, "RayJob") and not c.of_kind(docs, "RayCluster")
     cron = c.one(docs, "RayCronJob")
-    assert cron["metadata"]["name"] == FULLNAME and len(FULLNAME) <= 38
+    assert cron["metadata"]["name"] == FULLNAME and len(FULLNAME) <= 36
     assert cron["spec"]["schedule"] == "@hourly" and cron["spec"]["suspend"] is False
     job = cron["spec"]["jobTemplate"]
-    assert job["clusterSelector"] == {"ray.io/cluster": FULLNAME}
+    # Its own cluster by default: KubeRay deletes nothing in clusterSelector mode, so children would pile up.
+    assert "clusterSelector" not in job and job["shutdownAfterJobFinishes"] is True
+    assert job["ttlSecondsAfterFinished"] == 300
     assert job["submissionMode"] == "K8sJobMode"
     sub = c.env_of(job["submitterPodTemplate"]["spec"]["containers"][0])
     assert sub["SHARDSCORE_TICK_JOB"]["valueFrom"]["fieldRef"]["fieldPath"] == \
@@ -581,29 +1017,28 @@ def test_one_shot_output_is_not_per_tick(rendered):
     assert "SHARDSCORE_TICK_JOB" not in c.env_of(sub)
 
 
-def test_long_release_names_fit_kuberay_limits(tmp_path):
-    release = "a-very-long-release-name-for-nightly-scoring-jobs"
-    docs = c.render([RAYCRONJOB], release=release)
-    cron = c.one(docs, "RayCronJob")
-    assert len(cron["metadata"]["name"]) <= 38 and not c.crd_errors(cron)
-    docs = c.render([CRONJOB], release=release)
+def test_long_release_names_fit_kuberay_limits(advertised):
+    cron = c.one(advertised["long release name, raycronjob"], "RayCronJob")
+    # KubeRay allows RayCronJob names of 36 (MaxRayCronJobNameLength), so that <name>-<10-digit minutes> fits 47.
+    assert len(cron["metadata"]["name"]) == 36 and not c.crd_errors(cron)
+    assert len(cron["metadata"]["name"]) + len(f"-{2**32}") <= 47
+    docs = advertised["long release name, cronjob"]
     cronjob = c.one(docs, "CronJob")["metadata"]["name"]
     assert len(cronjob) <= 52
-    proc = run_tick_script(docs, tmp_path, {"TICK_JOB_NAME": f"{cronjob}-29395530", "TICK_JOB_UID": "u"})
-    job = yaml.safe_load(proc.stdout)
+    job = c.tick_rayjob(docs, f"{cronjob}-{c.TICK_MINUTES}")
     assert not c.crd_errors(job), c.crd_errors(job)
+    for d in advertised["long release name"]:
+        assert not c.metadata_errors(d), c.metadata_errors(d)
 
 
 # ------------------------------------------------------------------------------------------- rejected values
 
 REJECTED = [
-    # (id, values files, --set, text the error must contain)
+    # (id, values files, --set, text the error must contain): the schema and the chart's own rules
     ("unknown strategy", [CPU], ["job.strategy=batch"], "strategy"),
     ("unknown device", [CPU], ["job.device=tpu"], "device"),
     ("negative replicas", [CPU], ["cluster.cpuWorkers.replicas=-1"], "replicas"),
     ("negative maxReplicas", [CPU], ["cluster.cpuWorkers.maxReplicas=-2"], "maxReplicas"),
-    ("minReplicas above maxReplicas", [CPU], ["cluster.cpuWorkers.minReplicas=5", "cluster.cpuWorkers.maxReplicas=2",
-                                               "cluster.cpuWorkers.replicas=2"], "cluster.cpuWorkers.minReplicas"),
     ("replicas above maxReplicas", [GPU], ["cluster.gpuWorkers.replicas=3"], "cluster.gpuWorkers.replicas"),
     ("bad cron", [CRONJOB], ["schedule=every night"], "schedule"),
     ("six-field cron", [CRONJOB], ["schedule=0 30 2 * * *"], "schedule"),
@@ -615,22 +1050,37 @@ REJECTED = [
     ("inline secret in credentialsSecret", [CPU], ["objectStore.credentialsSecret.secretAccessKey=abc"],
      "secretAccessKey"),
     ("inline secret env", [CPU], ["extraEnv[0].name=AWS_SECRET_ACCESS_KEY", "extraEnv[0].value=abc"], "extraEnv"),
+    ("inline secret in the submitter's env", [CPU], ["rayJob.submitter.env[0].name=AWS_ACCESS_KEY_ID",
+                                                     "rayJob.submitter.env[0].value=abc"], "submitter"),
     ("zero GPUs per pod", [GPU], ["cluster.gpuWorkers.gpusPerPod=0"], "gpusPerPod"),
     ("unknown submission mode", [CPU], ["rayJob.submissionMode=Batch"], "submissionMode"),
+    ("InteractiveMode", [CPU], ["rayJob.submissionMode=InteractiveMode"], "submissionMode"),
     ("unknown schedule mode", [CRONJOB], ["scheduleMode=kubernetes"], "scheduleMode"),
     ("shell characters in input", [CPU], ["job.input=s3://b/in; rm -rf /"], "input"),
     ("quote in a model arg", [CPU], ["job.modelArgs.path=/models/it's.pt"], "modelArgs"),
     ("unknown top-level value", [CPU], ["workers=3"], "workers"),
     ("unknown auth mode", [CPU], ["rayAuth.mode=none"], "mode"),
-    ("negative backoffLimit", [CPU], ["rayJob.backoffLimit=-1"], "backoffLimit"),
+    ("negative backoffLimit", [EPHEMERAL], ["rayJob.backoffLimit=-1"], "backoffLimit"),
     ("memory that is not a size", [CPU], ["job.memoryPerWorker=lots"], "memoryPerWorker"),
     ("no worker group", [CPU], ["cluster.cpuWorkers.enabled=false"], "worker group"),
     ("no cluster to run on", [CPU], ["cluster.create=false"], "rayJob.clusterName"),
-    ("sidecar on a shared cluster", [CPU], ["rayJob.submissionMode=SidecarMode"], "SidecarMode"),
     ("schedule with HTTPMode", [RAYCRONJOB], ["rayJob.submissionMode=HTTPMode"], "K8sJobMode"),
-    ("release name not DNS-1035", [CPU], ["fullnameOverride=1scoring"], "fullnameOverride"),
     ("pool name with capitals", [CPU], ["job.strategy=actors", "job.pool=Nightly"], "pool"),
     ("pool without actors", [CPU], ["job.pool=nightly"], "job.pool"),
+    ("removed sharedMemorySize", [CPU], ["cluster.sharedMemorySize=1Gi"], "sharedMemorySize"),
+    ("removed kubectl image", [CRONJOB], ["cronJob.kubectlImage.tag=1.33"], "kubectlImage"),
+    ("a label value too long", [CPU], ["commonLabels.team=" + "x" * 64], "commonLabels"),
+    ("a label key with spaces", [CPU], ["cluster.head.labels.a b=c"], "a b"),
+    ("unknown upgrade strategy", [CPU], ["cluster.upgradeStrategy=RollingUpdate"], "upgradeStrategy"),
+    ("unknown Pod Security Standard", [CPU], ["podSecurityStandard=strict"], "podSecurityStandard"),
+    ("an operator CIDR that is not one", [CPU], ["networkPolicy.operator.ipBlocks[0]=api-server"], "ipBlocks"),
+    ("deletion rule with an unknown status", [EPHEMERAL],
+     ["rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=DONE",
+      "rayJob.deletionStrategy.deletionRules[0].policy=DeleteSelf"], "jobStatus"),
+    ("a negative deletion TTL", [EPHEMERAL],
+     ["rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED",
+      "rayJob.deletionStrategy.deletionRules[0].condition.ttlSeconds=-1",
+      "rayJob.deletionStrategy.deletionRules[0].policy=DeleteSelf"], "ttlSeconds"),
 ]
 
 
@@ -646,21 +1096,38 @@ def test_bad_values_are_rejected(files, sets, needle):
 
 # ------------------------------------------------------------------------------------------- NOTES, kind e2e values
 
+def notes(values: list[Path], sets: list[str] = ()) -> str:
+    args = [c.helm_bin(), "install", c.RELEASE, str(c.CHART), "-n", c.NAMESPACE, "--dry-run=client"]
+    for v in values:
+        args += ["-f", str(v)]
+    for s in sets:
+        args += ["--set", s]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": os.devnull})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout[proc.stdout.index("NOTES:"):]
+
+
 @pytest.mark.parametrize("values,needles", [
     (CPU, ["kubectl -n shardscore get rayjob scoring-shardscore", "logs -f job/scoring-shardscore", "ray job logs",
-           "Output: s3://shardscore/output", "helm test scoring"]),
+           "Output: s3://shardscore/output", "helm test scoring", "upgradeStrategy Recreate",
+           "get secret scoring-shardscore -o jsonpath='{.data.auth_token}'", "NetworkPolicies"]),
     (CRONJOB, ["CronJob scoring-shardscore-tick", "s3://shardscore/scheduled/run=<UTC YYYYMMDDTHHMMZ>",
-               "create job --from=cronjob/scoring-shardscore-tick"]),
-    (RAYCRONJOB, ["RayCronJob scoring-shardscore (needs the operator's RayCronJob feature gate)"]),
+               "create job --from=cronjob/scoring-shardscore-tick", "each on its own cluster"]),
+    (RAYCRONJOB, ["RayCronJob scoring-shardscore (needs the operator's RayCronJob feature gate)",
+                  "get rayjobs -l ray.io/cronjob-name=scoring-shardscore", "each on its own cluster"]),
 ], ids=["cpu", "cronjob", "raycronjob"])
 def test_notes(values, needles):
-    proc = subprocess.run([c.helm_bin(), "install", c.RELEASE, str(c.CHART), "-n", c.NAMESPACE, "-f", str(values),
-                           "--dry-run=client"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "KUBECONFIG": os.devnull})
-    assert proc.returncode == 0, proc.stderr
-    notes = proc.stdout[proc.stdout.index("NOTES:"):]
+    text = notes([values])
     for needle in needles:
-        assert needle in notes, notes
+        assert needle in text, text
+
+
+def test_notes_list_raycronjob_children_by_kuberays_label():
+    """KubeRay labels a RayCronJob's children ray.io/cronjob-name=<name> (constructRayJob in
+    raycronjob_controller.go) and copies none of the RayCronJob's own labels: the chart's instance label finds none."""
+    text = notes([RAYCRONJOB], ["rayJob.ephemeralCluster=false", "cluster.create=true"])
+    assert "-l ray.io/cronjob-name=scoring-shardscore" in text and "rayjobs -l app.kubernetes.io/instance" not in text
+    assert "KubeRay deletes no child" in text
 
 
 def test_kind_e2e_values():

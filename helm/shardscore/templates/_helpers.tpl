@@ -1,22 +1,23 @@
-{{/* Names, labels and small shared pieces. */}}
+{{/* Names, labels, resolved defaults and small shared pieces. */}}
 
 {{- define "shardscore.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/*
-Full name, at most 38 characters: KubeRay limits RayJob names to 47 characters and scheduled RayJobs are named
-<fullname>-<unix minutes> (8 digits); RayCluster names to 53. Must be a DNS-1035 label (checked in validate.yaml).
+Full name, at most 36 characters: KubeRay v1.7.0 limits RayCronJob names to 36 (MaxRayCronJobNameLength in
+utils/constant.go, so that <name>-<up to 10-digit unix minutes> fits), RayJob names to 47 and RayCluster names to
+53. Scheduled RayJobs are <fullname>-<8-digit unix minutes> (45). Must be a DNS-1035 label (checked in _validate.tpl).
 */}}
 {{- define "shardscore.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 38 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | trunc 36 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 38 | trimSuffix "-" }}
+{{- .Release.Name | trunc 36 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 38 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 36 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -66,8 +67,48 @@ annotations:
 {{- end }}
 {{- end }}
 
+{{/* The chart's image: repository:tag (tag defaults to appVersion). */}}
 {{- define "shardscore.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The image of a Ray group; call with (dict "root" $ "group" <values>): the group's image.* over image.*. */}}
+{{- define "shardscore.groupImage" -}}
+{{- $v := .root.Values -}}
+{{- $img := .group.image | default dict -}}
+{{- printf "%s:%s" (default $v.image.repository $img.repository) (default (default .root.Chart.AppVersion $v.image.tag) $img.tag) }}
+{{- end }}
+
+{{/*
+Resources with requests defaulting to the limits (Guaranteed QoS); explicit requests win key by key.
+Call with (dict "resources" R "extraLimits" L); extraLimits (e.g. nvidia.com/gpu) go into both.
+*/}}
+{{- define "shardscore.resources" -}}
+{{- $res := deepCopy (.resources | default dict) -}}
+{{- $limits := merge (deepCopy (.extraLimits | default dict)) ($res.limits | default dict) -}}
+{{- $requests := merge (deepCopy ($res.requests | default dict)) (deepCopy (.extraLimits | default dict)) (deepCopy $limits) -}}
+{{- with $limits }}{{ $_ := set $res "limits" . }}{{ end -}}
+{{- with $requests }}{{ $_ := set $res "requests" . }}{{ end -}}
+{{- toYaml $res }}
+{{- end }}
+
+{{/*
+Resolved rayJob.ephemeralCluster: "true" or "". null means true for scheduleMode rayCronJob (KubeRay skips all
+deletion in clusterSelector mode, so a RayCronJob's children would pile up on the shared cluster), false otherwise.
+*/}}
+{{- define "shardscore.ephemeral" -}}
+{{- $r := .Values.rayJob -}}
+{{- if kindIs "invalid" $r.ephemeralCluster }}
+{{- if and .Values.schedule (eq .Values.scheduleMode "rayCronJob") }}true{{ end }}
+{{- else if $r.ephemeralCluster }}true{{ end }}
+{{- end }}
+
+{{/* Resolved cluster.create: "true" or "". null means yes unless every run brings its own cluster. */}}
+{{- define "shardscore.clusterCreate" -}}
+{{- $c := .Values.cluster.create -}}
+{{- if kindIs "invalid" $c }}
+{{- if not (and .Values.rayJob.enabled (include "shardscore.ephemeral" .)) }}true{{ end }}
+{{- else if $c }}true{{ end }}
 {{- end }}
 
 {{/* Name of the RayCluster a RayJob runs on (clusterSelector mode). */}}
@@ -80,4 +121,11 @@ annotations:
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end }}
+
+{{/* Selector of the release's Ray pods of one component (ray-head or ray-worker). */}}
+{{- define "shardscore.raySelector" -}}
+matchLabels:
+  {{- include "shardscore.selectorLabels" .root | nindent 2 }}
+  app.kubernetes.io/component: {{ .component }}
 {{- end }}

@@ -3,13 +3,18 @@ The Ray cluster: one pod template for the head and every worker group, and one c
 standalone RayCluster and by RayJobs that bring their own cluster (rayClusterSpec).
 */}}
 
-{{/* Env shared by every Ray container and the submitter: auth mode, object store, extraEnv. */}}
-{{- define "shardscore.commonEnv" -}}
-{{- $v := .Values -}}
-{{- if eq $v.rayAuth.mode "disabled" }}
+{{/* RAY_AUTH_MODE=disabled where token auth is off (Ray 2.60 turns token auth on by itself otherwise). */}}
+{{- define "shardscore.authEnv" -}}
+{{- if eq .Values.rayAuth.mode "disabled" }}
 - name: RAY_AUTH_MODE
   value: disabled
 {{- end }}
+{{- end }}
+
+{{/* Env of every Ray container: auth mode, object store (credentials from the Secret), extraEnv. */}}
+{{- define "shardscore.rayEnv" -}}
+{{- $v := .Values -}}
+{{- include "shardscore.authEnv" . }}
 {{- with $v.objectStore.credentialsSecret }}
 {{- if .name }}
 - name: AWS_ACCESS_KEY_ID
@@ -39,6 +44,46 @@ standalone RayCluster and by RayJobs that bring their own cluster (rayClusterSpe
 {{- end }}
 
 {{/*
+The env list of a Ray container as YAML text; call with (dict "root" $ "group" <values> "gpu" bool). Shared with
+_validate.tpl, which checks the head's env against KubeRay's rules.
+*/}}
+{{- define "shardscore.rayContainerEnv" -}}
+{{- $env := include "shardscore.rayEnv" .root | trim }}
+{{- if not .gpu }}
+{{- /* CPU pods must not see GPUs even when they land on a GPU node. */}}
+{{- $env = printf "%s\n- name: NVIDIA_VISIBLE_DEVICES\n  value: void" $env | trim }}
+{{- end }}
+{{- with .group.env }}
+{{- $env = printf "%s\n%s" $env (toYaml .) | trim }}
+{{- end }}
+{{- $env }}
+{{- end }}
+
+{{/*
+The token of the head's ServiceAccount, for the autoscaler container only. KubeRay v1.7.0 (DefaultHeadPodTemplate
+in common/pod.go) keeps the head template's serviceAccountName and binds its autoscaler Role to that account
+(BuildRoleBinding in common/rbac.go); the Ray autoscaler reads the token and CA at the standard in-cluster path.
+Mounting it only there keeps it away from the Ray container, where the job's code runs.
+*/}}
+{{- define "shardscore.autoscalerTokenVolume" -}}
+- name: autoscaler-api-token
+  projected:
+    defaultMode: 0444
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - {key: ca.crt, path: ca.crt}
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}
+{{- end }}
+
+{{/*
 Pod template of a Ray node. Call with (dict "root" $ "group" <values of the group> "kind" "head"|"worker" "gpu" bool).
 */}}
 {{- define "shardscore.rayPodTemplate" -}}
@@ -46,20 +91,20 @@ Pod template of a Ray node. Call with (dict "root" $ "group" <values of the grou
 {{- $v := $root.Values -}}
 {{- $g := .group -}}
 {{- $head := eq .kind "head" -}}
-{{- $autoscaling := $v.cluster.autoscaling.enabled -}}
+{{- $autoscalerToken := and $head $v.cluster.autoscaling.enabled -}}
+{{- $annotations := merge (dict) ($g.annotations | default dict) -}}
+{{- if $head }}{{ if ($g.preventEviction | default dict).safeToEvictAnnotation }}
+{{- $_ := set $annotations "cluster-autoscaler.kubernetes.io/safe-to-evict" "false" }}
+{{- end }}{{ end }}
 metadata:
-  {{- include "shardscore.metadata" (dict "root" $root "component" (ternary "ray-head" "ray-worker" $head) "labels" $g.labels "annotations" $g.annotations) | nindent 2 }}
+  {{- include "shardscore.metadata" (dict "root" $root "component" (ternary "ray-head" "ray-worker" $head) "labels" $g.labels "annotations" $annotations) | nindent 2 }}
 spec:
-  {{- if and $head $autoscaling }}
-  {{- /* KubeRay gives the head its own ServiceAccount with the autoscaler's RBAC when none is set. */}}
-  automountServiceAccountToken: true
-  {{- else }}
+  {{- /* Always the chart's account, autoscaling included (KubeRay only substitutes its own when none is set). */}}
   serviceAccountName: {{ include "shardscore.serviceAccountName" $root }}
   automountServiceAccountToken: false
-  {{- end }}
   securityContext:
     {{- toYaml $v.podSecurityContext | nindent 4 }}
-  {{- if $root.Values.imagePullSecrets }}{{ include "shardscore.imagePullSecrets" $root | nindent 2 }}{{ end }}
+  {{- if $v.imagePullSecrets }}{{ include "shardscore.imagePullSecrets" $root | nindent 2 }}{{ end }}
   {{- with $g.priorityClassName }}
   priorityClassName: {{ . }}
   {{- end }}
@@ -75,21 +120,17 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- with $g.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   containers:
     - name: {{ ternary "ray-head" "ray-worker" $head }}
-      image: {{ include "shardscore.image" $root }}
+      image: {{ include "shardscore.groupImage" (dict "root" $root "group" $g) }}
       imagePullPolicy: {{ $v.image.pullPolicy }}
       securityContext:
         {{- toYaml $v.containerSecurityContext | nindent 8 }}
-      {{- $env := include "shardscore.commonEnv" $root | trim }}
-      {{- if not .gpu }}
-      {{- /* CPU pods must not see GPUs even when they land on a GPU node. */}}
-      {{- $env = printf "%s\n- name: NVIDIA_VISIBLE_DEVICES\n  value: void" $env | trim }}
-      {{- end }}
-      {{- with $g.env }}
-      {{- $env = printf "%s\n%s" $env (toYaml .) | trim }}
-      {{- end }}
-      {{- with $env }}
+      {{- with include "shardscore.rayContainerEnv" . }}
       env:
         {{- . | nindent 8 }}
       {{- end }}
@@ -98,11 +139,7 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       resources:
-        {{- $res := deepCopy ($g.resources | default dict) }}
-        {{- if .gpu }}
-        {{- $_ := set $res "limits" (merge (dict "nvidia.com/gpu" (int $g.gpusPerPod)) ($res.limits | default dict)) }}
-        {{- end }}
-        {{- toYaml $res | nindent 8 }}
+        {{- include "shardscore.resources" (dict "resources" $g.resources "extraLimits" (ternary (dict "nvidia.com/gpu" (int $g.gpusPerPod)) (dict) .gpu)) | nindent 8 }}
       {{- if $head }}
       ports:
         - {name: gcs-server, containerPort: 6379}
@@ -110,23 +147,15 @@ spec:
         - {name: client, containerPort: 10001}
         - {name: metrics, containerPort: 8080}
       {{- end }}
-      {{- if or $v.cluster.sharedMemorySize $v.volumeMounts }}
+      {{- /* No /dev/shm here: KubeRay's BuildPod (common/pod.go) adds a memory-backed one sized to the memory limit. */}}
+      {{- with $v.volumeMounts }}
       volumeMounts:
-        {{- if $v.cluster.sharedMemorySize }}
-        - name: shared-memory
-          mountPath: /dev/shm
-        {{- end }}
-        {{- with $v.volumeMounts }}
         {{- toYaml . | nindent 8 }}
-        {{- end }}
       {{- end }}
-  {{- if or $v.cluster.sharedMemorySize $v.volumes }}
+  {{- if or $v.volumes $autoscalerToken }}
   volumes:
-    {{- with $v.cluster.sharedMemorySize }}
-    - name: shared-memory
-      emptyDir:
-        medium: Memory
-        sizeLimit: {{ . }}
+    {{- if $autoscalerToken }}
+    {{- include "shardscore.autoscalerTokenVolume" $root | nindent 4 }}
     {{- end }}
     {{- with $v.volumes }}
     {{- toYaml . | nindent 4 }}
@@ -144,12 +173,21 @@ spec:
   rayStartParams:
     {{- toYaml ($g.rayStartParams | default dict) | nindent 4 }}
   template:
-    {{- include "shardscore.rayPodTemplate" (dict "root" .root "group" $g "kind" "worker" "gpu" .gpu) | nindent 4 }}
+    {{- include "shardscore.rayPodTemplate" (dict "root" .root "group" $g "kind" "worker" "gpu" .gpu) | trim | nindent 4 }}
 {{- end }}
 
-{{/* The RayCluster spec (RayCluster.spec and RayJob.spec.rayClusterSpec). */}}
+{{/*
+The RayCluster spec (RayCluster.spec and RayJob.spec.rayClusterSpec); call with (dict "root" $ "standalone" bool).
+upgradeStrategy only on the standalone RayCluster: ValidateRayClusterUpgradeOptions (utils/validation.go) rejects
+it on a cluster created by a RayJob.
+*/}}
 {{- define "shardscore.clusterSpec" -}}
-{{- $v := .Values -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+{{- if .standalone }}
+upgradeStrategy:
+  type: {{ $v.cluster.upgradeStrategy }}
+{{- end }}
 rayVersion: {{ $v.rayVersion | quote }}
 authOptions:
   mode: {{ $v.rayAuth.mode }}
@@ -161,24 +199,27 @@ autoscalerOptions:
   imagePullPolicy: {{ $v.image.pullPolicy }}
   securityContext:
     {{- toYaml $v.containerSecurityContext | nindent 4 }}
-  {{- if eq $v.rayAuth.mode "disabled" }}
+  {{- with include "shardscore.authEnv" $root }}
   env:
-    - name: RAY_AUTH_MODE
-      value: disabled
+    {{- . | nindent 4 }}
   {{- end }}
   resources:
-    {{- toYaml $v.cluster.autoscaling.resources | nindent 4 }}
+    {{- include "shardscore.resources" (dict "resources" $v.cluster.autoscaling.resources) | nindent 4 }}
+  volumeMounts:
+    - name: autoscaler-api-token
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
 {{- end }}
 headGroupSpec:
   rayStartParams:
     {{- toYaml ($v.cluster.head.rayStartParams | default dict) | nindent 4 }}
   template:
-    {{- include "shardscore.rayPodTemplate" (dict "root" . "group" $v.cluster.head "kind" "head" "gpu" false) | nindent 4 }}
+    {{- include "shardscore.rayPodTemplate" (dict "root" $root "group" $v.cluster.head "kind" "head" "gpu" false) | trim | nindent 4 }}
 workerGroupSpecs:
 {{- if $v.cluster.cpuWorkers.enabled }}
-{{- include "shardscore.workerGroup" (dict "root" . "group" $v.cluster.cpuWorkers "gpu" false) | nindent 2 }}
+{{- include "shardscore.workerGroup" (dict "root" $root "group" $v.cluster.cpuWorkers "gpu" false) | trim | nindent 2 }}
 {{- end }}
 {{- if $v.cluster.gpuWorkers.enabled }}
-{{- include "shardscore.workerGroup" (dict "root" . "group" $v.cluster.gpuWorkers "gpu" true) | nindent 2 }}
+{{- include "shardscore.workerGroup" (dict "root" $root "group" $v.cluster.gpuWorkers "gpu" true) | trim | nindent 2 }}
 {{- end }}
 {{- end }}

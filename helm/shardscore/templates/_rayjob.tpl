@@ -3,10 +3,11 @@ The RayJob: entrypoint, spec (one-shot RayJob, RayCronJob jobTemplate, CronJob t
 */}}
 
 {{/*
-Per-tick output (scheduled runs). The RayJob of a tick is named <name>-<unix minutes of the scheduled time>
-(RayCronJob names its children so; the CronJob tick pod does the same), and KubeRay names the submitter Job after
-the RayJob. The submitter pod reads that name from its label batch.kubernetes.io/job-name (downward API, env
-SHARDSCORE_TICK_JOB) and its bash expands this before `ray job submit`, so Ray receives a literal path.
+Per-tick output of a RayCronJob child (outputMode "derived"). KubeRay names the child <name>-<unix minutes of the
+scheduled time> (getRayJobName in raycronjob_controller.go) and its submitter Job after the RayJob
+(createNewK8sJob in rayjob_controller.go). The submitter pod reads that name from its label
+batch.kubernetes.io/job-name (downward API, env SHARDSCORE_TICK_JOB) and its bash expands this before
+`ray job submit`, so Ray receives a literal path. The CronJob tick writes the literal path itself instead.
 */}}
 {{- define "shardscore.tickOutput" -}}
 {{- printf "\"%s/run=$(date -u -d \"@$(( ${SHARDSCORE_TICK_JOB##*-} * 60 ))\" +%%Y%%m%%dT%%H%%MZ)\"" (trimSuffix "/" .) -}}
@@ -17,46 +18,64 @@ SHARDSCORE_TICK_JOB) and its bash expands this before `ray job submit`, so Ray r
 {{- if and (kindIs "float64" .) (eq . (floor .)) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
 {{- end }}
 
-{{/* `shardscore run ...`; call with (dict "root" $ "scheduled" bool). */}}
-{{- define "shardscore.entrypoint" -}}
-{{- $j := .root.Values.job -}}
-{{- $a := list "shardscore" "run" "--input" (squote $j.input) "--output" -}}
-{{- if .scheduled }}
-{{- $a = append $a (include "shardscore.tickOutput" $j.output) }}
-{{- else }}
-{{- $a = append $a (squote $j.output) }}
-{{- end }}
-{{- $a = concat $a (list "--model" (squote $j.model)) }}
+{{/*
+The argv of `shardscore run ...` as a JSON list, unquoted. --output is always at index 5 (the CronJob tick puts
+the tick's run folder there).
+*/}}
+{{- define "shardscore.entrypointArgs" -}}
+{{- $j := .Values.job -}}
+{{- $a := list "shardscore" "run" "--input" $j.input "--output" $j.output "--model" $j.model -}}
 {{- range $k := keys ($j.modelArgs | default dict) | sortAlpha }}
-{{- $a = concat $a (list "--model-arg" (squote (printf "%s=%s" $k (include "shardscore.num" (index $j.modelArgs $k))))) }}
+{{- $a = concat $a (list "--model-arg" (printf "%s=%s" $k (include "shardscore.num" (index $j.modelArgs $k)))) }}
 {{- end }}
-{{- with $j.strategy }}{{ $a = concat $a (list "--strategy" (squote .)) }}{{ end }}
-{{- with $j.device }}{{ $a = concat $a (list "--device" (squote .)) }}{{ end }}
-{{- with $j.pool }}{{ $a = concat $a (list "--pool" (squote .)) }}{{ end }}
+{{- with $j.strategy }}{{ $a = concat $a (list "--strategy" .) }}{{ end }}
+{{- with $j.device }}{{ $a = concat $a (list "--device" .) }}{{ end }}
+{{- with $j.pool }}{{ $a = concat $a (list "--pool" .) }}{{ end }}
 {{- /* Integers: printed with int64 so that large values never turn into 1e+09. */}}
 {{- range $flag, $key := dict "--num-actors" "numActors" "--max-in-flight" "maxInFlight" "--batch-size" "batchSize" "--max-rows-per-shard" "maxRowsPerShard" "--max-shards-per-task" "maxShardsPerTask" "--max-failed-shards" "maxFailedShards" "--max-retries" "maxRetries" }}
 {{- $val := index $j $key }}
-{{- if not (kindIs "invalid" $val) }}{{ $a = concat $a (list $flag (squote (int64 $val))) }}{{ end }}
+{{- if not (kindIs "invalid" $val) }}{{ $a = concat $a (list $flag (toString (int64 $val))) }}{{ end }}
 {{- end }}
 {{- range $flag, $key := dict "--num-cpus-per-worker" "numCpusPerWorker" "--num-gpus-per-worker" "numGpusPerWorker" "--progress-interval" "progressInterval" "--memory-per-worker" "memoryPerWorker" "--pool-idle-timeout" "poolIdleTimeout" }}
 {{- $val := index $j $key }}
-{{- if not (kindIs "invalid" $val) }}{{ $a = concat $a (list $flag (squote (include "shardscore.num" $val))) }}{{ end }}
+{{- if not (kindIs "invalid" $val) }}{{ $a = concat $a (list $flag (include "shardscore.num" $val)) }}{{ end }}
 {{- end }}
-{{- with $j.keyColumns }}{{ $a = concat $a (list "--key-columns" (squote (join "," .))) }}{{ end }}
+{{- with $j.keyColumns }}{{ $a = concat $a (list "--key-columns" (join "," .)) }}{{ end }}
 {{- if $j.overwrite }}{{ $a = append $a "--overwrite" }}{{ end }}
-{{- with $j.summaryJson }}{{ $a = concat $a (list "--summary-json" (squote .)) }}{{ end }}
-{{- range $j.extraArgs }}{{ $a = append $a (squote .) }}{{ end }}
-{{- join " " $a }}
+{{- with $j.summaryJson }}{{ $a = concat $a (list "--summary-json" .) }}{{ end }}
+{{- range $j.extraArgs }}{{ $a = append $a (toString .) }}{{ end }}
+{{- toJson $a }}
 {{- end }}
 
-{{/* RayJob.spec; call with (dict "root" $ "scheduled" bool). */}}
+{{/* `shardscore run ...` as one shell word list; call with (dict "root" $ "outputMode" "fixed"|"derived"). */}}
+{{- define "shardscore.entrypoint" -}}
+{{- $words := list -}}
+{{- range $i, $arg := include "shardscore.entrypointArgs" .root | fromJsonArray }}
+{{- if and (eq $i 5) (eq $.outputMode "derived") }}
+{{- $words = append $words (include "shardscore.tickOutput" $arg) }}
+{{- else if regexMatch "^[-A-Za-z0-9_.]+$" $arg }}
+{{- $words = append $words $arg }}
+{{- else }}
+{{- $words = append $words (squote $arg) }}
+{{- end }}
+{{- end }}
+{{- join " " $words }}
+{{- end }}
+
+{{/*
+RayJob.spec; call with (dict "root" $ "outputMode" M). outputMode: "fixed" (one run), "derived" (RayCronJob
+children: the output is derived from the child's name by the submitter), "tick" (the CronJob tick's template:
+no entrypoint, the tick sets it with the tick's literal output).
+*/}}
 {{- define "shardscore.rayJobSpec" -}}
 {{- $root := .root -}}
 {{- $v := $root.Values -}}
 {{- $r := $v.rayJob -}}
+{{- $ephemeral := include "shardscore.ephemeral" $root -}}
+{{- if ne .outputMode "tick" }}
 entrypoint: {{ include "shardscore.entrypoint" . | quote }}
+{{- end }}
 submissionMode: {{ $r.submissionMode }}
-backoffLimit: {{ int $r.backoffLimit }}
 {{- with $r.activeDeadlineSeconds }}
 activeDeadlineSeconds: {{ int . }}
 {{- end }}
@@ -77,12 +96,16 @@ metadata:
 deletionStrategy:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- if $r.ephemeralCluster }}
+{{- if $ephemeral }}
+backoffLimit: {{ int $r.backoffLimit }}
 shutdownAfterJobFinishes: {{ $r.shutdownAfterJobFinishes }}
+{{- if $r.shutdownAfterJobFinishes }}
 ttlSecondsAfterFinished: {{ int $r.ttlSecondsAfterFinished }}
+{{- end }}
 rayClusterSpec:
-  {{- include "shardscore.clusterSpec" $root | nindent 2 }}
+  {{- include "shardscore.clusterSpec" (dict "root" $root "standalone" false) | trim | nindent 2 }}
 {{- else }}
+{{- /* No backoffLimit: ValidateRayJobSpec rejects backoffLimit > 0 with clusterSelector (refused in _validate.tpl). */}}
 clusterSelector:
   ray.io/cluster: {{ include "shardscore.targetClusterName" $root }}
 {{- end }}
@@ -98,49 +121,45 @@ submitterPodTemplate:
     automountServiceAccountToken: false
     securityContext:
       {{- toYaml $v.podSecurityContext | nindent 6 }}
-    {{- if $root.Values.imagePullSecrets }}{{ include "shardscore.imagePullSecrets" $root | nindent 4 }}{{ end }}
+    {{- if $v.imagePullSecrets }}{{ include "shardscore.imagePullSecrets" $root | nindent 4 }}{{ end }}
     containers:
-      # KubeRay fills in the `ray job submit` command (the container has none).
+      # KubeRay fills in the `ray job submit` command (the container has none) and, in token mode, the token.
+      # No object-store credentials: the driver runs on the head, the submitter only talks to the dashboard.
       - name: ray-job-submitter
         image: {{ include "shardscore.image" $root }}
         imagePullPolicy: {{ $v.image.pullPolicy }}
         securityContext:
           {{- toYaml $v.containerSecurityContext | nindent 10 }}
-        {{- $env := include "shardscore.commonEnv" $root | trim }}
-        {{- if .scheduled }}
+        {{- $env := include "shardscore.authEnv" $root | trim }}
+        {{- if eq .outputMode "derived" }}
         {{- /* The submitter Job is named after the RayJob, <schedule name>-<unix minutes>: the tick --output derives from. */}}
         {{- $env = printf "%s\n- name: SHARDSCORE_TICK_JOB\n  valueFrom:\n    fieldRef: {fieldPath: \"metadata.labels['batch.kubernetes.io/job-name']\"}" $env | trim }}
+        {{- end }}
+        {{- with $r.submitter.env }}
+        {{- $env = printf "%s\n%s" $env (toYaml .) | trim }}
         {{- end }}
         {{- with $env }}
         env:
           {{- . | nindent 10 }}
-        {{- end }}
-        {{- with $v.extraEnvFrom }}
-        envFrom:
-          {{- toYaml . | nindent 10 }}
         {{- end }}
         resources:
           {{- toYaml $r.submitter.resources | nindent 10 }}
 {{- end }}
 {{- end }}
 
-{{/* A whole RayJob object; call with (dict "root" $ "name" N "scheduled" bool "component" C "extraLabels" L
-"tickOwner" bool); tickOwner adds the ownerReference placeholders of the CronJob tick template. */}}
+{{/*
+A whole RayJob object; call with (dict "root" $ "name" N "outputMode" M "component" C). Without a name (the
+CronJob tick's template) metadata.name is left to the tick.
+*/}}
 {{- define "shardscore.rayJob" -}}
 apiVersion: ray.io/v1
 kind: RayJob
 metadata:
-  name: {{ .name }}
-  namespace: {{ .root.Release.Namespace }}
-  {{- include "shardscore.metadata" (dict "root" .root "component" .component "labels" (merge (dict) (.extraLabels | default dict) (.root.Values.rayJob.labels | default dict)) "annotations" .root.Values.rayJob.annotations) | nindent 2 }}
-  {{- if .tickOwner }}
-  # Owned by the tick's Job: the CronJob's history limits (and helm uninstall) delete old RayJobs with it.
-  ownerReferences:
-    - apiVersion: batch/v1
-      kind: Job
-      name: __SHARDSCORE_TICK_JOB__
-      uid: __SHARDSCORE_TICK_JOB_UID__
+  {{- with .name }}
+  name: {{ . }}
   {{- end }}
+  namespace: {{ .root.Release.Namespace }}
+  {{- include "shardscore.metadata" (dict "root" .root "component" .component "labels" .root.Values.rayJob.labels "annotations" .root.Values.rayJob.annotations) | nindent 2 }}
 spec:
-  {{- include "shardscore.rayJobSpec" . | nindent 2 }}
+  {{- include "shardscore.rayJobSpec" . | trim | nindent 2 }}
 {{- end }}
