@@ -335,3 +335,93 @@ def test_tick_is_a_shardscore_subcommand(tmp_path, capsys, monkeypatch):
     (tmp_path / "bad.json").write_text(json.dumps({"namePrefix": "x"}))
     assert cli.main(["tick", "--config", str(tmp_path / "bad.json")]) == 2
     assert "missing or bad field" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- the client layer
+
+class FakeAPIServer:
+    """Just enough of the Kubernetes API for RayJobs in one namespace, over HTTP: what KubeRayJobs sends."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.objects, self.requests = {}, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def status(self, code, reason):
+                self.reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                                  "code": code})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(("POST", self.path, self.headers.get("Authorization")))
+                name = body["metadata"]["name"]
+                if name in server.objects:
+                    return self.status(409, "AlreadyExists")
+                server.objects[name] = body
+                self.reply(201, body)
+
+            def do_GET(self):
+                server.requests.append(("GET", self.path, self.headers.get("Authorization")))
+                obj = server.objects.get(self.path.rsplit("/", 1)[-1])
+                return self.reply(200, obj) if obj else self.status(404, "NotFound")
+
+            def do_DELETE(self):
+                server.requests.append(("DELETE", self.path, self.headers.get("Authorization")))
+                name = self.path.rsplit("/", 1)[-1]
+                if server.objects.pop(name, None) is None:
+                    return self.status(404, "NotFound")
+                self.reply(200, {"kind": "Status", "status": "Success"})
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_the_kubernetes_client_layer_calls_the_rayjob_endpoints(tmp_path, monkeypatch):
+    pytest.importorskip("kubernetes", reason="the kubernetes client is not installed (make venv)")
+    server = FakeAPIServer()
+    try:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "t",
+            "clusters": [{"name": "t", "cluster": {"server": server.url}}],
+            "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
+            "users": [{"name": "t", "user": {"token": "tick-token"}}]}))
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        api = tick.KubeRayJobs("scoring")
+        body = tick.build_rayjob(config(), "scoring", JOB, UID, MINUTES)
+        assert api.get(NAME) is None
+        assert api.create(body) is True
+        assert api.create(body) is False  # AlreadyExists
+        assert api.get(NAME)["metadata"]["ownerReferences"][0]["uid"] == UID
+        api.delete(NAME)
+        api.delete(NAME)  # already gone: no error
+        assert api.get(NAME) is None
+        base = "/apis/ray.io/v1/namespaces/scoring/rayjobs"
+        assert [(m, p.split("?")[0]) for m, p, _ in server.requests] == [
+            ("GET", f"{base}/{NAME}"), ("POST", base), ("POST", base), ("GET", f"{base}/{NAME}"),
+            ("DELETE", f"{base}/{NAME}"), ("DELETE", f"{base}/{NAME}"), ("GET", f"{base}/{NAME}")]
+        assert "fieldValidation=Strict" in server.requests[1][1]
+        assert {auth for _, _, auth in server.requests} == {"Bearer tick-token"}
+    finally:
+        server.close()

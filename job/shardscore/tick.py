@@ -311,7 +311,7 @@ class KubeRayJobs:
         try:
             config.load_incluster_config()
         except config.ConfigException:
-            config.load_kube_config()  # outside a pod: KUBECONFIG, for trying it by hand
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # outside a pod, trying it by hand
         self._api = client.CustomObjectsApi()
         self._error = client.ApiException
         self._namespace = namespace
@@ -319,7 +319,8 @@ class KubeRayJobs:
 
     def create(self, body: dict[str, Any]) -> bool:
         try:
-            self._api.create_namespaced_custom_object(body=body, **self._where)
+            # Strict: an unknown field fails the create instead of being dropped by the API server.
+            self._api.create_namespaced_custom_object(body=body, field_validation="Strict", **self._where)
             return True
         except self._error as exc:
             if exc.status == 409:
