@@ -74,20 +74,26 @@ log() { echo "[cluster] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # --- Steps ---------------------------------------------------------------------------------------------------
-# run_step NAME: runs step_NAME_ok; if it fails, runs step_NAME_up with its output in $LOG_DIR/NAME.log, then
-# step_NAME_ok again until it passes (STEP_TIMEOUT seconds). A failure names the step and shows its log's tail.
+# run_step NAME [TIMEOUT]: runs step_NAME_ok; if it fails, runs step_NAME_up with its output in
+# $LOG_DIR/step-NAME.log, then step_NAME_ok again until it passes (TIMEOUT seconds). A failure names the step and
+# shows the tail of its log and of the log of the daemon of the same name ($LOG_DIR/NAME.log), if any.
 STEP_TIMEOUT_DEFAULT=60
 run_step() {
-  local name="$1" timeout="${2:-$STEP_TIMEOUT_DEFAULT}" start=$SECONDS log_file="$LOG_DIR/$1.log"
+  local name="$1" timeout="${2:-$STEP_TIMEOUT_DEFAULT}" start=$SECONDS log_file="$LOG_DIR/step-$1.log"
   if "step_${name//-/_}_ok" >/dev/null 2>&1; then
     log "step $name: up (reused)"
     return 0
   fi
   mkdir -p "$LOG_DIR"
   echo "=== $(date -u +%FT%TZ) step $name" >>"$log_file"
-  if ! "step_${name//-/_}_up" >>"$log_file" 2>&1; then
-    step_failed "$name" "its setup failed"
-  fi
+  # A subshell run as a plain command, with errexit and xtrace: bash ignores `set -e` inside anything called
+  # from an `if` or `||`, so the first failing command would not stop the step. The trace shows it in the log.
+  local rc=0
+  set +e
+  (set -eE -o pipefail -x; "step_${name//-/_}_up") >>"$log_file" 2>&1
+  rc=$?
+  set -e
+  ((rc == 0)) || step_failed "$name" "its setup failed (exit $rc)"
   if ! wait_until "$timeout" "step_${name//-/_}_ok" >>"$log_file" 2>&1; then
     step_failed "$name" "not healthy after ${timeout}s"
   fi
@@ -95,17 +101,15 @@ run_step() {
 }
 
 step_failed() {
-  local name="$1" why="$2" log_file="$LOG_DIR/$1.log"
+  local name="$1" why="$2" log_file="$LOG_DIR/step-$1.log" f
   log "FAILED at step '$name': $why. Its log: $log_file"
-  # The step's own log, then the log of the daemon it started (if that is another file).
-  for f in "$log_file" "${STEP_DAEMON_LOG[$name]:-}"; do
-    [[ -n "$f" && -f "$f" ]] || continue
+  for f in "$log_file" "$LOG_DIR/$name.log"; do
+    [[ -f "$f" ]] || continue
     log "--- last lines of $f"
     tail -n 25 "$f" | sed 's/^/    /' >&2
   done
   exit 1
 }
-declare -A STEP_DAEMON_LOG=()
 
 # wait_until SECONDS CMD...: retries CMD every half second; the last failure's output is printed.
 wait_until() {
@@ -181,3 +185,12 @@ kctl() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
 # in_node NODE CMD...: run CMD in that node's network namespace.
 in_node() { local node="$1"; shift; nsenter "--net=/run/netns/ssc-$node" -- "$@"; }
+
+# all_components_built: every binary cluster/build.sh makes is in the cache.
+all_components_built() {
+  local f
+  for f in "$K8S_BIN/k8s" "$ETCD_BIN" "$COREDNS_BIN" "$CONTAINERD_BIN/containerd" "$CONTAINERD_BIN/ctr" \
+           "$CONTAINERD_BIN/containerd-shim-runc-v2" "$KUBERAY_BIN" "$PAUSE_BIN"; do
+    [[ -x "$f" ]] || return 1
+  done
+}
