@@ -7,15 +7,17 @@ Each `Rejection` pairs the two halves of one rule:
   tests/test_chart.py::test_the_chart_refuses_what_kuberay_rejects), or, for objects the chart cannot render at all,
   a note saying which render-time test shows it (`chart_note`);
 - the operator's half: a hand-written object that the real operator must reject (`manifest`), with where the
-  rejection shows (`rejected_by`, `event_reason`) and a piece of its message (`message`, copied from
+  rejection shows (`rejected_by`, `event_reason`, `event_on`) and a piece of its message (`message`, copied from
   ray-operator/controllers/ray/utils/validation.go or the CRD at v1.7.0). The cluster e2e (issue 12) creates each
   manifest in a fresh namespace and asserts the rejection:
     - "apiserver": `kubectl create` fails (a CRD CEL rule), stderr contains `message`;
     - "operator": the object is stored, then a RayJob reaches status.jobDeploymentStatus ValidationFailed with
       `message` in status.message, and any kind gets a Warning event with reason `event_reason` whose message
       contains `message`;
-    - "pod-security": in a namespace labelled `namespace_labels`, the head pod is never created (the RayCluster's
-      events show the admission error containing `message`).
+    - "pod-security": in a namespace labelled `namespace_labels`, the head pod is never created (the events of the
+      RayCluster the RayJob creates show the admission error containing `message`).
+  With `event_on: "RayCluster"` the event is on the RayCluster that the RayJob creates (label
+  ray.io/originated-from-cr-name=<RayJob>), not on the RayJob.
 
 Nothing here re-implements the operator's rules: tests/test_chart.py only checks that the manifests are well-formed
 (the CRD schema accepts the operator-level ones, so that it is the operator's rule that rejects them).
@@ -53,6 +55,7 @@ class Rejection:
     chart_note: str = ""
     event_reason: str = ""  # the Warning event's reason (operator rejections)
     namespace_labels: dict = field(default_factory=dict)
+    event_on: str = ""  # "" = the manifest's own object; "RayCluster" = the RayCluster its RayJob creates
 
 
 # ------------------------------------------------------------------------------------------- minimal objects
@@ -297,7 +300,7 @@ REJECTIONS: list[Rejection] = [
        "upgradeStrategy cannot be set when RayCluster is created by RayJob",
        rayjob("reject-job-upgrade-strategy", rayClusterSpec=cluster_spec(upgradeStrategy={"type": "Recreate"})),
        chart_note="upgradeStrategy only on the standalone RayCluster: test_upgrade_strategy_only_on_the_long_lived_cluster",
-       event_reason="InvalidRayClusterSpec"),
+       event_reason="InvalidRayClusterSpec", event_on="RayCluster"),
 
     # --------------------------------------------------------------- RayCronJob
     op("TZ in a RayCronJob schedule", f"ValidateRayCronJobSpec ({VALIDATION})",
@@ -312,7 +315,7 @@ REJECTIONS: list[Rejection] = [
               "pod-security", "violates PodSecurity \"restricted",
               rayjob("reject-sidecar-restricted", submissionMode="SidecarMode", rayClusterSpec=cluster_spec()),
               refuse([EPHEMERAL], "rayJob.submissionMode=SidecarMode", needle=("rayJob.submissionMode", "podSecurityStandard")),
-              namespace_labels={"pod-security.kubernetes.io/enforce": "restricted"}),
+              namespace_labels={"pod-security.kubernetes.io/enforce": "restricted"}, event_on="RayCluster"),
 ]
 
 
@@ -331,4 +334,4 @@ def restricted(manifest: dict) -> dict:
 
 REJECTIONS = [r if r.rejected_by != "pod-security" else
               Rejection(r.id, r.kuberay, r.rejected_by, r.message, restricted(r.manifest), r.chart, r.chart_note,
-                        r.event_reason, r.namespace_labels) for r in REJECTIONS]
+                        r.event_reason, r.namespace_labels, r.event_on) for r in REJECTIONS]
