@@ -53,5 +53,14 @@ e2e-docker: $(STAMP) $(HELM)
 e2e-kind: $(HELM)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" bash tests/e2e_kind/run.sh
 
+## cluster: a local Kubernetes cluster (2 nodes, KubeRay operator, the project's image); prints KUBECONFIG=<path>.
+.PHONY: cluster cluster-down
+cluster:
+	@bash cluster/cluster.sh up
+
+## cluster-down: stop the local cluster and remove its state (the build cache stays).
+cluster-down:
+	@bash cluster/cluster.sh down
+
 clean:
 	rm -rf $(VENV) $(TOOLS) demo-output bench/data bench/out image/.wheelhouse

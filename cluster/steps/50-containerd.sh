@@ -132,24 +132,47 @@ images_up() {
   node_ctr "$node" images import --local "$IMAGE_DIR/coredns.tar"
 }
 
+# containerd_node_down NODE (after the node's kubelet has stopped): every pod process and shim of this node
+# goes, then containerd. Each pod has one shim (containerd-shim-runc-v2, started by this node's containerd and
+# reparented to init), which exits only when its sandbox is shut down.
 containerd_node_down() {
-  local node="$1" ids id
-  if containerd_ok "$node" 2>/dev/null; then
-    # Ask containerd to kill and delete every task and container (the pods' processes and their shims), so the
-    # shims exit and nothing of this node keeps running. kubelet is already stopped.
-    ids="$(node_ctr "$node" tasks ls -q 2>/dev/null || true)"
-    for id in $ids; do node_ctr "$node" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true; done
-    for id in $ids; do timeout 10 node_ctr "$node" tasks delete -f "$id" >/dev/null 2>&1 || true; done
-    for id in $(node_ctr "$node" containers ls -q 2>/dev/null || true); do
+  local node="$1" id sockets=() state
+  state="$(node_dir "$node")/containerd/state"
+  # The shims' sockets (under the host-wide /run/containerd/s/), from the bootstrap.json of each task.
+  local f
+  for f in "$state"/io.containerd.runtime.v2.task/*/*/bootstrap.json; do
+    [[ -f "$f" ]] && sockets+=("$(sed -n 's|.*"address":"unix://\([^"]*\)".*|\1|p' "$f")")
+  done
+  if daemon_running "containerd-$node"; then
+    # The tasks (containers' processes), the containers, then the sandboxes: ctr sandboxes rm --force stops the
+    # sandbox and calls Shutdown on its shim (cmd/ctr/commands/sandboxes), which makes the shim exit.
+    for id in $(node_ctr "$node" tasks ls -q 2>/dev/null); do
+      node_ctr "$node" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true
+    done
+    for id in $(node_ctr "$node" tasks ls -q 2>/dev/null); do
+      timeout 10 "$CONTAINERD_BIN/ctr" --address "$(containerd_sock "$node")" -n k8s.io tasks delete -f "$id" \
+        >/dev/null 2>&1 || true
+    done
+    for id in $(node_ctr "$node" containers ls -q 2>/dev/null); do
       node_ctr "$node" containers delete "$id" >/dev/null 2>&1 || true
     done
+    # (sandboxes ls has no --quiet: the first column of each line after the header)
+    for id in $(node_ctr "$node" sandboxes ls 2>/dev/null | awk 'NR > 1 {print $1}'); do
+      timeout 10 "$CONTAINERD_BIN/ctr" --address "$(containerd_sock "$node")" -n k8s.io sandboxes rm -f "$id" \
+        >/dev/null 2>&1 || true
+    done
   fi
-  # Whatever is left of this node's shims, by the PID files containerd wrote for them.
-  local f pid
-  for f in "$(node_dir "$node")"/containerd/state/io.containerd.runtime.v2.task/*/*/{shim,init}.pid; do
-    [[ -f "$f" ]] || continue
-    pid="$(cat "$f")"
-    [[ -n "$pid" && -d "/proc/$pid" ]] && kill -KILL "$pid" 2>/dev/null || true
-  done
   stop_daemon "containerd-$node"
+  # A shim that is still there (containerd was not answering) is found by its -address argument, the socket
+  # path of this node's containerd, which is ours alone.
+  local pid cmdline sock
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || continue
+    if [[ "$cmdline" == *containerd-shim-runc-v2*"-address $(containerd_sock "$node")"* ]]; then
+      log "killing a leftover shim of node $node (pid $pid)"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  for sock in "${sockets[@]}"; do [[ -n "$sock" ]] && rm -f "$sock"; done
+  return 0
 }

@@ -85,7 +85,8 @@ spec:
         imagePullPolicy: Never
         args: ["-conf", "/etc/coredns/Corefile"]
         resources:
-          requests: {cpu: 50m, memory: 70Mi}
+          # No CPU request: each node has only the VM's 2 CPUs to offer, and a Ray head asking for 2 must fit.
+          requests: {memory: 70Mi}
           limits: {memory: 170Mi}
         ports:
         - {name: dns, containerPort: 53, protocol: UDP}
