@@ -49,8 +49,9 @@ def shardscore(ray_cluster: RayCluster):
 def cli():
     """Run the `shardscore` CLI with no cluster (for checks that must fail before Ray starts)."""
 
-    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "shardscore"), *args], env=base_env(), capture_output=True, text=True,
-                              timeout=timeout)
+    def run(*args: str, timeout: float = 120, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "shardscore"), *args], env=base_env(**(env or {})), capture_output=True,
+                              text=True, timeout=timeout, cwd=cwd)
 
     return run

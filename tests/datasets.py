@@ -48,3 +48,34 @@ def expected_even(input_dir: Path) -> int:
 def read_output(out: Path) -> pa.Table:
     """Every predictions file (the way a reader would: hidden files and folders skipped)."""
     return ds.dataset(str(out), format="parquet").to_table()
+
+
+def mark(path: Path, vendor: str = "MARKED") -> None:
+    """Give every row of a file the vendor tests/models/rogue_model.py misbehaves on."""
+    table = pq.read_table(path)
+    idx = table.schema.get_field_index("vendor_id")
+    pq.write_table(table.set_column(idx, "vendor_id", pa.array([vendor] * table.num_rows, pa.string())), path)
+
+
+def corrupt_pages(path: Path) -> None:
+    """Damage the data pages and keep the footer valid: planning reads the file fine, decoding it fails."""
+    data = bytearray(path.read_bytes())
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    for i in range(4, footer_start):
+        data[i] = 0xFF
+    path.write_bytes(bytes(data))
+
+
+def assert_readable(out: Path, manifest: dict) -> None:
+    """The output reads back as one dataset, with as many rows as the manifest says."""
+    assert ds.dataset(str(out), format="parquet").to_table().num_rows == manifest["totals"]["rows_out"]
+
+
+def add_shard(path: Path, rows: int = 100, seed: int = 99) -> Path:
+    """One more input file, leaving the others untouched (regenerating them would change their mtimes)."""
+    staging = path.parent / f".staging-{seed}"
+    generate(resolve(str(staging)), 1, rows, seed=seed)
+    target = path / f"part-{len(list(path.glob('part-*.parquet'))):05d}.parquet"
+    (staging / "part-00000.parquet").rename(target)
+    staging.rmdir()
+    return target

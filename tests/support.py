@@ -192,3 +192,16 @@ def make_tempdir(prefix: str) -> Path:
 
 def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def start_driver(cluster: RayCluster, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A `shardscore` driver process on the cluster, in its own session (so tests can signal or kill it alone)."""
+    full_env = {**cluster.env, "RAY_ADDRESS": cluster.address, **(env or {})}
+    return subprocess.Popen([str(BIN / "shardscore"), *args], env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def commit_count(out: Path) -> int:
+    """Shards committed so far under a local output (its commit records)."""
+    d = out / "_shardscore" / "commits"
+    return len(list(d.glob("*.json"))) if d.exists() else 0

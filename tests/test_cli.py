@@ -4,6 +4,7 @@ before Ray starts or anything is written; `plan` and `sample-data` work without 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -63,6 +64,52 @@ def test_plan_is_a_dry_run(cli, tmp_path: Path):
     assert info["shards"] == 5 and info["rows"] == 2000 and info["columns_read"] == ["passenger_count"]
     assert [p["shard_id"] for p in info["problems"]] == ["part-00002.parquet"]
     assert not any(p.name.startswith("_") for p in inp.iterdir())
+
+
+def test_plan_writes_nothing_to_the_output(cli, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=2, rows=10)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("plan", "--input", str(inp), "--output", str(out), *DUMMY)
+    assert r.returncode == 0, r.stderr
+    assert f"output {out}: 0 committed, 2 to score" in r.stdout
+    assert list(out.iterdir()) == []
+
+
+def test_a_symlink_loop_in_the_input_is_reported_not_followed(cli, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=1, rows=10)
+    (inp / "sub").mkdir()
+    os.symlink("..", inp / "sub" / "loop")
+    os.symlink(str(inp / "part-00000.parquet"), inp / "sub" / "linked.parquet")  # symlinked files still work
+    r = cli("plan", "--input", str(inp), *DUMMY, "--json")
+    info = json.loads(r.stdout)
+    assert info["shards"] == 2, info
+    assert info["warnings"] == ["symbolic link sub/loop -> .. not followed: it loops"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--num-cpus-per-worker", "nan"], "--num-cpus-per-worker nan: must be a finite number"),
+    (["--num-gpus-per-worker", "inf"], "--num-gpus-per-worker inf: must be a finite number"),
+    (["--pool-idle-timeout", "1e999"], "--pool-idle-timeout inf: must be a finite number"),
+    (["--lease-ttl=-inf"], "--lease-ttl -inf: must be a finite number"),
+])
+def test_nan_and_inf_are_refused_by_name(cli, tmp_path: Path, args, message):
+    inp = sample(tmp_path / "in", shards=1, rows=10)
+    r = cli("run", "--input", str(inp), "--output", str(tmp_path / "out"), *DUMMY, *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_environment_options_that_are_misspelt_or_not_booleans(cli, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=1, rows=10)
+    r = cli("plan", "--input", str(inp), *DUMMY, env={"SHARDSCORE_BATCHSIZE": "10"})
+    assert r.returncode == 0
+    assert ("warning: environment variable SHARDSCORE_BATCHSIZE is not an option; did you mean "
+            "SHARDSCORE_BATCH_SIZE?") in r.stderr
+    r = cli("plan", "--input", str(inp), *DUMMY, env={"SHARDSCORE_OVERWRITE": "ture"})
+    assert r.returncode == 2 and "SHARDSCORE_OVERWRITE: invalid value 'ture' for overwrite" in r.stderr, r.stderr
+    (tmp_path / "c.yaml").write_text("overwrite: maybe\n")
+    r = cli("plan", "--input", str(inp), *DUMMY, "--config", str(tmp_path / "c.yaml"))
+    assert r.returncode == 2 and "invalid value 'maybe' for overwrite" in r.stderr, r.stderr
 
 
 def test_sample_data_has_the_taxi_schema_and_dirty_values(cli, tmp_path: Path):

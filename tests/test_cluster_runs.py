@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pytest
 
 from datasets import corrupt, drop_column, empty, expected_even, read_output, retype, sample
-from support import BIN, wait_for
+from support import BIN, commit_count, start_driver, wait_for
 
 pytestmark = pytest.mark.ray
 DUMMY = ["--model", "shardscore.models.dummy:load_model", "--model-arg", "payload_mb=4"]
@@ -119,22 +119,11 @@ def test_bad_shards_are_reported_and_the_others_finish(shardscore, tmp_path: Pat
     assert read_output(out).num_rows == manifest(out)["totals"]["rows_out"] == 3 * 400
 
 
-def _driver(ray_cluster, *args: str) -> subprocess.Popen:
-    env = {**ray_cluster.env, "RAY_ADDRESS": ray_cluster.address}
-    return subprocess.Popen([str(BIN / "shardscore"), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def _commits(out: Path) -> int:
-    d = out / "_shardscore" / "commits"
-    return len(list(d.glob("*.json"))) if d.exists() else 0
-
-
 def _kill_a_worker_mid_run(out: Path, marker: str) -> None:
     """Once a first shard is committed, SIGKILL a worker process whose title carries `marker`."""
 
     def busy_worker():
-        if _commits(out) < 1:
+        if commit_count(out) < 1:
             return None
         return next((p for p in psutil.process_iter(["cmdline"])
                      if any(marker in part for part in (p.info["cmdline"] or []))), None)
@@ -147,11 +136,11 @@ def test_resume_after_killing_the_driver_mid_run(shardscore, ray_cluster, tmp_pa
     out = tmp_path / "out"
     args = ["run", "--input", str(inp), "--output", str(out), "--model", "slow_model:load_model",
             "--model-arg", "delay=0.25", "--batch-size", "500"]
-    driver = _driver(ray_cluster, *args)
-    wait_for(lambda: _commits(out) >= 3 or driver.poll() is not None, 120, "3 committed shards")
+    driver = start_driver(ray_cluster, *args)
+    wait_for(lambda: commit_count(out) >= 3 or driver.poll() is not None, 120, "3 committed shards")
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    committed_before = _commits(out)
+    committed_before = commit_count(out)
     assert 3 <= committed_before < 10 and not (out / "_SUCCESS").exists()
     r = shardscore(*args)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -164,13 +153,13 @@ def test_killing_a_worker_mid_run_loses_and_duplicates_nothing(shardscore, ray_c
                                                                strategy: str):
     inp = sample(tmp_path / "in", shards=8, rows=2000)
     out = tmp_path / "out"
-    driver = _driver(ray_cluster, "run", "--input", str(inp), "--output", str(out), "--model",
+    driver = start_driver(ray_cluster, "run", "--input", str(inp), "--output", str(out), "--model",
                      "slow_model:load_model", "--model-arg", "delay=0.25", "--batch-size", "500",
                      "--strategy", strategy)
     _kill_a_worker_mid_run(out, "ray::_score_task" if strategy == "tasks" else "ray::ShardScorer")
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, output[-3000:]
-    assert _commits(out) == 8
+    assert commit_count(out) == 8
     assert_exact_output(inp, out, 8)
 
 
@@ -220,7 +209,7 @@ def test_a_worker_that_keeps_dying_fails_its_shard_by_name_and_a_rerun_completes
     out = tmp_path / "out"
     args = ["run", "--input", str(inp), "--output", str(out), "--model", "slow_model:load_model",
             "--model-arg", "delay=0.25", "--batch-size", "500"]
-    driver = _driver(ray_cluster, *args, "--max-retries", "0")
+    driver = start_driver(ray_cluster, *args, "--max-retries", "0")
 
     _kill_a_worker_mid_run(out, "ray::_score_task")
     output, _ = driver.communicate(timeout=300)

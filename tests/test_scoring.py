@@ -109,6 +109,30 @@ def test_progress_reads_well_in_logs_and_is_a_bar_on_a_terminal():
     assert tty.getvalue().startswith("\r[######..................] shardscore: 1/4 shards")
 
 
+def test_progress_eta_stays_honest_while_one_slow_shard_runs_and_names_it():
+    import io
+
+    from shardscore.commit import ShardResult
+    from shardscore.progress import Progress
+
+    now = [0.0]
+    log = io.StringIO()
+    progress = Progress(total_shards=4, total_rows=400, interval=0, stream=log, slow_after=10, clock=lambda: now[0])
+    progress.handed_out([("a", 100), ("b", 100), ("c", 100), ("slow", 100)])
+    now[0] = 1.0
+    for sid in "abc":
+        progress.record(ShardResult(sid, "committed", rows_in=100, seconds=2.0))
+    assert progress.eta() == "0:00:01"  # at the others' pace, 'slow' needs one more second
+    now[0] = 3.0  # it is not: the ETA must not claim it is about to finish
+    assert progress.eta().startswith("unknown")
+    assert "oldest unfinished" not in progress.line()
+    now[0] = 12.0
+    assert progress.line().endswith("; oldest unfinished: slow, out for 0:00:12")
+    progress.handed_out([])
+    progress.record(ShardResult("slow", "committed", rows_in=100, seconds=12.0))
+    assert progress.eta() == "-" and "oldest" not in progress.line()
+
+
 def test_partition_folders_are_kept_in_the_output(tmp_path: Path):
     for day in ("2009-01-01", "2009-01-02"):
         sample(tmp_path / "in" / f"day={day}", shards=1, rows=100, seed=int(day[-1]))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
-from typing import TextIO
+from typing import Iterable, TextIO
 
 from .commit import ShardResult
+
+#: A shard still unfinished this many seconds after it was handed to a worker is named in the progress line.
+SLOW_SHARD_SECONDS = 30.0
 
 
 def _duration(seconds: float) -> str:
@@ -22,36 +26,76 @@ def _count(n: float) -> str:
 
 
 class Progress:
-    """Counts finished shards and rows; prints a line every `interval` seconds (a live bar on a terminal)."""
+    """Counts finished shards and rows; prints a line every `interval` seconds (a live bar on a terminal).
+
+    The ETA is honest about work in flight: it never runs below what the shards still running need at the pace of
+    those finished so far, and when a shard outlasts that too, it says so instead of showing 0:00:00. The line
+    names the oldest unfinished shard once it has been out for `slow_after` seconds, so a stuck one can be found.
+    """
 
     def __init__(self, total_shards: int, total_rows: int, interval: float = 10.0,
-                 stream: TextIO | None = None):
+                 stream: TextIO | None = None, slow_after: float = SLOW_SHARD_SECONDS,
+                 clock=time.monotonic):
         self.total_shards = total_shards
         self.total_rows = total_rows
         self.interval = interval
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
-        self.started = time.monotonic()
+        self.clock = clock
+        self.slow_after = slow_after
+        self.started = clock()
         self.last_print = self.started
         self.shards_done = self.shards_failed = self.rows = 0
+        self.out: dict[str, tuple[float, int]] = {}  # shard id -> (handed out at, rows), until its result comes
+        self.seconds_per_row: list[float] = []
+
+    def handed_out(self, shards: Iterable[tuple[str, int]]) -> None:
+        """Shards (id, rows) just given to a worker."""
+        now = self.clock()
+        for shard_id, rows in shards:
+            self.out[shard_id] = (now, rows)
 
     def record(self, result: ShardResult) -> None:
+        self.out.pop(result.shard_id, None)
         if result.status == "committed":
             self.shards_done += 1
             self.rows += result.rows_in
+            if result.rows_in and result.seconds:
+                self.seconds_per_row.append(result.seconds / result.rows_in)
         else:
             self.shards_failed += 1
         self.tick()
 
+    def eta(self) -> str:
+        if self.shards_done + self.shards_failed >= self.total_shards:
+            return "-"
+        now = self.clock()
+        elapsed = now - self.started
+        if elapsed <= 0 or not self.rows or not self.seconds_per_row:
+            return "-"
+        remaining = max(0, self.total_rows - self.rows)
+        estimate = remaining / (self.rows / elapsed)
+        if self.out:
+            # The shards out now run side by side: the slowest of them, at the pace of the shards finished so far.
+            pace = statistics.median(self.seconds_per_row)
+            left = max(rows * pace - (now - since) for since, rows in self.out.values())
+            if left <= 0 and remaining <= sum(rows for _, rows in self.out.values()):
+                return "unknown (the shards still out are taking longer than the others did)"
+            estimate = max(estimate, left)
+        return _duration(estimate)
+
     def line(self) -> str:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         finished = self.shards_done + self.shards_failed
         rate = self.rows / elapsed if elapsed > 0 else 0.0
-        remaining_rows = max(0, self.total_rows - self.rows)
-        eta = _duration(remaining_rows / rate) if rate > 0 and finished < self.total_shards else "-"
         pct = 100.0 * finished / self.total_shards if self.total_shards else 100.0
-        return (f"shardscore: {finished}/{self.total_shards} shards ({pct:.1f}%), {_count(self.rows)} rows, "
-                f"{_count(rate)} rows/s, elapsed {_duration(elapsed)}, ETA {eta}, {self.shards_failed} failed")
+        text = (f"shardscore: {finished}/{self.total_shards} shards ({pct:.1f}%), {_count(self.rows)} rows, "
+                f"{_count(rate)} rows/s, elapsed {_duration(elapsed)}, ETA {self.eta()}, {self.shards_failed} failed")
+        if self.out:
+            shard_id, (since, _) = min(self.out.items(), key=lambda item: item[1][0])
+            if self.clock() - since >= self.slow_after:
+                text += f"; oldest unfinished: {shard_id}, out for {_duration(self.clock() - since)}"
+        return text
 
     def _bar(self) -> str:
         finished = self.shards_done + self.shards_failed
@@ -60,7 +104,7 @@ class Progress:
         return "\r[" + "#" * filled + "." * (width - filled) + "] " + self.line()
 
     def tick(self, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.tty:
             self.stream.write(self._bar())
             self.stream.flush()

@@ -273,6 +273,7 @@ class Feed:
     on_result: Callable[[ShardResult | None], bool]  # False: stop the run now
     attempts: int = 1  # tries per shard when its input or output cannot be reached
     expected_schema: str = ""  # set by the driver from the first committed shard
+    on_submit: Callable[[list[Shard]], None] = lambda bundle: None
 
     @property
     def box(self) -> list[ray.ObjectRef] | None:
@@ -290,6 +291,7 @@ def run_tasks(bundles: Iterable[list[Shard]], feed: Feed, placement: Placement, 
             bundle = queue.popleft()
             ref = task.remote(bundle, feed.box, feed.job, placement.device, feed.expected_schema, feed.attempts)
             pending[ref] = bundle
+            feed.on_submit(bundle)
         if not _drain(pending, feed, placement.max_retries + 1) or feed.control.expired():
             _cancel(pending)
             return
@@ -309,6 +311,7 @@ def run_actors(bundles: Iterable[list[Shard]], actors: list[ray.actor.ActorHandl
                 ref = actors[i].score.remote(bundle, feed.box, feed.job, feed.expected_schema, feed.attempts)
                 pending[ref], owner[ref] = bundle, i
                 load[i] += 1
+                feed.on_submit(bundle)
         submitted = set(pending)
         keep_going = _drain(pending, feed, max_retries + 1)
         for ref in submitted - set(pending):

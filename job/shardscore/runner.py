@@ -252,6 +252,7 @@ def _execute(prep: Prepared, progress_stream: TextIO | None) -> dict[str, Any]:
         return True
 
     feed.on_result = on_result
+    feed.on_submit = lambda shards: progress.handed_out((s.shard_id, s.num_rows) for s in shards)
     score_started = time.monotonic()
     if todo:
         placement = rx.Placement(cfg.num_cpus_per_worker, cfg.num_gpus_per_worker, cfg.memory_per_worker,
