@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datasets import assert_readable, corrupt_pages, expected_even, mark, read_output, sample
+from support import commit_count, start_driver, wait_for
 
 pytestmark = pytest.mark.ray
 DUMMY = ["--model", "shardscore.models.dummy:load_model", "--model-arg", "payload_mb=1"]
@@ -230,3 +231,20 @@ def test_on_s3_spellings_damage_and_silent_edits_are_all_seen(shardscore, s3, tm
     client.put_object(Bucket=bucket, Key="in/part-00000.parquet", Body=body[:4] + bytes([body[4] ^ 1]) + body[5:])
     r = shardscore("run", "--input", f"s3://{bucket}/in", "--output", out, *DUMMY, *s3_args)
     assert r.returncode == 2 and "input file part-00000.parquet changed since it was scored" in r.stderr, r.stderr
+
+
+def test_success_is_never_written_over_files_that_changed_during_the_run(ray_cluster, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=6, rows=2000)
+    out = tmp_path / "out"
+    driver = start_driver(ray_cluster, "run", "--input", str(inp), "--output", str(out), "--model",
+                          "slow_model:load_model", "--model-arg", "delay=0.25", "--batch-size", "500")
+    def committed_file() -> Path | None:
+        records = sorted((out / "_shardscore" / "commits").glob("*.json")) if commit_count(out) else []
+        return out / json.loads(records[0].read_text())["output"] if records else None
+
+    first = wait_for(committed_file, 120, "a committed shard's file")
+    first.unlink()  # someone removes a committed file while the run goes on
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 1, output[-3000:]
+    assert f"FAILED: shard {first.name}: its output file {first.name} is missing" in output, output[-3000:]
+    assert not (out / "_SUCCESS").exists() and manifest(out)["status"] == "failed"
