@@ -5,7 +5,8 @@
 #   bash cluster/cluster.sh down          # stop what `up` started, unmount, remove its network and state
 #   bash cluster/cluster.sh status        # each step's health
 #   bash cluster/cluster.sh load-image REF...   # import Docker images into every node (after a rebuild)
-#   bash cluster/cluster.sh env           # print KUBECONFIG=... of a running cluster
+#   bash cluster/cluster.sh env           # KUBECONFIG=... and KUBECTL=... (the cluster's own kubectl) of a running
+#                                         # cluster, as shell assignments: eval "$(bash cluster/cluster.sh env)"
 #
 # One step per component, in dependency order (Kubernetes the Hard Way): each step is skipped when its health
 # check passes (so a second `up` reuses a running cluster within seconds), logs to $STATE_DIR/logs/step-NAME.log,
@@ -92,8 +93,9 @@ cmd_status() {
 }
 
 cmd_env() {
-  step_kube_apiserver_ok >/dev/null 2>&1 || die "no cluster is up (make cluster)"
+  step_kube_apiserver_ok >/dev/null 2>&1 || die "no local cluster is up (start one with: make cluster)"
   echo "KUBECONFIG=$KUBECONFIG_PATH"
+  echo "KUBECTL=$KUBECTL"
 }
 
 cmd_load_image() {
