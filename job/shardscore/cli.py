@@ -129,8 +129,8 @@ def cmd_run(cfg: config.RunConfig) -> int:
 
     stdout = sys.stdout
     if cfg.summary_json == "-":
-        # stdout carries the JSON document alone: every other line, Ray's copies of the workers' output
-        # included (its log monitor prints to sys.stdout as it finds it), goes to stderr.
+        # stdout carries the JSON document alone: every other line goes to stderr, Ray's copies of the workers'
+        # output included (ray/_private/worker.py print_to_stdstream writes to sys.stdout as it is at that moment).
         sys.stdout = sys.stderr
     try:
         prep = prepare(cfg, for_run=True)

@@ -4,6 +4,7 @@ mode:
 - drift: `score` is a string for batches holding the marker, a bool for the others (two prediction schemas);
 - raise: raises on batches holding the marker, the way a model's own validation does;
 - key: returns a `vendor_id` column of its own beside `score` (a clash with --key-columns vendor_id);
+- chatty: prints a line per batch on the worker's stdout, as models do;
 - lock: holds a lock, which cannot be pickled (so it cannot be sent to workers);
 - worker_fails: loads on the driver, fails in prepare() on every worker (a model that does not load there),
   while the file `flag` exists (always when no flag is given).
@@ -39,6 +40,8 @@ class RogueModel:
             return pa.table({"score": pc.cast(even, pa.string())})
         if self.mode == "raise" and marked:
             raise ValueError("value must be >0, got 0")
+        if self.mode == "chatty":
+            print(f"chatty model scored {batch.num_rows} rows", flush=True)
         if self.mode == "key":
             return pa.table({"vendor_id": batch.column("vendor_id"), "score": even})
         return pa.table({"score": even})
