@@ -44,6 +44,20 @@ def test_predictions_match_the_network(tmp_path: Path, torchscript: bool):
     np.testing.assert_allclose(got, _reference(inp / "part-00000.parquet"), rtol=1e-5, atol=1e-5)
 
 
+def test_device_batches_and_bf16_autocast_give_the_networks_answer(tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=1, rows=5000)
+    weights = save_example(str(tmp_path / "net.pt"))
+    scorer = load(ModelSpec(SPEC, {"path": weights, "device_batch_size": 700, "autocast": "bf16"}))
+    scorer.prepare("cpu")
+    job = ScoringJob(str(inp), str(tmp_path / "out"), StorageOptions(), scorer.identity, "o", (), 2048, overlap=True)
+    score_shard(plan(resolve(str(inp))).shards[0], scorer, job, {})
+    got = pq.read_table(tmp_path / "out" / "part-00000.parquet").column("prediction").to_numpy()
+    want = _reference(inp / "part-00000.parquet")
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=5e-2, atol=5e-2 * float(np.abs(want).max()))  # bf16: ~3 digits
+    assert not np.array_equal(got, want)  # it did run in bf16
+
+
 def test_weights_change_the_model_identity(tmp_path: Path):
     a = load(ModelSpec(SPEC, {"path": save_example(str(tmp_path / "a.pt"), seed=0)}))
     b = load(ModelSpec(SPEC, {"path": save_example(str(tmp_path / "a.pt"), seed=1)}))

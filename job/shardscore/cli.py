@@ -47,6 +47,9 @@ _RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--progress-interval",), {"help": "seconds between progress lines (default 10)"}),
     (("--summary-json",), {"help": "also write the summary as JSON to this file ('-': stdout, and every other "
                                    "line goes to stderr)"}),
+    (("--overlap",), {"choices": config.OVERLAP, "help": "read the next batches and write predictions in "
+                                                         "background threads while the model scores: auto (default: "
+                                                         "for models with a device, prepare(device)), on or off"}),
     (("--grace-period",), {"help": "seconds shards in flight get to finish after SIGTERM or SIGINT (default 20)"}),
     (("--lease-ttl",), {"help": "seconds without a heartbeat after which a run's hold on the output expires "
                                 "(default 60)"}),

@@ -23,6 +23,7 @@ from .errors import ConfigError
 ENV_PREFIX = "SHARDSCORE_"
 STRATEGIES = ("tasks", "actors")
 DEVICES = ("auto", "cpu", "cuda")
+OVERLAP = ("auto", "on", "off")
 _POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -59,6 +60,7 @@ class RunConfig:
     summary_json: str | None = None
     grace_period: float = 20.0
     lease_ttl: float = 60.0
+    overlap: str = "auto"
 
     def validate(self, need_output: bool = True) -> "RunConfig":
         """Check every option before anything runs; errors name the option and the value."""
@@ -69,6 +71,8 @@ class RunConfig:
             raise ConfigError(f"--strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
         if self.device not in DEVICES:
             raise ConfigError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.overlap not in OVERLAP:
+            raise ConfigError(f"--overlap {self.overlap!r}: choose one of {', '.join(OVERLAP)}")
         _positive(self, "num_cpus_per_worker", allow_zero=True)
         _positive(self, "num_gpus_per_worker", allow_zero=True)
         if self.num_cpus_per_worker == 0 and self.num_gpus_per_worker == 0:

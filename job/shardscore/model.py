@@ -175,6 +175,11 @@ class Scorer:
                              f"workers: {culprit or f'{type(exc).__name__}: {exc}'}. Build such attributes in "
                              "prepare(device), which runs on each worker, or drop them in __getstate__") from exc
 
+    @property
+    def has_device(self) -> bool:
+        """Whether the model places itself on a device (declares prepare): its scorer overlaps reads and writes."""
+        return callable(getattr(self.model, "prepare", None))
+
     def prepare(self, device: str) -> None:
         """Place the model on its device, once per worker.
 

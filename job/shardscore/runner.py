@@ -213,7 +213,8 @@ def _execute(prep: Prepared, progress_stream: TextIO | None) -> dict[str, Any]:
     job = ScoringJob(input_uri=cfg.input, output_uri=cfg.output, storage=StorageOptions(cfg.s3_endpoint),
                      model_identity=prep.scorer.identity, output_options=options_identity(cfg.key_columns),
                      key_columns=tuple(cfg.key_columns), batch_size=cfg.batch_size,
-                     casts=tuple(sorted(prep.plan.casts.items())), run_id=lease.holder.run_id)
+                     casts=tuple(sorted(prep.plan.casts.items())), run_id=lease.holder.run_id,
+                     overlap=cfg.overlap == "on" or (cfg.overlap == "auto" and prep.scorer.has_device))
     store.start({"model": cfg.model, "model_args": cfg.model_args, "model_identity": job.model_identity,
                  "key_columns": cfg.key_columns, "input": cfg.input, "versions": versions(), "started_at": started,
                  "run_id": job.run_id, "lease_generation": lease.holder.generation})
@@ -365,7 +366,7 @@ def _manifest(prep: Prepared, results: list[ShardResult], started: float, timing
         "prediction_schema": next((r.prediction_schema for r in committed if r.prediction_schema), ""),
         "options": {"strategy": cfg.strategy, "num_cpus_per_worker": cfg.num_cpus_per_worker,
                     "num_gpus_per_worker": cfg.num_gpus_per_worker, "device": cfg.device,
-                    "batch_size": cfg.batch_size, "max_rows_per_shard": cfg.max_rows_per_shard,
+                    "batch_size": cfg.batch_size, "overlap": cfg.overlap, "max_rows_per_shard": cfg.max_rows_per_shard,
                     "key_columns": cfg.key_columns, "max_failed_shards": cfg.max_failed_shards},
         "versions": versions(),
         "run_id": prep.lease.holder.run_id if prep.lease else "",

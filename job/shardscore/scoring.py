@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from .commit import OutputStore, ShardResult
 from .errors import ShardError
 from .model import Scorer
+from .pipeline import BackgroundWriter, prefetch
 from .planning import Shard
 from .storage import Location, StorageOptions, resolve, stamp, write_atomic
 
@@ -38,6 +39,7 @@ class ScoringJob:
     compression: str = "zstd"
     casts: tuple[tuple[str, pa.DataType], ...] = ()  # input columns widened to one type across files
     run_id: str = ""
+    overlap: bool = False  # read ahead and write behind in threads while the model scores (pipeline.py)
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)
@@ -173,8 +175,12 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
                 raise ReadError(exc, 0) from exc
             columns = _read_columns(scorer, job, parquet.schema_arrow, shard)
             writer: pq.ParquetWriter | None = None
+            behind: BackgroundWriter | None = None
+            batches = _batches(parquet, shard, job, columns)
+            if job.overlap:
+                batches = prefetch(batches)
             try:
-                for table in _batches(parquet, shard, job, columns):
+                for table in batches:
                     last = rows_in + table.num_rows - 1
                     try:
                         predictions = scorer(table)
@@ -188,6 +194,8 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
                                        + schema_difference(expected_schema, predictions_schema)
                                        + ". A model must return the same columns and types for every batch")
                         writer = pq.ParquetWriter(sink, predictions.schema, compression=job.compression)
+                        if job.overlap:
+                            behind = BackgroundWriter(writer.write_table)
                     elif not predictions.schema.equals(writer.schema):
                         try:
                             predictions = predictions.cast(writer.schema)
@@ -195,12 +203,21 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
                             raise fail(f"the model's predictions for rows {rows_in}..{last} have another schema "
                                        "than for the rows before: " + schema_difference(
                                            predictions_schema, schema_text(predictions.schema))) from exc
-                    writer.write_table(predictions)
+                    if behind is not None:
+                        behind.submit(predictions)
+                    else:
+                        writer.write_table(predictions)
                     rows_in += table.num_rows
                     rows_out += predictions.num_rows
                     if on_batch:
                         on_batch(table.num_rows)
+                if behind is not None:
+                    behind.close()
             finally:
+                if hasattr(batches, "close"):
+                    batches.close()  # a reader thread must be done before its file closes
+                if behind is not None:
+                    behind.stop()  # and a writer thread before its writer closes
                 if writer is not None:
                     writer.close()
         if rows_in == 0:

@@ -37,20 +37,25 @@ class TorchModel:
     batch_format = "numpy"
 
     def __init__(self, blob: bytes, kind: str, columns: list[str], output: str,
-                 module: str | None = None, module_args: dict[str, Any] | None = None):
+                 module: str | None = None, module_args: dict[str, Any] | None = None,
+                 device_batch_size: int | None = None, autocast: str | None = None):
         self._blob = blob
         self._kind = kind
         self.columns = list(columns)
         self.output = output
         self._module_path = module
         self._module_args = module_args or {}
+        self.device_batch_size = device_batch_size
+        self.autocast = autocast
         self.fingerprint = hashlib.sha256(blob).hexdigest()[:20]
         self._net = None
         self._device = "cpu"
+        self._pinned = None  # a page-locked host buffer, reused for every batch's copy to the GPU
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_net"] = None  # rebuilt from the bytes where it is used
+        state["_pinned"] = None
         return state
 
     def _build(self):
@@ -70,15 +75,35 @@ class TorchModel:
         self._device = device
         self._net = self._build().to(device)
 
+    def _host_features(self, batch: dict[str, np.ndarray]):
+        """The batch's features as one float32 tensor; on CUDA in pinned memory, so the copy to the GPU is a DMA
+        that does not block the host."""
+        torch = _torch()
+        rows = len(batch[self.columns[0]])
+        if self._device == "cpu":
+            return torch.from_numpy(np.stack([np.asarray(batch[c], dtype=np.float32) for c in self.columns], 1))
+        if self._pinned is None or self._pinned.shape[0] < rows:
+            self._pinned = torch.empty((rows, len(self.columns)), dtype=torch.float32, pin_memory=True)
+        host = self._pinned[:rows]
+        view = host.numpy()
+        for i, c in enumerate(self.columns):
+            view[:, i] = batch[c]
+        return host
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = _torch()
         if self._net is None:
             self.prepare(self._device)
-        features = np.stack([np.asarray(batch[c], dtype=np.float32) for c in self.columns], axis=1)
-        with torch.inference_mode():
-            x = torch.from_numpy(features).to(self._device, non_blocking=True)
-            y = self._net(x)
-            out = y.float().cpu().numpy()
+        host = self._host_features(batch)
+        step = self.device_batch_size or host.shape[0] or 1
+        device_type = "cuda" if self._device.startswith("cuda") else "cpu"
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.autocast or "")
+        outputs = []
+        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+            for start in range(0, host.shape[0], step):
+                x = host[start:start + step].to(self._device, non_blocking=True)
+                outputs.append(self._net(x).float())
+            out = torch.cat(outputs).cpu().numpy() if outputs else np.zeros((0, 1), np.float32)
         if out.ndim == 2 and out.shape[1] == 1:
             out = out[:, 0]
         return {self.output: out}
@@ -86,8 +111,13 @@ class TorchModel:
 
 def load_model(path: str | None = None, state_dict: str | None = None, module: str | None = None,
                module_args: dict[str, Any] | None = None, columns: list[str] | str | None = None,
-               output: str = "prediction") -> TorchModel:
-    """path: a TorchScript file; or state_dict + module ('package.module:Class', built with module_args)."""
+               output: str = "prediction", device_batch_size: int | None = None,
+               autocast: str | None = None) -> TorchModel:
+    """path: a TorchScript file; or state_dict + module ('package.module:Class', built with module_args).
+
+    device_batch_size: rows per forward pass (default: the whole batch shardscore hands over, --batch-size);
+    autocast: bf16 or fp16 to run the forward pass under torch.autocast (where the model allows it).
+    """
     if isinstance(columns, str):
         columns = [c for c in columns.split(",") if c]
     columns = columns or TAXI_FEATURES
@@ -95,6 +125,10 @@ def load_model(path: str | None = None, state_dict: str | None = None, module: s
         raise ValueError("give exactly one of path (TorchScript) or state_dict (with module)")
     if state_dict and not module:
         raise ValueError("state_dict needs module='package.module:Class' to build the network")
+    if autocast not in (None, "bf16", "fp16"):
+        raise ValueError(f"autocast must be bf16 or fp16, got {autocast!r}")
+    if device_batch_size is not None and device_batch_size <= 0:
+        raise ValueError(f"device_batch_size must be > 0, got {device_batch_size}")
     source = path or state_dict
     from .. import storage  # model files may live on object stores too
 
@@ -105,7 +139,8 @@ def load_model(path: str | None = None, state_dict: str | None = None, module: s
         raise ValueError(f"{source} is not a file written by torch.save or torch.jit.save (not a zip archive)")
     # The network is built on the workers only: importing torch on the driver would delay every run by seconds.
     # A file that unpacks but does not load aborts the run on the first worker, before any shard is scored.
-    return TorchModel(blob, "torchscript" if path else "state_dict", columns, output, module, module_args)
+    return TorchModel(blob, "torchscript" if path else "state_dict", columns, output, module, module_args,
+                      device_batch_size, autocast)
 
 
 class TaxiFareNet:
