@@ -28,21 +28,27 @@ built() {
   for f in "$@"; do [[ -x "$dir/$f" ]] || return 1; done
 }
 
-# timed NAME CMD...: runs CMD with its output in the build log, records the wall time.
+# timed NAME CMD...: runs CMD with its output in the build log, records wall and CPU time (CPU seconds say more
+# than wall time on a machine that others share).
 timed() {
-  local name="$1" start=$SECONDS; shift
+  local name="$1" start=$SECONDS rc=0 times; shift
   mkdir -p "$BUILD_LOG_DIR"
   blog "building $name (log: $BUILD_LOG_DIR/build-$name.log)"
-  if ! "$@" >"$BUILD_LOG_DIR/build-$name.log" 2>&1; then
+  times="$(mktemp)"
+  local TIMEFORMAT="%R s wall, %U s user, %S s sys"
+  { time "$@" >"$BUILD_LOG_DIR/build-$name.log" 2>&1; } 2>"$times" || rc=$?
+  if ((rc != 0)); then
+    rm -f "$times"
     blog "building $name FAILED; last lines of $BUILD_LOG_DIR/build-$name.log:"
     tail -n 30 "$BUILD_LOG_DIR/build-$name.log" >&2
     return 1
   fi
-  blog "built $name in $((SECONDS - start))s"
-  echo "$(date -u +%FT%TZ) $name $((SECONDS - start))s" >>"$BUILD_LOG_DIR/build-times.log"
+  blog "built $name in $((SECONDS - start))s ($(cat "$times"))"
+  echo "$(date -u +%FT%TZ) $name $(cat "$times") load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$BUILD_LOG_DIR/build-times.log"
+  rm -f "$times"
 }
 
-# install_dir FINAL: builds go to FINAL.tmp.<pid>, renamed to FINAL when complete.
+# tmp_dir FINAL: builds go to FINAL.tmp.<pid>, renamed to FINAL when complete.
 tmp_dir() { local d="$1.tmp.$$"; rm -rf "$d"; mkdir -p "$d"; echo "$d"; }
 
 # --- Kubernetes: one multi-call binary (cluster/src/kubernetes/main.go), linked under each component's name ---

@@ -28,6 +28,7 @@ done
 cmd_up() {
   local start=$SECONDS node
   preflight
+  clear_stale_state
   mkdir -p "$STATE_DIR" "$LOG_DIR" "$RUN_DIR"
   run_step packages 600
   image_build_start
@@ -74,6 +75,20 @@ cmd_down() {
   remove_container_log_links
   rm -rf "$STATE_DIR"
   log "cluster down (build cache kept: $CACHE_DIR)"
+}
+
+# clear_stale_state: state of a cluster none of whose daemons runs any more (the machine's processes were ended,
+# as between a session and its CI run) is removed with `down` first, so `up` starts clean instead of reviving
+# old pods from etcd. A cluster with some daemons still up is resumed instead: the steps restart what is down.
+clear_stale_state() {
+  [[ -d "$RUN_DIR" ]] || return 0
+  local f
+  for f in "$RUN_DIR"/*.pid; do
+    [[ -f "$f" ]] || continue
+    daemon_running "$(basename "$f" .pid)" && return 0
+  done
+  log "found the state of a cluster that no longer runs ($STATE_DIR); removing it first"
+  cmd_down
 }
 
 cmd_status() {
