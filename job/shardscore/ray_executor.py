@@ -6,6 +6,7 @@ decides where and when shards run, bounds what is in flight, and turns Ray failu
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import sys
@@ -174,8 +175,9 @@ class ShardScorer:
     without work, giving its CPUs and GPUs back.
     """
 
-    def __init__(self, device: str, idle_timeout: float | None = None):
+    def __init__(self, device: str, module: str = "", idle_timeout: float | None = None):
         self.device = device
+        _import_quietly(module)
         self.busy = 0
         self.last_used = time.monotonic()
         if idle_timeout:
@@ -205,16 +207,47 @@ class ShardScorer:
 POOL_NAMESPACE = "shardscore"
 
 
-def start_actors(placement: Placement, num_actors: int, pool: str | None = None,
+def start_actors(placement: Placement, num_actors: int, module: str, pool: str | None = None,
                  idle_timeout: float | None = None) -> list[ray.actor.ActorHandle]:
-    """The run's actors: new ones, or the named pool's (created where missing, reused where alive)."""
+    """The run's actors: new ones, or the named pool's (created where missing, reused where alive).
+
+    Creating them returns at once; Ray starts their processes, which import the model's module, meanwhile.
+    """
     options: dict[str, Any] = dict(max_restarts=placement.max_retries, max_task_retries=placement.max_retries,
                                    **placement.options())
     if pool is None:
-        return [ShardScorer.options(**options).remote(placement.device) for _ in range(num_actors)]
+        return [ShardScorer.options(**options).remote(placement.device, module) for _ in range(num_actors)]
     options.update(namespace=POOL_NAMESPACE, lifetime="detached", get_if_exists=True)
-    return [ShardScorer.options(name=f"{pool}-{i}", **options).remote(placement.device, idle_timeout)
+    return [ShardScorer.options(name=f"{pool}-{i}", **options).remote(placement.device, module, idle_timeout)
             for i in range(num_actors)]
+
+
+def _import_quietly(module: str) -> None:
+    """Import the model's module ahead of its first shard (pandas, torch, ...). A failure is left for the model's
+    own loading to report, with the spec and the worker named."""
+    if module:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - reported when the model is loaded
+            pass
+
+
+@ray.remote
+def _warm(module: str) -> int:
+    _import_quietly(module)
+    return os.getpid()
+
+
+def warm_up(placement: Placement, slots: int, module: str) -> None:
+    """Have Ray start this job's worker processes now, one per slot, each importing the model's module: the
+    driver is still planning and loading the model, and the first shards find the workers ready.
+
+    Ray reuses a job's idle worker processes for its later tasks of the same resource shape (worker pool), which is
+    what the tasks strategy then submits.
+    """
+    task = _warm.options(max_retries=0, **placement.options())
+    for _ in range(slots):
+        task.remote(module)
 
 
 def warm(actors: list[ray.actor.ActorHandle], identity: str) -> bool:

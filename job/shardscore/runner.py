@@ -172,23 +172,59 @@ def _on_signals(control: Any, grace: float) -> None:
         signal.signal(sig, handle)
 
 
-def execute(prep: Prepared, progress_stream: TextIO | None = None) -> dict[str, Any]:
-    """Score every shard still to do, then write the manifest (and _SUCCESS when the run succeeded)."""
+@dataclass
+class Workers:
+    """The run's Ray side: connected, and its worker processes already starting (tasks: one warm-up task per
+    slot; actors: the actors), so that they start while the driver plans and loads the model."""
+
+    ray_init_seconds: float
+    placement: Any  # ray_executor.Placement
+    slots: int
+    control: Any  # ray_executor.RunControl
+    actors: list[Any] | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+def start_workers(cfg: RunConfig) -> Workers:
+    """Connect to Ray and have it start this run's worker processes, importing the model's module there."""
+    from . import ray_executor as rx
+
+    seconds = connect(cfg.ray_address)
+    control = rx.RunControl()
+    _on_signals(control, cfg.grace_period)
+    placement = rx.Placement(cfg.num_cpus_per_worker, cfg.num_gpus_per_worker, cfg.memory_per_worker,
+                             cfg.device, cfg.max_retries)
+    slots = rx.cluster_slots(placement)
+    module = cfg.model.partition(":")[0]
+    workers = Workers(seconds, placement, slots, control)
+    if cfg.strategy == "actors":
+        workers.actors = rx.start_actors(placement, cfg.num_actors or slots, module, cfg.pool, cfg.pool_idle_timeout)
+    else:
+        rx.warm_up(placement, slots, module)
+    return workers
+
+
+def execute(prep: Prepared, workers: Workers | None = None, progress_stream: TextIO | None = None) -> dict[str, Any]:
+    """Score every shard still to do, then write the manifest (and _SUCCESS when the run succeeded).
+
+    `workers` were started before `prepare` when the run joins an existing cluster; a run that starts its own
+    local Ray starts them here, after every check has passed.
+    """
     assert prep.lease is not None, "prepare(for_run=True) takes the lease"
     try:
-        return _execute(prep, progress_stream)
+        return _execute(prep, workers, progress_stream)
     finally:
         prep.lease.release()
 
 
-def _execute(prep: Prepared, progress_stream: TextIO | None) -> dict[str, Any]:
+def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | None) -> dict[str, Any]:
     cfg, store, rec, lease = prep.cfg, prep.store, prep.reconciliation, prep.lease
     assert store is not None and rec is not None and lease is not None
     started = time.time()
     success_before = store.succeeded_before()
     todo, empty = prep.todo, prep.empty
     results: list[ShardResult] = list(prep.prefailed)
-    timings: dict[str, float] = {"ray_init": 0.0, "scoring": 0.0}
+    timings: dict[str, float] = {"ray_init": workers.ray_init_seconds if workers else 0.0, "scoring": 0.0}
     if not todo and not empty and not rec.changes:
         # Nothing to score: a good output stays exactly as it was; an unfinished one gets its manifest.
         manifest = _manifest(prep, results, started, timings, status="")
@@ -201,9 +237,10 @@ def _execute(prep: Prepared, progress_stream: TextIO | None) -> dict[str, Any]:
 
     from . import ray_executor as rx
 
-    timings["ray_init"] = connect(cfg.ray_address)
-    control = rx.RunControl()
-    _on_signals(control, cfg.grace_period)
+    if workers is None:
+        workers = start_workers(cfg)
+        timings["ray_init"] = workers.ray_init_seconds
+    control = workers.control
     if rec.changes:
         store.withdraw_success()
         for orphan in rec.orphans:
@@ -256,15 +293,13 @@ def _execute(prep: Prepared, progress_stream: TextIO | None) -> dict[str, Any]:
     feed.on_submit = lambda shards: progress.handed_out((s.shard_id, s.num_rows) for s in shards)
     score_started = time.monotonic()
     if todo:
-        placement = rx.Placement(cfg.num_cpus_per_worker, cfg.num_gpus_per_worker, cfg.memory_per_worker,
-                                 cfg.device, cfg.max_retries)
-        slots = rx.cluster_slots(placement)
-        if cfg.strategy == "tasks":
+        placement, slots = workers.placement, workers.slots
+        if workers.actors is None:
             bundles = bundle(todo, min_bundles=4 * slots, max_shards=cfg.max_shards_per_task)
             feed.model_ref = ray.put(prep.model_bytes)  # once: every task gets this reference, never the model
             rx.run_tasks(bundles, feed, placement, cfg.max_in_flight or 2 * slots)
         else:
-            actors = rx.start_actors(placement, cfg.num_actors or slots, cfg.pool, cfg.pool_idle_timeout)
+            actors = workers.actors
             bundles = bundle(todo, min_bundles=4 * len(actors), max_shards=cfg.max_shards_per_task)
             warm = cfg.pool is not None and rx.warm(actors, job.model_identity)
             feed.model_ref = None if warm else ray.put(prep.model_bytes or prep.scorer.pickled())
