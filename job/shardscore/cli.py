@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any, Sequence
 
 from . import __version__, config, tick
@@ -128,8 +129,12 @@ def _write_summary(manifest: dict[str, Any], target: str | None, stdout: Any) ->
 
 
 def cmd_run(cfg: config.RunConfig) -> int:
-    from .runner import execute, prepare, start_workers
+    from .session import start_workers  # before the heavier imports of the run: see session.py
+    from .runner import execute, prepare  # noqa: I001
 
+    import psutil
+
+    started_seconds = time.time() - psutil.Process().create_time()  # the interpreter and the CLI's imports
     stdout = sys.stdout
     if cfg.summary_json == "-":
         # stdout carries the JSON document alone: every other line goes to stderr, Ray's copies of the workers'
@@ -141,6 +146,7 @@ def cmd_run(cfg: config.RunConfig) -> int:
         # model loaded (they take longer than both). A local Ray is started only once every check has passed.
         workers = start_workers(cfg) if cfg.ray_address or os.environ.get("RAY_ADDRESS") else None
         prep = prepare(cfg, for_run=True)
+        prep.seconds["startup"] = round(started_seconds, 3)
         manifest = execute(prep, workers)
         print(_summary_text(manifest), flush=True)
     finally:

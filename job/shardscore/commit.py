@@ -54,6 +54,7 @@ class ShardResult:
     output_sha256: str = ""  # of the file's bytes, computed while writing it
     prediction_schema: str = ""  # the predictions' columns and types (see scoring.schema_text)
     run_id: str = ""
+    first_batch_seconds: float = 0.0  # from the shard's start to its first batch scored
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

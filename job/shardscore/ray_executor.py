@@ -6,7 +6,6 @@ decides where and when shards run, bounds what is in flight, and turns Ray failu
 
 from __future__ import annotations
 
-import importlib
 import os
 import socket
 import sys
@@ -25,29 +24,13 @@ from .errors import DeviceError, ShardError
 from .model import Scorer
 from .planning import Shard
 from .scoring import ScoringJob, failed, score_shard
+from .session import Placement, RunControl, _import_quietly
 from .storage import read_json
 
 #: Per worker process: the deserialised, device-placed model, keyed by its identity. A worker runs many shards
 #: (and a pool actor many runs), and must not deserialise the model or move it to the GPU once per shard.
 _WORKER_MODEL: dict[str, Scorer] = {}
 _METRICS: dict[str, Any] = {}
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Resources each task or actor asks Ray for, and how far ahead the driver submits."""
-
-    num_cpus: float
-    num_gpus: float
-    memory: int | None
-    device: str
-    max_retries: int
-
-    def options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-        if self.memory:
-            opts["memory"] = self.memory
-        return opts
 
 
 def _count(result: ShardResult) -> None:
@@ -222,48 +205,9 @@ def start_actors(placement: Placement, num_actors: int, module: str, pool: str |
             for i in range(num_actors)]
 
 
-def _import_quietly(module: str) -> None:
-    """Import the model's module ahead of its first shard (pandas, torch, ...). A failure is left for the model's
-    own loading to report, with the spec and the worker named."""
-    if module:
-        try:
-            importlib.import_module(module)
-        except Exception:  # noqa: BLE001 - reported when the model is loaded
-            pass
-
-
-@ray.remote
-def _warm(module: str) -> int:
-    _import_quietly(module)
-    return os.getpid()
-
-
-def warm_up(placement: Placement, slots: int, module: str) -> None:
-    """Have Ray start this job's worker processes now, one per slot, each importing the model's module: the
-    driver is still planning and loading the model, and the first shards find the workers ready.
-
-    Ray reuses a job's idle worker processes for its later tasks of the same resource shape (worker pool), which is
-    what the tasks strategy then submits.
-    """
-    task = _warm.options(max_retries=0, **placement.options())
-    for _ in range(slots):
-        task.remote(module)
-
-
 def warm(actors: list[ray.actor.ActorHandle], identity: str) -> bool:
     """True when every actor already holds this model (then it need not be put in the object store again)."""
     return all(loaded == identity for loaded in ray.get([a.loaded.remote() for a in actors]))
-
-
-def cluster_slots(placement: Placement) -> int:
-    """How many workers of this placement the cluster holds right now (at least 1)."""
-    resources = ray.cluster_resources()
-    slots = []
-    if placement.num_cpus:
-        slots.append(resources.get("CPU", 0) / placement.num_cpus)
-    if placement.num_gpus:
-        slots.append(resources.get("GPU", 0) / placement.num_gpus)
-    return max(1, int(min(slots))) if slots else 1
 
 
 def _crashed(bundle: list[Shard], job: ScoringJob, exc: BaseException, attempts: int) -> list[ShardResult]:
@@ -274,26 +218,6 @@ def _crashed(bundle: list[Shard], job: ScoringJob, exc: BaseException, attempts:
     loc = job.input()
     return [_committed_this_run(shard, job) or failed(shard.shard_id, loc.display(shard.path), reason)
             for shard in bundle]
-
-
-class RunControl:
-    """How the driver stops a run early: at once (a fatal error), or after a grace period (a signal)."""
-
-    def __init__(self) -> None:
-        self.deadline: float | None = None
-        self.reason = ""
-
-    def stop(self, reason: str, grace: float) -> None:
-        """Submit nothing more; give what is in flight `grace` seconds to finish."""
-        if self.deadline is None:
-            self.deadline, self.reason = time.monotonic() + grace, reason
-
-    @property
-    def stopping(self) -> bool:
-        return self.deadline is not None
-
-    def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 @dataclass

@@ -8,9 +8,7 @@ stops before any shard is written, leaves a good output (its `_SUCCESS` and mani
 
 from __future__ import annotations
 
-import os
 import platform
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from .lease import Lease, ray_job_id, this_process
 from .planning import Plan, Shard, bundle, plan
 from .progress import Progress
 from .scoring import ScoringJob, commit_empty, failed, schema_difference
+from .session import Workers, start_workers
 from .storage import TEMP_PREFIX, Location, StorageOptions, delete, resolve
 
 
@@ -45,6 +44,7 @@ class Prepared:
     prefailed: list[ShardResult] = field(default_factory=list)
     model_bytes: bytes = b""  # the pickled scorer (runs only)
     lease: Lease | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # where the time before scoring went
 
     @property
     def todo(self) -> list[Shard]:
@@ -76,6 +76,7 @@ def prepare(cfg: RunConfig, need_output: bool = True, for_run: bool = False) -> 
     neither and writes nothing.
     """
     cfg.validate(need_output=need_output)
+    clock = _Stopwatch()
     storage = StorageOptions(cfg.s3_endpoint)
     in_loc = resolve(cfg.input, storage)
     out_loc = resolve(cfg.output, storage) if cfg.output else None
@@ -85,8 +86,10 @@ def prepare(cfg: RunConfig, need_output: bool = True, for_run: bool = False) -> 
     # Pickled now, so that a model that cannot reach the workers is named before Ray starts; a --pool run pickles
     # it only when the pool does not hold it already (a warm pool's run sends nothing).
     model_bytes = scorer.pickled() if for_run and not cfg.pool else b""
+    clock.lap("model")
     required = None if scorer.columns is None else list(dict.fromkeys([*scorer.columns, *cfg.key_columns]))
     the_plan = plan(in_loc, cfg.max_rows_per_shard, columns=required)
+    clock.lap("plan")
     if the_plan.schema is not None:  # columns absent from the dataset as a whole: an option error, not N shard errors
         names = the_plan.schema.names
         missing_keys = [c for c in cfg.key_columns if c not in names]
@@ -111,7 +114,21 @@ def prepare(cfg: RunConfig, need_output: bool = True, for_run: bool = False) -> 
             if lease is not None:
                 lease.release()
             raise
-    return Prepared(cfg, in_loc, store, scorer, the_plan, reconciliation, prefailed, model_bytes, lease)
+        clock.lap("output")
+    return Prepared(cfg, in_loc, store, scorer, the_plan, reconciliation, prefailed, model_bytes, lease, clock.laps)
+
+
+class _Stopwatch:
+    """Named laps of wall time, for the manifest's breakdown of where a run's fixed time goes."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, 3)
+        self._last = now
 
 
 def _take_lease(store: OutputStore, cfg: RunConfig) -> Lease:
@@ -141,67 +158,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return found
-
-
-def connect(address: str | None) -> float:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local one. Returns the seconds it took."""
-    import ray
-
-    started = time.monotonic()
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=None if address else False, log_to_driver=True)
-    return time.monotonic() - started
-
-
-def _on_signals(control: Any, grace: float) -> None:
-    """SIGTERM (what Kubernetes sends a pod it deletes or evicts) and SIGINT: stop submitting, give what is in
-    flight `grace` seconds, then end as aborted. A second signal ends the process at once.
-
-    Installed after ray.init, which sets its own SIGTERM handler for the driver (ray/_private/worker.py, init).
-    """
-    def handle(signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if control.stopping:
-            print(f"shardscore: {name} again: exiting now", file=sys.stderr, flush=True)
-            os._exit(RunAborted.exit_code)
-        print(f"shardscore: {name} received: no more shards are started; waiting up to {grace:g} s for those in "
-              "flight, then the run ends as aborted (send it again to exit now)", file=sys.stderr, flush=True)
-        control.stop(f"stopped by {name}", grace)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, handle)
-
-
-@dataclass
-class Workers:
-    """The run's Ray side: connected, and its worker processes already starting (tasks: one warm-up task per
-    slot; actors: the actors), so that they start while the driver plans and loads the model."""
-
-    ray_init_seconds: float
-    placement: Any  # ray_executor.Placement
-    slots: int
-    control: Any  # ray_executor.RunControl
-    actors: list[Any] | None = None
-    started_at: float = field(default_factory=time.monotonic)
-
-
-def start_workers(cfg: RunConfig) -> Workers:
-    """Connect to Ray and have it start this run's worker processes, importing the model's module there."""
-    from . import ray_executor as rx
-
-    seconds = connect(cfg.ray_address)
-    control = rx.RunControl()
-    _on_signals(control, cfg.grace_period)
-    placement = rx.Placement(cfg.num_cpus_per_worker, cfg.num_gpus_per_worker, cfg.memory_per_worker,
-                             cfg.device, cfg.max_retries)
-    slots = rx.cluster_slots(placement)
-    module = cfg.model.partition(":")[0]
-    workers = Workers(seconds, placement, slots, control)
-    if cfg.strategy == "actors":
-        workers.actors = rx.start_actors(placement, cfg.num_actors or slots, module, cfg.pool, cfg.pool_idle_timeout)
-    else:
-        rx.warm_up(placement, slots, module)
-    return workers
 
 
 def execute(prep: Prepared, workers: Workers | None = None, progress_stream: TextIO | None = None) -> dict[str, Any]:
@@ -241,6 +197,10 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
         workers = start_workers(cfg)
         timings["ray_init"] = workers.ray_init_seconds
     control = workers.control
+    actors = None
+    if cfg.strategy == "actors":
+        actors = rx.start_actors(workers.placement, cfg.num_actors or workers.slots, cfg.model.partition(":")[0],
+                                 cfg.pool, cfg.pool_idle_timeout)
     if rec.changes:
         store.withdraw_success()
         for orphan in rec.orphans:
@@ -292,17 +252,19 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
     feed.on_result = on_result
     feed.on_submit = lambda shards: progress.handed_out((s.shard_id, s.num_rows) for s in shards)
     score_started = time.monotonic()
+    score_started_wall = time.time()
     if todo:
         placement, slots = workers.placement, workers.slots
-        if workers.actors is None:
+        if actors is None:
             bundles = bundle(todo, min_bundles=4 * slots, max_shards=cfg.max_shards_per_task)
             feed.model_ref = ray.put(prep.model_bytes)  # once: every task gets this reference, never the model
+            timings["put"] = time.monotonic() - score_started
             rx.run_tasks(bundles, feed, placement, cfg.max_in_flight or 2 * slots)
         else:
-            actors = workers.actors
             bundles = bundle(todo, min_bundles=4 * len(actors), max_shards=cfg.max_shards_per_task)
             warm = cfg.pool is not None and rx.warm(actors, job.model_identity)
             feed.model_ref = None if warm else ray.put(prep.model_bytes or prep.scorer.pickled())
+            timings["put"] = time.monotonic() - score_started
             try:
                 rx.run_actors(bundles, actors, feed, cfg.max_retries)
             finally:
@@ -312,6 +274,12 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
         feed.model_ref = None
     progress.close()
     timings["scoring"] = time.monotonic() - score_started
+    worked = [r for r in results if r.status == "committed" and r.output and r.attempt_started_at]
+    if worked:
+        first = min(worked, key=lambda r: r.attempt_started_at)
+        timings["first_shard_start"] = first.attempt_started_at - score_started_wall
+        timings["first_batch"] = first.first_batch_seconds
+    finishing = time.monotonic()
     committed_now = any(r.status == "committed" for r in results)
     changed = rec.changes or committed_now or (success_before and not store.succeeded_before())
     if fatal or control.stopping:
@@ -326,6 +294,7 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
     manifest = _manifest(prep, results, started, timings, status="")
     manifest["status"] = _final_status(prep, manifest)
     _remove_temporaries(store.loc)
+    manifest["seconds"]["breakdown"]["verify_and_manifest"] = round(time.monotonic() - finishing, 3)
     _finish(prep, manifest)
     return manifest
 
@@ -408,7 +377,8 @@ def _manifest(prep: Prepared, results: list[ShardResult], started: float, timing
         "started_at": started,
         "finished_at": time.time(),
         "seconds": {"total": round(time.time() - started, 3), "ray_init": round(timings["ray_init"], 3),
-                    "scoring": round(scoring, 3)},
+                    "scoring": round(scoring, 3),
+                    "breakdown": {**prep.seconds, **{k: round(v, 3) for k, v in timings.items()}}},
         "totals": {
             "shards": len(shards), "committed": len(committed), "failed": len(failures),
             "skipped_already_committed": len(rec.done), "recomputed_stale": len(rec.stale),

@@ -154,6 +154,7 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
     in_loc, store = job.input(), job.output()
     out_path = store.data_path(shard)
     rows_in = rows_out = 0
+    first_batch = 0.0
     predictions_schema = ""
     digest = hashlib.sha256()
 
@@ -161,7 +162,7 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         return ShardError(shard.shard_id, shard.path, reason)
 
     def write(out: pa.NativeFile) -> None:
-        nonlocal rows_in, rows_out, predictions_schema, digest
+        nonlocal rows_in, rows_out, predictions_schema, digest, first_batch
         sink = _HashingSink(out)
         digest = sink.sha256
         try:
@@ -211,6 +212,8 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
                     rows_out += predictions.num_rows
                     if on_batch:
                         on_batch(table.num_rows)
+                    if not first_batch:
+                        first_batch = time.time() - started
                 if behind is not None:
                     behind.close()
             finally:
@@ -230,7 +233,7 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         where = f"reading rows from {exc.first_row}" if exc.first_row else "reading it"
         if isinstance(cause, DATA_ERRORS) or in_loc.is_local:  # a local file that fails to decode is its data
             raise fail(f"unreadable data ({where}): {type(cause).__name__}: {cause}") from cause
-        raise cause  # an object store that did not answer: worth another attempt
+        raise cause from None  # an object store that did not answer: worth another attempt
     size, mtime_ns = stamp(store.loc.fs.get_file_info(out_path))
     result = ShardResult(
         shard_id=shard.shard_id, status="committed", input_path=in_loc.display(shard.path),
@@ -238,7 +241,7 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         output_options=job.output_options, output=shard.output_relpath, rows_in=rows_in, rows_out=rows_out,
         seconds=round(time.time() - started, 4), attempt_started_at=started, worker=worker,
         output_size=size, output_mtime_ns=mtime_ns, output_sha256=digest.hexdigest(),
-        prediction_schema=predictions_schema, run_id=job.run_id,
+        prediction_schema=predictions_schema, run_id=job.run_id, first_batch_seconds=round(first_batch, 4),
     )
     store.commit(result)
     return result

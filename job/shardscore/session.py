@@ -1,0 +1,154 @@
+"""The run's Ray session: connect, take over SIGTERM and SIGINT, and have Ray start the worker processes first.
+
+A Ray worker process takes a second or more to start and import what scoring needs: longer than the driver takes
+to plan the input and load the model. So when a run joins a cluster that is up, the CLI calls `start_workers`
+before anything else (this module imports nothing heavier than Ray), and the driver's own work overlaps with the
+workers' start.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from .config import RunConfig
+from .errors import RunAborted
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Resources each task or actor asks Ray for, and how far ahead the driver submits."""
+
+    num_cpus: float
+    num_gpus: float
+    memory: int | None
+    device: str
+    max_retries: int
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory:
+            opts["memory"] = self.memory
+        return opts
+
+
+def cluster_slots(placement: Placement) -> int:
+    """How many workers of this placement the cluster holds right now (at least 1)."""
+    resources = ray.cluster_resources()
+    slots = []
+    if placement.num_cpus:
+        slots.append(resources.get("CPU", 0) / placement.num_cpus)
+    if placement.num_gpus:
+        slots.append(resources.get("GPU", 0) / placement.num_gpus)
+    return max(1, int(min(slots))) if slots else 1
+
+
+class RunControl:
+    """How the driver stops a run early: at once (a fatal error), or after a grace period (a signal)."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.reason = ""
+
+    def stop(self, reason: str, grace: float) -> None:
+        """Submit nothing more; give what is in flight `grace` seconds to finish."""
+        if self.deadline is None:
+            self.deadline, self.reason = time.monotonic() + grace, reason
+
+    @property
+    def stopping(self) -> bool:
+        return self.deadline is not None
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+def _import_quietly(module: str) -> None:
+    """Import the model's module ahead of its first shard (pandas, torch, ...). A failure is left for the model's
+    own loading to report, with the spec and the worker named."""
+    if module:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - reported when the model is loaded
+            pass
+
+
+@ray.remote
+def _warm(module: str) -> int:
+    import shardscore.ray_executor  # noqa: F401 - pyarrow and the scoring code, which every shard needs
+
+    _import_quietly(module)
+    return os.getpid()
+
+
+def warm_up(placement: Placement, slots: int, module: str) -> None:
+    """Have Ray start this job's worker processes now, one per slot, each importing the scoring code and the
+    model's module, so that the first shards find them ready.
+
+    Ray keeps a job's idle worker processes and gives them the job's later tasks of the same resources (its worker
+    pool), which is what the run then submits.
+    """
+    task = _warm.options(max_retries=0, **placement.options())
+    for _ in range(slots):
+        task.remote(module)
+
+
+def connect(address: str | None) -> float:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local one. Returns the seconds it took."""
+    import ray
+
+    started = time.monotonic()
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=None if address else False, log_to_driver=True)
+    return time.monotonic() - started
+
+
+def _on_signals(control: Any, grace: float) -> None:
+    """SIGTERM (what Kubernetes sends a pod it deletes or evicts) and SIGINT: stop submitting, give what is in
+    flight `grace` seconds, then end as aborted. A second signal ends the process at once.
+
+    Installed after ray.init, which sets its own SIGTERM handler for the driver (ray/_private/worker.py, init).
+    """
+    def handle(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if control.stopping:
+            print(f"shardscore: {name} again: exiting now", file=sys.stderr, flush=True)
+            os._exit(RunAborted.exit_code)
+        print(f"shardscore: {name} received: no more shards are started; waiting up to {grace:g} s for those in "
+              "flight, then the run ends as aborted (send it again to exit now)", file=sys.stderr, flush=True)
+        control.stop(f"stopped by {name}", grace)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handle)
+
+
+@dataclass
+class Workers:
+    """The run's Ray side: connected, signals taken over, and its worker processes already starting."""
+
+    ray_init_seconds: float
+    placement: Placement
+    slots: int
+    control: RunControl
+    started_at: float = field(default_factory=time.monotonic)
+
+
+def start_workers(cfg: RunConfig) -> Workers:
+    """Connect to Ray and have it start this run's worker processes, importing the model's module there."""
+    seconds = connect(cfg.ray_address)
+    control = RunControl()
+    _on_signals(control, cfg.grace_period)
+    placement = Placement(cfg.num_cpus_per_worker, cfg.num_gpus_per_worker, cfg.memory_per_worker,
+                          cfg.device, cfg.max_retries)
+    slots = cluster_slots(placement)
+    warm_up(placement, slots, cfg.model.partition(":")[0])
+    return Workers(seconds, placement, slots, control)
+
+
