@@ -115,3 +115,20 @@ def test_torch_model_on_the_cluster_with_actors(shardscore, tmp_path: Path):
     out = pq.read_table(tmp_path / "out" / "part-00003.parquet")
     np.testing.assert_allclose(out.column("prediction").to_numpy(), _reference(inp / "part-00003.parquet"),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_the_gpu_benchmark_runs_and_agrees_with_the_bare_loop(tmp_path: Path):
+    """bench/gpu.py is what measures the GPU path on a GPU machine; here it runs small, on the CPU."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "gpu.py"), "--device", "cpu", "--rows", "20000",
+                        "--files", "2", "--hidden", "32", "--batch-size", "4096", "--no-ray", "--workdir",
+                        str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    assert report["rows"] == 20000 and [v["name"] for v in report["variants"]] == [
+        "bare PyTorch loop", "shardscore scoring core"]
+    assert report["max_abs_difference"] < 1e-4
