@@ -162,12 +162,23 @@ remove_container_log_links() {
   return 0
 }
 
+# lock: one `up` or `down` at a time (a second one waits up to 10 minutes, then gives up). The lock file sits
+# beside the state folder, which `down` removes.
+lock() {
+  [[ "$(id -u)" == 0 ]] || return 0  # preflight says why it cannot run
+  exec 9>"$STATE_DIR.lock"
+  if ! flock -n 9; then
+    log "another make cluster / cluster-down is running; waiting for it"
+    flock -w 600 9 || die "gave up waiting for the other make cluster / cluster-down ($STATE_DIR.lock)"
+  fi
+}
+
 main() {
   local cmd="${1:-}"
   shift || true
   case "$cmd" in
-    up) cmd_up "$@" ;;
-    down) cmd_down "$@" ;;
+    up) lock; cmd_up "$@" ;;
+    down) lock; cmd_down "$@" ;;
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
     load-image) cmd_load_image "$@" ;;

@@ -25,9 +25,9 @@ preflight() {
   if [[ -r /proc/swaps ]] && (($(wc -l </proc/swaps) > 1)); then
     missing+=("no swap (the kubelet refuses to start with swap on: swapoff -a)")
   fi
-  local avail_gb mem_gb
-  mkdir -p "$STATE_DIR" 2>/dev/null || true
-  avail_gb="$(df -Pk "$STATE_DIR" 2>/dev/null | awk 'NR==2 {print int($4/1024/1024)}')"
+  local avail_gb mem_gb disk_dir="$STATE_DIR"
+  while [[ ! -d "$disk_dir" ]]; do disk_dir="$(dirname "$disk_dir")"; done
+  avail_gb="$(df -Pk "$disk_dir" 2>/dev/null | awk 'NR==2 {print int($4/1024/1024)}')"
   ((${avail_gb:-0} >= PREFLIGHT_MIN_DISK_GB)) || \
     missing+=("${PREFLIGHT_MIN_DISK_GB} GB free disk under $STATE_DIR (has ${avail_gb:-?} GB; images are unpacked once per node)")
   mem_gb="$(awk '/MemAvailable/ {print int($2/1024/1024)}' /proc/meminfo)"

@@ -163,15 +163,18 @@ containerd_node_down() {
     done
   fi
   stop_daemon "containerd-$node"
-  # A shim that is still there (containerd was not answering) is found by its -address argument, the socket
-  # path of this node's containerd, which is ours alone.
-  local pid cmdline sock
+  # A shim that is still there (its sandbox was gone from containerd's store, or containerd did not answer) is
+  # found by its -address argument, the socket path of this node's containerd, which is ours alone. Its own
+  # socket is /run/containerd/s/sha256(<address>/<namespace>/<id>) (pkg/shim SocketAddress).
+  local pid cmdline sock address id
+  address="$(containerd_sock "$node")"
   for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || continue
-    if [[ "$cmdline" == *containerd-shim-runc-v2*"-address $(containerd_sock "$node")"* ]]; then
-      log "killing a leftover shim of node $node (pid $pid)"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
+    cmdline="$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" || continue
+    [[ "$cmdline" == *containerd-shim-runc-v2*"-address $address"* ]] || continue
+    log "stopping a shim of node $node that containerd left running (pid $pid)"
+    kill -KILL "$pid" 2>/dev/null || true
+    id="$(sed -n 's/.* -id \([^ ]*\) .*/\1/p' <<<"$cmdline")"
+    [[ -n "$id" ]] && sockets+=("/run/containerd/s/$(printf '%s' "$address/k8s.io/$id" | sha256sum | cut -d' ' -f1)")
   done
   for sock in "${sockets[@]}"; do [[ -n "$sock" ]] && rm -f "$sock"; done
   return 0
