@@ -178,7 +178,7 @@ main() {
   shift || true
   case "$cmd" in
     up) lock; cmd_up "$@" ;;
-    down) lock; cmd_down "$@" ;;
+    down) lock; cmd_down "$@"; rm -f "$STATE_DIR.lock" ;;
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
     load-image) cmd_load_image "$@" ;;

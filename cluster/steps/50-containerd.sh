@@ -168,8 +168,10 @@ containerd_node_down() {
   # socket is /run/containerd/s/sha256(<address>/<namespace>/<id>) (pkg/shim SocketAddress).
   local pid cmdline sock address id
   address="$(containerd_sock "$node")"
-  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-    cmdline="$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" || continue
+  local proc
+  for proc in /proc/[0-9]*; do
+    pid="${proc#/proc/}"
+    cmdline="$({ tr '\0' ' ' <"$proc/cmdline"; } 2>/dev/null)" || continue
     [[ "$cmdline" == *containerd-shim-runc-v2*"-address $address"* ]] || continue
     log "stopping a shim of node $node that containerd left running (pid $pid)"
     kill -KILL "$pid" 2>/dev/null || true
