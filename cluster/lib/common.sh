@@ -141,7 +141,8 @@ start_daemon() {
   echo "=== $(date -u +%FT%TZ) starting: $*" >>"$LOG_DIR/$name.log"
   # Without job control a background job is not a process-group leader, so setsid(1) calls setsid() and execs
   # (no fork), and nsenter execs too: $! is the daemon's own PID.
-  setsid "${prefix[@]}" "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  # 9>&-: the daemon must not inherit the lock of cluster.sh (fd 9), or it would hold it for its lifetime.
+  setsid "${prefix[@]}" "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null 9>&- &
   echo "$!" >"$RUN_DIR/$name.pid"
   echo "$1" >"$RUN_DIR/$name.exe"
 }

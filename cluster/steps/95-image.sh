@@ -51,7 +51,7 @@ image_build_start() {
     cd "$REPO_ROOT" || exit 1
     tag="$(TORCH_VARIANT=none bash image/build.sh)"
     docker tag "$tag" "shardscore:$(chart_app_version)"
-  ) >>"$LOG_DIR/image-build.log" 2>&1 &
+  ) >>"$LOG_DIR/image-build.log" 2>&1 9>&- &
   echo $! >"$IMAGE_BUILD_PID_FILE"
 }
 
