@@ -197,10 +197,7 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
         workers = start_workers(cfg)
         timings["ray_init"] = workers.ray_init_seconds
     control = workers.control
-    actors = None
-    if cfg.strategy == "actors":
-        actors = rx.start_actors(workers.placement, cfg.num_actors or workers.slots, cfg.model.partition(":")[0],
-                                 cfg.pool, cfg.pool_idle_timeout)
+    actors = workers.actors
     if rec.changes:
         store.withdraw_success()
         for orphan in rec.orphans:

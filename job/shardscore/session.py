@@ -137,18 +137,30 @@ class Workers:
     placement: Placement
     slots: int
     control: RunControl
+    actors: list[Any] | None = None  # the actors strategy's actors, created at once
     started_at: float = field(default_factory=time.monotonic)
 
 
 def start_workers(cfg: RunConfig) -> Workers:
-    """Connect to Ray and have it start this run's worker processes, importing the model's module there."""
+    """Connect to Ray and have it start this run's worker processes, importing the model's module there.
+
+    Tasks get one warm-up task per slot; actors are created right away instead (an actor takes a process of its
+    own, so warm-up tasks would only make Ray start twice as many).
+    """
     seconds = connect(cfg.ray_address)
     control = RunControl()
     _on_signals(control, cfg.grace_period)
     placement = Placement(cfg.num_cpus_per_worker, cfg.num_gpus_per_worker, cfg.memory_per_worker,
                           cfg.device, cfg.max_retries)
     slots = cluster_slots(placement)
-    warm_up(placement, slots, cfg.model.partition(":")[0])
-    return Workers(seconds, placement, slots, control)
+    module = cfg.model.partition(":")[0]
+    workers = Workers(seconds, placement, slots, control)
+    if cfg.strategy == "actors":
+        from .ray_executor import start_actors
+
+        workers.actors = start_actors(placement, cfg.num_actors or slots, module, cfg.pool, cfg.pool_idle_timeout)
+    else:
+        warm_up(placement, slots, module)
+    return workers
 
 
