@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from datasets import corrupt, drop_column, empty, expected_even, read_output, retype, sample
+from datasets import assert_readable, corrupt, drop_column, empty, expected_even, read_output, retype, sample
 from support import BIN, commit_count, start_driver, wait_for
 
 pytestmark = pytest.mark.ray
@@ -36,6 +36,7 @@ def assert_exact_output(inp: Path, out: Path, shards: int) -> None:
     assert m["totals"]["committed"] == shards and m["totals"]["rows_in"] == inputs.num_rows
     assert (out / "_SUCCESS").exists()
     assert not list(out.rglob(".tmp-*"))
+    assert_readable(out, m)
 
 
 @pytest.mark.parametrize("strategy", ["tasks", "actors"])
