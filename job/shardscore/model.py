@@ -85,9 +85,8 @@ def model_sources(module_name: str) -> list[str]:
     """Every source file whose change changes the model identity: the factory's package (`_package_files`) and the
     modules of the user's project (outside the Python installation, shardscore aside) that importing it loaded."""
     installed = _installed_dirs()
-    extra = [m for m in _IMPORTED_WITH.get(module_name, [])]
     files = set(_package_files(module_name))
-    for name in extra:
+    for name in _IMPORTED_WITH.get(module_name, []):
         source = getattr(sys.modules.get(name), "__file__", None)
         if source and source.endswith(".py") and not os.path.realpath(source).startswith(installed):
             files.add(source)
