@@ -1,0 +1,518 @@
+"""Support for the cluster e2e (tests/e2e_cluster): the cluster under test, kubectl and helm, one `wait_for`,
+diagnostics, the S3 server on the host, input data with a row key and the exact-output check.
+
+The same suite runs on the local cluster of `make cluster` (`make e2e-cluster`) and on a kind cluster
+(`make e2e-kind`, tests/e2e_kind/run.sh). What differs between them is read from the environment by
+`Target.from_env`; nothing else in the suite knows which cluster it is on:
+
+    SHARDSCORE_E2E_KUBECONFIG          kubeconfig (default: the local cluster's, from `cluster/cluster.sh env`)
+    SHARDSCORE_E2E_CONTEXT             its context (default: the current one)
+    SHARDSCORE_E2E_KUBECTL             kubectl (default: the local cluster's own, else kubectl on PATH)
+    SHARDSCORE_E2E_HOST_ADDRESS        the host's address as pods see it; the S3 server listens there (10.99.0.1)
+    SHARDSCORE_E2E_KUBERAY_VERSION     the operator's version (default: KUBERAY_VERSION of cluster/versions.env)
+    SHARDSCORE_E2E_KUBERAY_SOURCE      that operator's source (ray-operator module), for the rules a skip names
+                                       (default: the local build's GOMODCACHE copy)
+    SHARDSCORE_E2E_OPERATOR_LOG        the operator's log file (default: the local cluster's)
+    SHARDSCORE_E2E_OPERATOR_NAMESPACE  or the namespace of an in-cluster operator (kubectl logs deploy/kuberay-operator)
+
+Nodes are found by their labels (shardscore.io/pool=cpu, nvidia.com/gpu.present=true), never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "shardscore"
+CI_VALUES = CHART / "ci"
+E2E_VALUES = Path(__file__).resolve().parent / "values"
+MODELS = ROOT / "tests" / "models"
+CLUSTER_SH = ROOT / "cluster" / "cluster.sh"
+VENV_BIN = ROOT / ".venv" / "bin"
+CPU_POOL = {"shardscore.io/pool": "cpu"}
+GPU_POOL = {"nvidia.com/gpu.present": "true"}
+# Any credentials do for moto; the pods get them from the Secret the chart's values name.
+S3_KEY, S3_SECRET, S3_REGION = "e2e-access-key", "e2e-secret-key", "us-east-1"
+S3_SECRET_NAME = "shardscore-s3"
+ROW_KEY = "row_id"
+
+
+class Unavailable(Exception):
+    """No cluster to test: the suite skips, saying why."""
+
+
+def log(message: str) -> None:
+    """One timestamped line per step, so that a CI log tells the story."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def appversion() -> str:
+    return re.search(r'^appVersion:\s*"?([^"\s]+)"?', (CHART / "Chart.yaml").read_text(), re.M).group(1)
+
+
+def image() -> str:
+    """The chart's default image, shardscore:<appVersion>, which `make cluster` loads into every node."""
+    return f"shardscore:{appversion()}"
+
+
+# --------------------------------------------------------------------------------------------- the cluster
+
+@dataclass(frozen=True)
+class Target:
+    kubeconfig: str
+    context: str
+    kubectl: str
+    host_address: str
+    kuberay_version: str
+    kuberay_source: Path | None
+    operator_log: Path | None
+    operator_namespace: str
+
+    @classmethod
+    def from_env(cls) -> "Target":
+        env = os.environ
+        kubeconfig, kubectl = env.get("SHARDSCORE_E2E_KUBECONFIG", ""), env.get("SHARDSCORE_E2E_KUBECTL", "")
+        local = not kubeconfig
+        if local:
+            if os.geteuid() != 0:
+                raise Unavailable("the local cluster's kubeconfig and PKI are root-only; run as root")
+            proc = subprocess.run(["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True, timeout=60)
+            if proc.returncode != 0:
+                raise Unavailable("no local cluster is up (`make e2e-cluster` starts one; or `make cluster`)")
+            found = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+            kubeconfig, kubectl = found["KUBECONFIG"], kubectl or found["KUBECTL"]
+        kubectl = kubectl or shutil.which("kubectl") or ""
+        if not kubectl:
+            raise Unavailable("no kubectl (set SHARDSCORE_E2E_KUBECTL)")
+        version = env.get("SHARDSCORE_E2E_KUBERAY_VERSION", "")
+        if not version:
+            match = re.search(r"^KUBERAY_VERSION=(\S+)", (ROOT / "cluster" / "versions.env").read_text(), re.M)
+            version = match.group(1)
+        version = "v" + version.lstrip("v")
+        source = env.get("SHARDSCORE_E2E_KUBERAY_SOURCE", "")
+        if not source:
+            cache = Path(env.get("SHARDSCORE_CLUSTER_CACHE", Path.home() / ".cache" / "shardscore-cluster"))
+            source = str(cache / "gomod" / "github.com" / "ray-project" / "kuberay" / f"ray-operator@{version}")
+        state = Path(env.get("SHARDSCORE_CLUSTER_DIR", "/var/lib/shardscore-cluster"))
+        operator_log = env.get("SHARDSCORE_E2E_OPERATOR_LOG") or (str(state / "logs" / "kuberay-operator.log")
+                                                                    if local else "")
+        return cls(kubeconfig=kubeconfig, context=env.get("SHARDSCORE_E2E_CONTEXT", ""), kubectl=kubectl,
+                   host_address=env.get("SHARDSCORE_E2E_HOST_ADDRESS", "10.99.0.1"), kuberay_version=version,
+                   kuberay_source=Path(source) if Path(source).is_dir() else None,
+                   operator_log=Path(operator_log) if operator_log else None,
+                   operator_namespace=env.get("SHARDSCORE_E2E_OPERATOR_NAMESPACE", ""))
+
+    @property
+    def kuberay(self) -> tuple[int, int, int]:
+        return tuple(int(x) for x in re.findall(r"\d+", self.kuberay_version)[:3])  # type: ignore[return-value]
+
+    def env(self) -> dict[str, str]:
+        """Environment for kubectl and helm."""
+        return {**os.environ, "KUBECONFIG": self.kubeconfig}
+
+
+class Kube:
+    """kubectl against the cluster under test."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self._base = [target.kubectl] + (["--context", target.context] if target.context else [])
+
+    def __call__(self, *args: str, check: bool = True, input: str | None = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*self._base, *args], input=input, capture_output=True, text=True, timeout=timeout,
+                              env=self.target.env())
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self("get", *args, "-o", "json").stdout)
+
+    def get(self, kind: str, name: str, namespace: str) -> dict | None:
+        """The object, or None when there is none."""
+        proc = self("-n", namespace, "get", kind, name, "-o", "json", check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr:
+                return None
+            raise AssertionError(f"kubectl get {kind} {name} failed: {proc.stderr}")
+        return json.loads(proc.stdout)
+
+    def items(self, kind: str, namespace: str, selector: str = "") -> list[dict]:
+        args = ["-n", namespace, kind] + (["-l", selector] if selector else [])
+        return self.json(*args)["items"]
+
+    def apply(self, objs: Iterable[dict] | dict, namespace: str | None = None, *extra: str) -> str:
+        docs = [objs] if isinstance(objs, dict) else list(objs)
+        ns = ["-n", namespace] if namespace else []
+        return self(*ns, "apply", *extra, "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs)).stdout
+
+    def events(self, namespace: str) -> list[dict]:
+        return self.json("-n", namespace, "events")["items"]
+
+    def pod_logs(self, namespace: str, pod: str, container: str = "", tail: int = 200) -> str:
+        args = ["-n", namespace, "logs", pod, f"--tail={tail}"] + (["-c", container] if container else
+                                                                     ["--all-containers"])
+        return self(*args, check=False).stdout
+
+    def nodes(self, labels: dict[str, str]) -> list[str]:
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        return [n["metadata"]["name"] for n in self.json("nodes", "-l", selector)["items"]]
+
+
+def wait_for(get: Callable[[], Any], predicate: Callable[[Any], bool], timeout: float, what: str, *,
+             fail: Callable[[Any], bool] | None = None, interval: float = 2.0) -> Any:
+    """Polls get() until predicate(value) holds, and returns that value. Fails with the last value (or error) it
+    saw when the timeout passes, or at once when fail(value) holds (a state the object cannot leave)."""
+    deadline, last = time.monotonic() + timeout, None
+    log(f"waiting for {what} (up to {timeout:.0f}s)")
+    while True:
+        try:
+            last = get()
+            if predicate(last):
+                log(f"done: {what}")
+                return last
+            if fail is not None and fail(last):
+                raise AssertionError(f"gave up waiting for {what}: it reached a state it cannot leave; last seen:\n"
+                                     f"{_show(last)}")
+        except (subprocess.TimeoutExpired, json.JSONDecodeError, OSError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen:\n{_show(last)}")
+        time.sleep(interval)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    if isinstance(value, dict) and "metadata" in value:
+        value = {k: v for k, v in value.items() if k != "metadata"} | {
+            "metadata": {k: value["metadata"].get(k) for k in ("name", "namespace", "uid", "deletionTimestamp",
+                                                                "labels", "annotations")}}
+    return json.dumps(value, indent=1, default=str)[-8000:]
+
+
+# --------------------------------------------------------------------------------------------- namespaces
+
+@dataclass
+class Namespace:
+    """A fresh namespace of one test (or one module's shared install), deleted afterwards."""
+
+    name: str
+    kube: Kube
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def create(self) -> "Namespace":
+        self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": self.name, "labels": {"shardscore.io/e2e": "true", **self.labels}}})
+        log(f"created namespace {self.name}")
+        return self
+
+    def delete(self, timeout: float = 300) -> None:
+        """Deletes it and waits until it is gone, so that the next test finds the nodes' CPUs free."""
+        self.kube("delete", "namespace", self.name, "--wait=false", "--ignore-not-found", check=False)
+        wait_for(lambda: self.kube("get", "namespace", self.name, check=False),
+                 lambda p: p.returncode != 0 and "NotFound" in p.stderr, timeout,
+                 f"namespace {self.name} and its pods to be gone", interval=3)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def namespace_name(hint: str) -> str:
+    hint = re.sub(r"[^a-z0-9-]+", "-", hint.lower()).strip("-")[:40].rstrip("-")
+    return f"e2e-{hint}-{uuid.uuid4().hex[:5]}"
+
+
+def diagnostics(kube: Kube, namespace: str) -> str:
+    """What a failed test leaves for its reader: the operator's log, describe and logs of the namespace's pods,
+    and its events."""
+    out = io.StringIO()
+    put = lambda *a: print(*a, file=out)  # noqa: E731
+    put(f"===== diagnostics for namespace {namespace} ({time.strftime('%H:%M:%S')})")
+    target = kube.target
+    if target.operator_log and target.operator_log.exists():
+        lines = target.operator_log.read_text(errors="replace").splitlines()
+        mine = [line for line in lines if f'"{namespace}' in line or f"{namespace}/" in line]
+        put(f"----- KubeRay operator log: the last 60 of its {len(mine)} lines about {namespace} (cut to 600 "
+            "characters each)")
+        put("\n".join(line[:600] for line in mine[-60:]))
+        put(f"----- KubeRay operator log: its last 10 lines ({target.operator_log})")
+        put("\n".join(line[:600] for line in lines[-10:]))
+    elif target.operator_namespace:
+        put(f"----- KubeRay operator log (kubectl -n {target.operator_namespace} logs deploy/kuberay-operator)")
+        put(kube("-n", target.operator_namespace, "logs", "deploy/kuberay-operator", "--tail=150",
+                 check=False).stdout)
+    for args in (("get", "raycluster,rayjob,raycronjob,cronjob,job,pods,services", "-o", "wide"),
+                 ("describe", "rayjob,raycluster,raycronjob"), ("describe", "pods"),
+                 ("get", "events", "--sort-by=.lastTimestamp")):
+        put(f"----- kubectl -n {namespace} {' '.join(args)}")
+        proc = kube("-n", namespace, *args, check=False, timeout=60)
+        put(proc.stdout[-20000:], proc.stderr[-2000:])
+    for pod in kube("-n", namespace, "get", "pods", "-o", "name", check=False).stdout.split():
+        put(f"----- logs of {pod}")
+        put(kube("-n", namespace, "logs", pod, "--all-containers", "--prefix", "--tail=80", check=False).stdout)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------------------------- helm
+
+class Helm:
+    def __init__(self, target: Target):
+        self.target = target
+        found = ROOT / ".tools" / "bin" / "helm"
+        self.bin = str(found) if found.exists() else (shutil.which("helm") or "")
+        if not self.bin:
+            raise Unavailable("helm is missing (make helm)")
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        ctx = ["--kube-context", self.target.context] if self.target.context else []
+        proc = subprocess.run([self.bin, *args, *ctx], capture_output=True, text=True, timeout=timeout,
+                              env=self.target.env())
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+        return proc
+
+    def template(self, release: str, namespace: str, args: list[str]) -> list[dict]:
+        proc = subprocess.run([self.bin, "template", release, str(CHART), "--namespace", namespace, *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
+        return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def values_args(files: Iterable[Path | str] = (), sets: dict[str, Any] | None = None,
+                set_json: Iterable[str] = ()) -> list[str]:
+    """helm arguments: -f per file, --set-json per value (so that "1" stays a string and 1 a number)."""
+    args: list[str] = []
+    for f in files:
+        args += ["-f", str(f)]
+    for key, value in (sets or {}).items():
+        args += ["--set-json", f"{key}={json.dumps(value)}"]
+    for item in set_json:
+        args += ["--set-json", item]
+    return args
+
+
+def fullname(release: str) -> str:
+    """The chart's full name (shardscore.fullname): <release>-shardscore, or the release when it contains it."""
+    name = release if "shardscore" in release else f"{release}-shardscore"
+    return name[:36].rstrip("-")
+
+
+# --------------------------------------------------------------------------------------------- S3 and data
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class HostS3:
+    """moto's S3 server on the host, listening on the address pods reach the host at."""
+
+    host: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def start(cls, host: str) -> "HostS3":
+        moto = VENV_BIN / "moto_server"
+        if not moto.exists():
+            raise Unavailable("moto_server is missing from .venv (make venv)")
+        port = free_port(host)
+        log_path = Path(tempfile.mkdtemp(prefix="shardscore-e2e-s3-")) / "moto.log"
+        proc = subprocess.Popen([str(moto), "-H", host, "-p", str(port)], stdout=open(log_path, "wb"),
+                                stderr=subprocess.STDOUT, env={**os.environ, **cls.credentials()})
+        server = cls(host, port, proc, log_path)
+        wait_for(server._up, bool, 60, f"the S3 server on {server.endpoint}", interval=0.5)
+        return server
+
+    def _up(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"moto_server exited: {self.log_path.read_text()[-2000:]}")
+        with contextlib.suppress(OSError):
+            socket.create_connection((self.host, self.port), timeout=1).close()
+            return True
+        return False
+
+    @staticmethod
+    def credentials() -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_DEFAULT_REGION": S3_REGION}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_KEY,
+                            aws_secret_access_key=S3_SECRET, region_name=S3_REGION)
+
+    def bucket(self, name: str) -> str:
+        with contextlib.suppress(self.client().exceptions.BucketAlreadyOwnedByYou):
+            self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        out, token = [], None
+        while True:
+            kw = {"Bucket": bucket, "Prefix": prefix.rstrip("/") + "/"} | ({"ContinuationToken": token} if token else {})
+            page = self.client().list_objects_v2(**kw)
+            out += [o["Key"] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return out
+            token = page["NextContinuationToken"]
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def s3_secret(namespace: str) -> dict:
+    """The Secret the chart's values name (objectStore.credentialsSecret), with the server's credentials."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": S3_SECRET_NAME, "namespace": namespace},
+            "stringData": {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}}
+
+
+@dataclass
+class Dataset:
+    """Input written to S3: every row has a unique row_id, so that the output can be traced row by row."""
+
+    bucket: str
+    prefix: str
+    passengers: dict[int, int]  # row_id -> passenger_count
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def __len__(self) -> int:
+        return len(self.passengers)
+
+
+def write_input(s3: HostS3, bucket: str, prefix: str, shards: int = 6, rows: int = 5000, seed: int = 11) -> Dataset:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    passengers: dict[int, int] = {}
+    for shard in range(shards):
+        ids = np.arange(shard * rows, (shard + 1) * rows, dtype=np.int64)
+        counts = rng.integers(-1, 7, rows).astype(np.int8)
+        passengers.update(zip(ids.tolist(), counts.tolist(), strict=False))
+        buf = io.BytesIO()
+        pq.write_table(pa.table({ROW_KEY: ids, "passenger_count": counts,
+                                 "fare_amount": rng.random(rows).astype(np.float32)}), buf)
+        s3.client().put_object(Bucket=bucket, Key=f"{prefix}/part-{shard:05d}.parquet", Body=buf.getvalue())
+    log(f"wrote {len(passengers)} rows in {shards} shards to s3://{bucket}/{prefix}")
+    return Dataset(bucket, prefix, passengers)
+
+
+def manifest_of(s3: HostS3, bucket: str, prefix: str) -> dict | None:
+    with contextlib.suppress(Exception):
+        return json.loads(s3.read(bucket, f"{prefix}/_manifest.json"))
+    return None
+
+
+def committed_shards(s3: HostS3, bucket: str, prefix: str) -> int:
+    """Shards committed so far (their commit records), read while a run is going on."""
+    return len([k for k in s3.keys(bucket, f"{prefix}/_shardscore/commits") if k.endswith(".json")])
+
+
+def assert_exact(s3: HostS3, data: Dataset, output_prefix: str) -> dict:
+    """Every input row scored exactly once, traced by its row_id; `_SUCCESS` and the manifest present; the files
+    of the output are exactly the manifest's; every score is the dummy model's (passenger_count is even)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bucket, prefix = data.bucket, output_prefix.strip("/")
+    keys = s3.keys(bucket, prefix)
+    assert f"{prefix}/_SUCCESS" in keys, f"no _SUCCESS in s3://{bucket}/{prefix}: {sorted(keys)[:40]}"
+    manifest = manifest_of(s3, bucket, prefix)
+    assert manifest is not None, f"no _manifest.json in s3://{bucket}/{prefix}"
+    assert manifest["status"] == "succeeded", manifest["status"]
+    totals = manifest["totals"]
+    assert totals["failed"] == 0 and totals["rows_in"] == totals["rows_out"] == len(data), totals
+    # Readers skip `_`-prefixed entries; keys ending in "/" are the folder markers pyarrow's S3 filesystem writes.
+    visible = sorted(k for k in keys if not k.endswith("/")
+                     and not any(part.startswith("_") for part in k[len(prefix) + 1:].split("/")))
+    named = sorted(f"{prefix}/{s['output']}" for s in manifest["shards"] if s.get("output"))
+    assert visible == named, f"output files {visible} are not the manifest's {named}"
+    table = pa.concat_tables([pq.read_table(io.BytesIO(s3.read(bucket, k))) for k in visible])
+    ids = table.column(ROW_KEY).to_pylist()
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} rows were written more than once"
+    missing, extra = set(data.passengers) - set(ids), set(ids) - set(data.passengers)
+    assert not missing and not extra, f"{len(missing)} input rows missing, {len(extra)} rows not in the input"
+    scores = dict(zip(ids, table.column("score").to_pylist(), strict=False))
+    wrong = [i for i, count in data.passengers.items() if scores[i] != (count % 2 == 0)]
+    assert not wrong, f"{len(wrong)} rows have another score than the model's, e.g. row_id {wrong[:5]}"
+    log(f"exact: {len(ids)} rows in {len(visible)} files under s3://{bucket}/{prefix}, each input row once, "
+        "_SUCCESS and the manifest present")
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------- Ray objects
+
+def rayjob_status(obj: dict | None) -> str:
+    status = (obj or {}).get("status") or {}
+    return f"{status.get('jobDeploymentStatus') or '-'}/{status.get('jobStatus') or '-'}"
+
+
+def rayjob_finished(obj: dict | None) -> bool:
+    return ((obj or {}).get("status") or {}).get("jobDeploymentStatus") in ("Complete", "Failed", "ValidationFailed")
+
+
+def rayjob_succeeded(obj: dict | None) -> bool:
+    status = (obj or {}).get("status") or {}
+    return status.get("jobDeploymentStatus") == "Complete" and status.get("jobStatus") == "SUCCEEDED"
+
+
+def raycluster_ready(obj: dict | None) -> bool:
+    return ((obj or {}).get("status") or {}).get("state") == "ready"
+
+
+def model_configmap(namespace: str, name: str = "e2e-models") -> dict:
+    """tests/models/*.py as a ConfigMap: mounted into every Ray pod (the chart's volumes/volumeMounts) with
+    PYTHONPATH (extraEnv), so that a run can use the slow model the fault tests need."""
+    files = {p.name: p.read_text() for p in sorted(MODELS.glob("*.py"))}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+            "data": files}
+
+
+MODELS_MOUNT = "/opt/e2e-models"
+
+
+def slow_model_values(delay: float, configmap: str = "e2e-models") -> dict[str, Any]:
+    """Values (for --set-json) that make the run use tests/models/slow_model.py, `delay` seconds per batch."""
+    return {
+        "job.model": "slow_model:load_model",
+        "job.modelArgs": {"delay": delay, "payload_mb": 1},
+        "volumes": [{"name": "e2e-models", "configMap": {"name": configmap}}],
+        "volumeMounts": [{"name": "e2e-models", "mountPath": MODELS_MOUNT, "readOnly": True}],
+        "extraEnv": [{"name": "PYTHONPATH", "value": MODELS_MOUNT}],
+    }

@@ -1,0 +1,303 @@
+"""Scenario 1 of the cluster e2e (issue 11 §3.1) and the defaults of issue 12 §3 on the running pods.
+
+`helm install` of helm/shardscore/ci/gpu-values.yaml (with tests/e2e_cluster/values/small-nodes.yaml, the sizes
+2-CPU nodes hold) brings up the long-lived RayCluster and its RayJob through the real KubeRay operator. One install
+is shared by the tests of this module, each checking one behaviour of it; the last one upgrades it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from .clusterlib import (CHART, CI_VALUES, CPU_POOL, E2E_VALUES, GPU_POOL, ROW_KEY, Dataset, Namespace, appversion,
+                         assert_exact, fullname, image, log, manifest_of, raycluster_ready, rayjob_finished,
+                         rayjob_status, rayjob_succeeded, values_args, wait_for, write_input)
+from .conftest import make_namespace
+
+RELEASE = "gpu"
+NAME = fullname(RELEASE)
+# The GPU group's own image. The CUDA build that ci/gpu-values.yaml names (<version>-cu128) is not on the nodes and
+# cannot be pulled; shardscore:<version>-none is there, under another name than the CPU pods' shardscore:<version>,
+# which is all this check needs: the GPU pods run the GPU group's image, the others the chart's.
+GPU_IMAGE_TAG = f"{appversion()}-none"
+
+
+@dataclass
+class Install:
+    namespace: Namespace
+    data: Dataset
+    output: str
+    rayjob: dict = field(default_factory=dict)
+    pods_seen: dict[str, dict] = field(default_factory=dict)  # every Ray pod seen while the run went on
+
+    def watch_pods(self, kube) -> None:
+        for pod in kube.items("pods", self.namespace.name, f"ray.io/cluster={NAME}"):
+            self.pods_seen.setdefault(pod["metadata"]["name"], {}).update(
+                group=pod["metadata"]["labels"].get("ray.io/group"), node=pod["spec"].get("nodeName"),
+                phase=pod["status"].get("phase"), images={c["name"]: c["image"] for c in pod["spec"]["containers"]})
+
+
+def install_values(ns: str, s3, data: Dataset, **extra) -> list[str]:
+    sets = {
+        "objectStore.endpoint": s3.endpoint,
+        "job.input": data.uri,
+        "job.output": f"s3://{ns}/output",
+        # The GPU values' torch model reads weights from a volume (a PVC) and needs torch with CUDA; the image on
+        # the nodes has no torch (TORCH_VARIANT=none). The dummy model runs the same actors, one GPU each.
+        "job.model": "shardscore.models.dummy:load_model",
+        "job.modelArgs": {"payload_mb": 1},
+        "volumes": [],
+        "volumeMounts": [],
+        "job.keyColumns": [ROW_KEY],
+        # The GPUs here are fake (a node status patch: no device, no driver, no CUDA). With the GPU values'
+        # device=cuda a run aborts, as it must (test_a_cuda_run_aborts_where_there_is_no_cuda); this run scores on
+        # the CPUs of the GPU pods, with device auto, which the dummy model resolves to the CPU.
+        "job.device": "auto",
+        "cluster.gpuWorkers.image.tag": GPU_IMAGE_TAG,
+        **extra,
+    }
+    return values_args([CI_VALUES / "gpu-values.yaml", E2E_VALUES / "small-nodes.yaml"], sets)
+
+
+@pytest.fixture(scope="module")
+def gpu(kube, helm, s3):
+    ns = make_namespace(kube, "gpu-values", s3)
+    try:
+        data = write_input(s3, ns.name, "input", shards=6, rows=4000)
+        inst = Install(ns, data, "output")
+        helm("install", RELEASE, str(CHART), "-n", ns.name, *install_values(ns.name, s3, data))
+        log(f"helm install {RELEASE} -n {ns}: RayCluster {NAME}, RayJob {NAME}")
+
+        def cluster():
+            inst.watch_pods(kube)
+            return kube.get("raycluster", NAME, ns.name)
+
+        wait_for(cluster, raycluster_ready, 300, f"RayCluster {ns}/{NAME} to be ready")
+
+        def job():
+            inst.watch_pods(kube)
+            return kube.get("rayjob", NAME, ns.name)
+
+        inst.rayjob = wait_for(job, rayjob_finished, 600, f"RayJob {ns}/{NAME} to finish")
+        log(f"RayJob {NAME}: {rayjob_status(inst.rayjob)}; Ray pods seen: {json.dumps(inst.pods_seen)}")
+        yield inst
+    finally:
+        ns.delete()
+
+
+def pods(kube, ns: str, selector=f"ray.io/cluster={NAME}") -> list[dict]:
+    return kube.items("pods", ns, selector)
+
+
+def head_pod(kube, ns: str) -> dict:
+    heads = pods(kube, ns, f"ray.io/cluster={NAME},ray.io/node-type=head")
+    assert len(heads) == 1, [p["metadata"]["name"] for p in heads]
+    return heads[0]
+
+
+def container(pod: dict, name: str) -> dict:
+    return next(c for c in pod["spec"]["containers"] if c["name"] == name)
+
+
+# --------------------------------------------------------------------------------------------- scenario 1
+
+def test_the_raycluster_has_a_head_cpu_workers_and_a_gpu_pod_on_the_gpu_node(gpu, kube):
+    cpu_nodes, gpu_nodes = set(kube.nodes(CPU_POOL)), set(kube.nodes(GPU_POOL))
+    by_group: dict[str, set] = {}
+    for pod in gpu.pods_seen.values():
+        by_group.setdefault(pod["group"], set()).add(pod["node"])
+    assert by_group.get("headgroup") and by_group["headgroup"] <= cpu_nodes, by_group
+    assert by_group.get("cpu") and by_group["cpu"] <= cpu_nodes, by_group
+    # The GPU group starts at zero pods (scale from zero); the autoscaler started them for the run's GPU actors.
+    assert by_group.get("gpu") and by_group["gpu"] <= gpu_nodes, by_group
+    rc = kube.get("raycluster", NAME, gpu.namespace.name)
+    groups = {g["groupName"]: g for g in rc["spec"]["workerGroupSpecs"]}
+    assert groups["gpu"]["minReplicas"] == 0
+    assert groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_the_rayjob_succeeds_with_exact_output(gpu, s3):
+    assert rayjob_succeeded(gpu.rayjob), gpu.rayjob.get("status")
+    assert_exact(s3, gpu.data, gpu.output)
+
+
+def test_the_gpu_actors_ran_on_the_gpu_groups_pods(gpu, s3):
+    manifest = manifest_of(s3, gpu.data.bucket, gpu.output)
+    gpu_pods = {name for name, p in gpu.pods_seen.items() if p["group"] == "gpu"}
+    assert float(manifest["options"]["num_gpus_per_worker"]) == 1
+    assert manifest["options"]["strategy"] == "actors"
+    for shard in manifest["shards"]:
+        worker = shard["worker"]
+        assert worker["hostname"] in gpu_pods, (shard["shard_id"], worker, gpu_pods)
+        assert worker["gpu_ids"], worker  # Ray gave the actor one of the pod's (fake) GPUs
+        assert worker["device"] == "cpu", worker
+
+
+def test_helm_test_passes(gpu, helm):
+    """The test pod checks the head's GCS health and the Jobs API with the cluster's token, sent as
+    `x-ray-authorization: Bearer <token>`, and that a request without the token is refused."""
+    proc = helm("test", RELEASE, "-n", gpu.namespace.name, "--logs", "--timeout", "5m")
+    log(proc.stdout[-3000:])
+    assert "Phase:          Succeeded" in proc.stdout or "Succeeded" in proc.stdout, proc.stdout
+    assert "Jobs API without the token: HTTP 401" in proc.stdout or "without the token: HTTP 403" in proc.stdout
+    assert "Jobs API with the token: HTTP 200" in proc.stdout
+
+
+def test_a_cuda_run_aborts_where_there_is_no_cuda(gpu, kube, helm, s3):
+    """The GPU values' own device=cuda, as a second release on the same cluster (cluster.create=false): no CUDA
+    on these fake GPUs, so the run aborts with the job's "no CUDA" error and exit code 3, scoring nothing on the CPU."""
+    ns, release = gpu.namespace.name, "cuda"
+    name = fullname(release)
+    helm("install", release, str(CHART), "-n", ns, *install_values(
+        ns, s3, gpu.data, **{"job.device": "cuda", "job.output": f"s3://{ns}/output-cuda", "cluster.create": False,
+                             "rayJob.clusterName": NAME}))
+    log(f"helm install {release}: RayJob {name} with --device cuda on RayCluster {NAME}")
+    final = wait_for(lambda: kube.get("rayjob", name, ns), rayjob_finished, 420, f"RayJob {ns}/{name} to finish")
+    assert final["status"]["jobDeploymentStatus"] == "Failed", final["status"]
+    assert final["status"]["jobStatus"] == "FAILED", final["status"]
+    assert "exit code 3" in final["status"].get("message", ""), final["status"]
+    logs = kube("-n", ns, "logs", f"job/{name}", "--tail=400", check=False).stdout
+    assert "--device cuda" in logs and "CUDA" in logs, logs[-4000:]
+    manifest = manifest_of(s3, ns, "output-cuda")
+    assert manifest is None or (manifest["status"] == "aborted" and manifest["totals"]["rows_scored_this_run"] == 0)
+    assert not [k for k in s3.keys(ns, "output-cuda") if k.endswith(".parquet")], "rows were scored without CUDA"
+
+
+# --------------------------------------------------------------------------------------------- issue 12 §3
+
+def test_the_head_runs_as_the_charts_serviceaccount_with_autoscaling(gpu, kube):
+    """KubeRay binds its autoscaler Role to the head's account; the head keeps the chart's account, and the
+    autoscaler, which only has the token the chart projects into its container, did scale the GPU group."""
+    ns = gpu.namespace.name
+    head = head_pod(kube, ns)
+    assert head["spec"]["serviceAccountName"] == NAME
+    assert head["spec"].get("automountServiceAccountToken") is False
+    names = [c["name"] for c in head["spec"]["containers"]]
+    assert names == ["ray-head", "autoscaler"], names
+    assert not [m for m in container(head, "ray-head").get("volumeMounts", [])
+                if m["mountPath"].startswith("/var/run/secrets/kubernetes.io")], "the Ray container has an API token"
+    binding = kube.get("rolebinding", NAME, ns)
+    assert binding and binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": ns}], binding
+    gpu_pods = [p for p in gpu.pods_seen.values() if p["group"] == "gpu"]
+    assert gpu_pods, "the autoscaler never started a GPU pod"
+    logs = kube.pod_logs(ns, head["metadata"]["name"], "autoscaler", tail=2000)
+    assert "Forbidden" not in logs and "Unauthorized" not in logs, logs[-3000:]
+
+
+def test_dev_shm_is_kuberays_memory_backed_volume(gpu, kube):
+    ns = gpu.namespace.name
+    head = head_pod(kube, ns)
+    ray = container(head, "ray-head")
+    mount = next(m for m in ray["volumeMounts"] if m["mountPath"] == "/dev/shm")
+    volume = next(v for v in head["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["emptyDir"]["medium"] == "Memory", volume
+    assert volume["emptyDir"]["sizeLimit"] == ray["resources"]["limits"]["memory"], (volume, ray["resources"])
+    fs = kube("-n", ns, "exec", head["metadata"]["name"], "-c", "ray-head", "--", "stat", "-f", "-c", "%T",
+              "/dev/shm").stdout.strip()
+    assert fs == "tmpfs", fs
+
+
+def test_ray_containers_request_what_they_limit(gpu, kube):
+    checked = []
+    for pod in pods(kube, gpu.namespace.name):
+        for c in pod["spec"]["containers"]:
+            res = c.get("resources", {})
+            assert res.get("requests") == res.get("limits"), (pod["metadata"]["name"], c["name"], res)
+            checked.append(f"{pod['metadata']['name']}/{c['name']}")
+    log(f"requests = limits in {checked}")
+    assert any(p.endswith("/autoscaler") for p in checked) and any(p.endswith("/ray-worker") for p in checked)
+
+
+def test_the_gpu_group_runs_its_own_image(gpu):
+    for name, pod in gpu.pods_seen.items():
+        want = f"shardscore:{GPU_IMAGE_TAG}" if pod["group"] == "gpu" else image()
+        ray = next(v for k, v in pod["images"].items() if k.startswith("ray-"))
+        assert ray == want, (name, pod)
+
+
+def test_a_pod_without_the_token_cannot_submit_a_job(gpu, kube):
+    """Token auth (authOptions.mode token): a pod of the namespace without the token is refused by the Jobs API; the
+    same pod with the token KubeRay made (Secret <cluster>, key auth_token) submits. The release's submitter
+    submitted with the token KubeRay injected (test_the_rayjob_succeeds_with_exact_output)."""
+    ns = gpu.namespace.name
+    address = f"http://{NAME}-head-svc.{ns}.svc:8265"
+    script = (f"ray job submit --address {address} --no-wait -- echo hello; echo EXIT-WITHOUT=$?; "
+              f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$CLUSTER_TOKEN ray job submit --address {address} -- echo hello; "
+              "echo EXIT-WITH=$?")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-token", "namespace": ns},
+           "spec": {"restartPolicy": "Never", "containers": [{
+               "name": "submit", "image": image(), "imagePullPolicy": "IfNotPresent",
+               "command": ["bash", "-c", script], "env": [{"name": "HOME", "value": "/tmp"}, {
+                   "name": "CLUSTER_TOKEN", "valueFrom": {"secretKeyRef": {"name": NAME, "key": "auth_token"}}}],
+               "resources": {"limits": {"cpu": "200m", "memory": "512Mi"}}}]}}
+    kube.apply(pod)
+    wait_for(lambda: kube.get("pod", "no-token", ns), lambda p: p["status"].get("phase") in ("Succeeded", "Failed"),
+             240, "the pod without the token to try")
+    out = kube("-n", ns, "logs", "no-token").stdout
+    log(out[-3000:])
+    assert "EXIT-WITHOUT=0" not in out and "EXIT-WITHOUT=" in out, out
+    assert "EXIT-WITH=0" in out, out
+
+
+def test_the_submitter_has_no_object_store_credentials(gpu, kube):
+    ns = gpu.namespace.name
+    submitters = kube.items("pods", ns, f"batch.kubernetes.io/job-name={NAME}")
+    assert submitters, "no submitter pod"
+    for pod in submitters:
+        for c in pod["spec"]["containers"]:
+            names = {e["name"] for e in c.get("env", [])}
+            assert not {n for n in names if n.startswith("AWS_")}, (c["name"], names)
+            assert not c.get("envFrom"), c.get("envFrom")
+            assert {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} <= names, names  # KubeRay injected the token
+    head_env = {e["name"] for e in container(head_pod(kube, ns), "ray-head").get("env", [])}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= head_env, head_env  # the driver (on the head) has them
+
+
+def helm_major(helm) -> int:
+    return int(re.search(r'Version:"v(\d+)', helm("version").stdout).group(1))
+
+
+def test_helm_upgrade_replaces_the_clusters_pods(gpu, kube, helm, s3):
+    """upgradeStrategy Recreate: `helm upgrade` that changes the pods (here the image tag, as a Ray upgrade does)
+    makes KubeRay delete every pod of the long-lived cluster and create them anew, so no two Ray versions mix.
+
+    Helm 4 applies server-side. The autoscaler has patched the worker groups' replicas since the install, and
+    workerGroupSpecs is an atomic list in the RayCluster CRD, so the autoscaler's field manager owns the whole list:
+    a plain `helm upgrade` fails with a conflict, `helm upgrade --force-conflicts` takes the list back (replicas
+    return to the chart's values and the autoscaler scales them to the work again). docs/kubernetes.md says so."""
+    ns = gpu.namespace.name
+    before = {p["metadata"]["uid"]: p["metadata"]["name"] for p in pods(kube, ns)}
+    rc = json.loads(kube("-n", ns, "get", "raycluster", NAME, "-o", "json", "--show-managed-fields").stdout)
+    managers = {f["manager"] for f in rc["metadata"]["managedFields"] if "f:spec" in json.dumps(f.get("fieldsV1"))}
+    log(f"before the upgrade: pods {sorted(before.values())}; replicas "
+        f"{[(g['groupName'], g.get('replicas')) for g in rc['spec']['workerGroupSpecs']]}; spec managers {managers}")
+    args = ["upgrade", RELEASE, str(CHART), "-n", ns, *install_values(ns, s3, gpu.data, **{"image.tag": GPU_IMAGE_TAG})]
+    if helm_major(helm) >= 4:
+        assert len(managers) > 1, f"the autoscaler never patched the RayCluster: {managers}"
+        plain = helm(*args, check=False)
+        log(f"plain helm upgrade: exit {plain.returncode}: {plain.stderr.strip()[-600:]}")
+        assert plain.returncode != 0 and "conflict" in plain.stderr and ".spec.workerGroupSpecs" in plain.stderr, \
+            plain.stderr
+        args.append("--force-conflicts")
+    proc = helm(*args)
+    log(proc.stdout[-800:])
+
+    def replaced():
+        now = pods(kube, ns)
+        return {"old": [p["metadata"]["name"] for p in now if p["metadata"]["uid"] in before],
+                "new": [(p["metadata"]["name"], next(c["image"] for c in p["spec"]["containers"]
+                                                     if c["name"].startswith("ray-")), p["status"].get("phase"))
+                        for p in now if p["metadata"]["uid"] not in before],
+                "cluster": (kube.get("raycluster", NAME, ns).get("status") or {}).get("state")}
+
+    state = wait_for(replaced, lambda s: not s["old"] and s["new"] and s["cluster"] == "ready"
+                     and all(img == f"shardscore:{GPU_IMAGE_TAG}" and phase == "Running" for _, img, phase in s["new"]),
+                     420, "every pod of the cluster to be replaced by one of the new spec")
+    log(f"after the upgrade: {state}")
+    events = [e["message"] for e in kube.events(ns) if "Recreate upgradeStrategy" in (e.get("message") or "")]
+    assert events, "no event of KubeRay's Recreate upgradeStrategy"
+    log(f"KubeRay: {events[0]}")
