@@ -88,15 +88,20 @@ def _warm(module: str) -> int:
     return os.getpid()
 
 
+#: At most this many warm-up tasks: on a large cluster, a run over a few files must not start thousands of
+#: processes before it knows how many it needs (the others start when their shards come).
+MAX_WARM_UP = 64
+
+
 def warm_up(placement: Placement, slots: int, module: str) -> None:
-    """Have Ray start this job's worker processes now, one per slot, each importing the scoring code and the
-    model's module, so that the first shards find them ready.
+    """Have Ray start this job's worker processes now, one per slot (up to MAX_WARM_UP), each importing the
+    scoring code and the model's module, so that the first shards find them ready.
 
     Ray keeps a job's idle worker processes and gives them the job's later tasks of the same resources (its worker
     pool), which is what the run then submits.
     """
     task = _warm.options(max_retries=0, **placement.options())
-    for _ in range(slots):
+    for _ in range(min(slots, MAX_WARM_UP)):
         task.remote(module)
 
 
