@@ -250,3 +250,13 @@ def test_a_named_pool_keeps_the_model_loaded_for_the_next_run_then_ends_when_idl
         return r.stdout.strip().endswith("gone")
 
     wait_for(gone, 60, "the idle pool actors to end themselves", interval=3)
+
+
+def test_the_manifest_breaks_the_fixed_time_down(shardscore, tmp_path: Path):
+    inp = sample(tmp_path / "in", shards=3, rows=500)
+    assert shardscore("run", "--input", str(inp), "--output", str(tmp_path / "out"), *DUMMY).returncode == 0
+    seconds = manifest(tmp_path / "out")["seconds"]
+    phases = seconds["breakdown"]
+    assert set(phases) >= {"startup", "import_ray", "ray_init", "model", "plan", "output", "put", "first_shard_start",
+                           "first_batch", "scoring", "verify_and_manifest"}, phases
+    assert all(v >= 0 for v in phases.values()) and phases["scoring"] <= seconds["total"]
