@@ -7,6 +7,7 @@ completes, so it is written to its final key directly. Either way no reader ever
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -261,13 +262,28 @@ def _create_local(loc: Location, path: str, payload: bytes) -> bool:
         return True
     except FileExistsError:
         return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        return _create_exclusive(path, payload)  # a file system without hard links (some FUSE mounts)
     finally:
         os.unlink(tmp)
 
 
+def _create_exclusive(path: str, payload: bytes) -> bool:
+    """O_EXCL creation: as atomic, but a reader can see the file before its bytes (lease.py reads again)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(payload)
+    return True
+
+
 def _create_s3(loc: Location, path: str, payload: bytes) -> bool:
     import boto3  # only outputs on S3 need it
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _, key = path.partition("/")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -279,6 +295,8 @@ def _create_s3(loc: Location, path: str, payload: bytes) -> bool:
         # 412: the object exists. 409 (ConditionalRequestConflict): another conditional write to it is under way.
         if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
             return False
+        raise OSError(f"{loc.display(path)}: {exc}") from exc
+    except BotoCoreError as exc:  # no credentials, no connection: the same failure pyarrow would report
         raise OSError(f"{loc.display(path)}: {exc}") from exc
 
 
