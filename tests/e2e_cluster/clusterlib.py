@@ -223,9 +223,13 @@ class Namespace:
         log(f"created namespace {self.name}")
         return self
 
-    def delete(self, timeout: float = 300) -> None:
-        """Deletes it and waits until it is gone, so that the next test finds the nodes' CPUs free."""
+    def delete(self, wait: bool = True, timeout: float = 300) -> None:
+        """Deletes it and (wait) waits until it is gone, so that the next test finds the nodes' CPUs free."""
         self.kube("delete", "namespace", self.name, "--wait=false", "--ignore-not-found", check=False)
+        if wait:
+            self.wait_gone(timeout)
+
+    def wait_gone(self, timeout: float = 300) -> None:
         wait_for(lambda: self.kube("get", "namespace", self.name, check=False),
                  lambda p: p.returncode != 0 and "NotFound" in p.stderr, timeout,
                  f"namespace {self.name} and its pods to be gone", interval=3)
