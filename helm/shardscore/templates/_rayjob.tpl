@@ -3,14 +3,17 @@ The RayJob: entrypoint, spec (one-shot RayJob, RayCronJob jobTemplate, CronJob t
 */}}
 
 {{/*
-Per-tick output of a RayCronJob child (outputMode "derived"). KubeRay names the child <name>-<unix minutes of the
-scheduled time> (getRayJobName in raycronjob_controller.go) and its submitter Job after the RayJob
+Per-tick output of a RayCronJob child (outputMode "derived"). KubeRay v1.7.0 names the child <name>-<unix minutes of
+the scheduled time> (getRayJobName in raycronjob_controller.go) and its submitter Job after the RayJob
 (createNewK8sJob in rayjob_controller.go). The submitter pod reads that name from its label
 batch.kubernetes.io/job-name (downward API, env SHARDSCORE_TICK_JOB) and its bash expands this before
-`ray job submit`, so Ray receives a literal path. The CronJob tick writes the literal path itself instead.
+`ray job submit`, so Ray receives a literal path: run=<UTC YYYYMMDDTHHMMZ>. KubeRay v1.6.x names children
+<name>-<5 random characters> (constructRayJob): those are not minutes, and the run folder is run=<those characters>,
+still one per child and the same for every submitter retry (tests/e2e_cluster/test_schedules.py checks it against
+the child's name). The CronJob tick writes the literal path itself instead.
 */}}
 {{- define "shardscore.tickOutput" -}}
-{{- printf "\"%s/run=$(date -u -d \"@$(( ${SHARDSCORE_TICK_JOB##*-} * 60 ))\" +%%Y%%m%%dT%%H%%MZ)\"" (trimSuffix "/" .) -}}
+{{- printf "\"%s/run=$(s=${SHARDSCORE_TICK_JOB##*-}; case $s in (*[!0-9]*) echo \"$s\";; (*) date -u -d \"@$(( s * 60 ))\" +%%Y%%m%%dT%%H%%MZ;; esac)\"" (trimSuffix "/" .) -}}
 {{- end }}
 
 {{/* A value as text; integral numbers without exponent (YAML numbers reach templates as float64). */}}
