@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -511,12 +512,57 @@ def model_configmap(namespace: str, name: str = "e2e-models") -> dict:
 MODELS_MOUNT = "/opt/e2e-models"
 
 
-def slow_model_values(delay: float, configmap: str = "e2e-models") -> dict[str, Any]:
-    """Values (for --set-json) that make the run use tests/models/slow_model.py, `delay` seconds per batch."""
+def models_mount_values(configmap: str = "e2e-models") -> dict[str, Any]:
+    """Values (for --set-json) that put tests/models/ into every Ray pod of the cluster the release renders: the
+    ConfigMap as a volume (the chart's volumes/volumeMounts) and PYTHONPATH (extraEnv)."""
     return {
-        "job.model": "slow_model:load_model",
-        "job.modelArgs": {"delay": delay, "payload_mb": 1},
         "volumes": [{"name": "e2e-models", "configMap": {"name": configmap}}],
         "volumeMounts": [{"name": "e2e-models", "mountPath": MODELS_MOUNT, "readOnly": True}],
         "extraEnv": [{"name": "PYTHONPATH", "value": MODELS_MOUNT}],
     }
+
+
+def slow_model_values(delay: float) -> dict[str, Any]:
+    """Values that make the run use tests/models/slow_model.py, `delay` seconds per batch (on a cluster whose pods
+    have models_mount_values)."""
+    return {"job.model": "slow_model:load_model", "job.modelArgs": {"delay": delay, "payload_mb": 1},
+            **models_mount_values()}
+
+
+def utc_stamp(minutes: int) -> str:
+    return datetime.fromtimestamp(minutes * 60, tz=timezone.utc).strftime("%Y%m%dT%H%MZ")
+
+
+
+def job_pods(kube, ns: str, job: str) -> list[dict]:
+    pods = kube.items("pods", ns, f"batch.kubernetes.io/job-name={job}")
+    return sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"])
+
+
+def job_logs(kube, ns: str, job: str) -> list[str]:
+    """The log of each pod of a Job, oldest first."""
+    return [kube.pod_logs(ns, p["metadata"]["name"], tail=400) for p in job_pods(kube, ns, job)]
+
+
+def job_condition(job: dict | None) -> str:
+    for c in ((job or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] in ("Complete", "Failed") and c["status"] == "True":
+            return f"{c['type']}:{c.get('reason', '')}"
+    return ""
+
+
+def leaf_diff(sent, stored, path: str = "") -> list[str]:
+    """Paths of `sent` that `stored` lacks or holds with another value (defaults the server adds are fine)."""
+    if isinstance(sent, dict):
+        if not isinstance(stored, dict):
+            return [f"{path} (stored as {stored!r})"]
+        out = []
+        for key, value in sent.items():
+            sub = f"{path}.{key}" if path else key
+            out += leaf_diff(value, stored[key], sub) if key in stored else [sub]
+        return out
+    if isinstance(sent, list):
+        if not isinstance(stored, list) or len(stored) != len(sent):
+            return [f"{path} (stored as {json.dumps(stored)[:200]})"]
+        return [p for i, (a, b) in enumerate(zip(sent, stored, strict=True)) for p in leaf_diff(a, b, f"{path}[{i}]")]
+    return [] if sent == stored else [f"{path} (sent {sent!r}, stored {stored!r})"]

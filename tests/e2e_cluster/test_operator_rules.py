@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .clusterlib import CI_VALUES, Namespace, log, namespace_name, values_args, wait_for
+from .clusterlib import CI_VALUES, Namespace, leaf_diff, log, namespace_name, values_args, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import chartlib  # noqa: E402
@@ -60,23 +60,6 @@ V17_ONLY = {
         "(robfig/cron v3.0.1, whose parser accepts a TZ= or CRON_TZ= prefix); the rule against it came with "
         "spec.timeZone in v1.7.0"),
 }
-
-
-def leaf_diff(sent, stored, path: str = "") -> list[str]:
-    """Paths of `sent` that `stored` lacks or holds with another value (defaults the server adds are fine)."""
-    if isinstance(sent, dict):
-        if not isinstance(stored, dict):
-            return [f"{path} (stored as {stored!r})"]
-        out = []
-        for key, value in sent.items():
-            sub = f"{path}.{key}" if path else key
-            out += leaf_diff(value, stored[key], sub) if key in stored else [sub]
-        return out
-    if isinstance(sent, list):
-        if not isinstance(stored, list) or len(stored) != len(sent):
-            return [f"{path} (stored as {json.dumps(stored)[:200]})"]
-        return [p for i, (a, b) in enumerate(zip(sent, stored, strict=True)) for p in leaf_diff(a, b, f"{path}[{i}]")]
-    return [] if sent == stored else [f"{path} (sent {sent!r}, stored {stored!r})"]
 
 
 def is_hook(doc: dict) -> bool:
