@@ -1,0 +1,107 @@
+"""Scenario 5 of the cluster e2e (issue 11 §3.5): pods deleted in the middle of a run, as the real operator and
+Ray handle it. The run uses tests/models/slow_model.py (mounted from a ConfigMap into the Ray pods) so that it
+lasts long enough to be interrupted; the pods are deleted once some shards are committed and others are not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, assert_exact, committed_shards, fullname, log,
+                         manifest_of, raycluster_ready, rayjob_finished, rayjob_status, rayjob_succeeded,
+                         slow_model_values, values_args, wait_for, write_input)
+
+SHARDS = 10
+
+
+def install(helm, s3, ns: str, release: str, data, output: str, values_file, **extra) -> str:
+    sets = {"objectStore.endpoint": s3.endpoint, "job.input": data.uri, "job.output": f"s3://{ns}/{output}",
+            "job.keyColumns": [ROW_KEY], "job.batchSize": 500, **slow_model_values(delay=1.5), **extra}
+    helm("install", release, str(CHART), "-n", ns,
+         *values_args([CI_VALUES / values_file, E2E_VALUES / "small-nodes.yaml"], sets))
+    log(f"helm install {release} ({values_file}, slow model: 1.5 s per batch of 500 rows)")
+    return fullname(release)
+
+
+def mid_run(kube, s3, ns: str, rayjob: str, output: str, shards: int = SHARDS, most: int = SHARDS - 2) -> int:
+    """Waits until the run has committed at least 2 shards and at most `most`; returns how many."""
+    return wait_for(lambda: committed_shards(s3, ns, output) if rayjob_status(kube.get("rayjob", rayjob, ns))
+                    == "Running/RUNNING" else 0, lambda n: 2 <= n <= most, 300,
+                    f"RayJob {rayjob} to be in the middle of its run", fail=lambda n: n > most, interval=1)
+
+
+def test_a_worker_pod_deleted_mid_run_the_run_still_completes_exact(kube, helm, s3, s3_namespace):
+    ns = s3_namespace.name
+    data = write_input(s3, ns, "input", shards=SHARDS, rows=2000)
+    name = install(helm, s3, ns, "workers", data, "output", "cpu-values.yaml")
+    wait_for(lambda: kube.get("raycluster", name, ns), raycluster_ready, 300, f"RayCluster {name} to be ready")
+    done = mid_run(kube, s3, ns, name, "output")
+    workers = [p["metadata"]["name"] for p in kube.items("pods", ns, f"ray.io/cluster={name},ray.io/group=cpu")]
+    assert workers, "no CPU worker pod"
+    kube("-n", ns, "delete", "pod", *workers, "--wait=false")
+    log(f"deleted worker pods {workers} with {done}/{SHARDS} shards committed")
+    final = wait_for(lambda: kube.get("rayjob", name, ns), rayjob_finished, 600, f"RayJob {name} to finish")
+    assert rayjob_succeeded(final), final["status"]
+    manifest = assert_exact(s3, data, "output")
+    after = {s["worker"]["hostname"] for s in manifest["shards"]}
+    assert after - set(workers), f"no shard was scored by a worker started after the deletion: {after}"
+    log(f"shards scored by {sorted(after)}; the deleted workers were {workers}")
+
+
+def lease(s3, bucket: str, output: str) -> dict:
+    """The output's current lease record (the highest generation)."""
+    files = sorted((k for k in s3.keys(bucket, f"{output}/_shardscore/lease") if k.endswith(".json")),
+                   key=lambda k: int(k.rsplit("/", 1)[1].split(".")[0]))
+    return json.loads(s3.read(bucket, files[-1]))
+
+
+def rerun(kube, ns: str, name: str) -> dict:
+    """Runs a RayJob again, as values.yaml says to on an existing cluster: delete it, create it anew."""
+    old = kube.get("rayjob", name, ns)
+    meta = {k: old["metadata"][k] for k in ("name", "namespace", "labels", "annotations") if k in old["metadata"]}
+    kube("-n", ns, "delete", "rayjob", name, "--wait=true", timeout=300)
+    kube("create", "-f", "-", input=json.dumps({"apiVersion": old["apiVersion"], "kind": "RayJob", "metadata": meta,
+                                                "spec": old["spec"]}))
+    log(f"RayJob {name} created again")
+    return old
+
+
+def test_the_head_pod_deleted_mid_run_the_rerun_completes_exact_without_duplicates(kube, helm, s3, s3_namespace):
+    """The head (GCS, dashboard and the run's driver) is deleted mid-run. The run must outlast the pod's 30 s grace
+    period so that it is really killed (the driver, a child of Ray's job supervisor, gets no SIGTERM and would
+    otherwise finish in the grace period). KubeRay makes a new head; the Ray job is gone with the old one. The run
+    resumes: by the RayJob's own path when KubeRay finds it again, else by a rerun of the RayJob (on an existing
+    cluster KubeRay does not retry: backoffLimit is refused there) once the killed driver's lease has expired. Either
+    way every shard committed before the kill is kept, and no row is written twice."""
+    ns = s3_namespace.name
+    shards = 16
+    data = write_input(s3, ns, "input", shards=shards, rows=3000)
+    name = install(helm, s3, ns, "head", data, "output", "cpu-values.yaml")
+    wait_for(lambda: kube.get("raycluster", name, ns), raycluster_ready, 300, f"RayCluster {name} to be ready")
+    done = mid_run(kube, s3, ns, name, "output", shards, most=shards // 2)
+    head = kube.items("pods", ns, f"ray.io/cluster={name},ray.io/node-type=head")[0]["metadata"]["name"]
+    kube("-n", ns, "delete", "pod", head, "--wait=false")
+    log(f"deleted head pod {head} with {done}/{shards} shards committed")
+    first = wait_for(lambda: kube.get("rayjob", name, ns), rayjob_finished, 600, f"RayJob {name} to finish")
+    message = first["status"].get("message", "")
+    log(f"RayJob {name}: {rayjob_status(first)}: {message[:200]} ... {message[-700:]}")
+    killed = manifest_of(s3, ns, "output")
+    assert killed is None or killed["status"] != "succeeded", "the run finished before the head was killed"
+    if not rayjob_succeeded(first):
+        held = lease(s3, ns, "output")
+        assert not held["released"], held  # the driver was killed: it never released the output
+        wait_for(lambda: time.time() - lease(s3, ns, "output")["heartbeat_at"], lambda age: age > held["ttl"] + 2,
+                 held["ttl"] + 120, f"the killed run's lease ({held['host']}) to expire ({held['ttl']:.0f} s)")
+        wait_for(lambda: kube.get("raycluster", name, ns), raycluster_ready, 300, f"RayCluster {name} ready again")
+        rerun(kube, ns, name)
+        final = wait_for(lambda: kube.get("rayjob", name, ns), lambda j: rayjob_finished(j) and
+                         j["metadata"]["uid"] != first["metadata"]["uid"], 600, f"the rerun of RayJob {name}")
+        assert rayjob_succeeded(final), final["status"]
+        logs = kube("-n", ns, "logs", f"job/{name}", "--tail=400", check=False).stdout
+        assert "took over the output's lease" in logs, logs[-3000:]
+    manifest = assert_exact(s3, data, "output")
+    totals = manifest["totals"]
+    log(f"after the rerun: {totals}")
+    assert totals["committed"] == shards and totals["skipped_already_committed"] >= done, totals
+    assert totals["rows_scored_this_run"] == len(data) - 3000 * totals["skipped_already_committed"], totals
