@@ -581,3 +581,14 @@ def leaf_diff(sent, stored, path: str = "") -> list[str]:
             return [f"{path} (stored as {json.dumps(stored)[:200]})"]
         return [p for i, (a, b) in enumerate(zip(sent, stored, strict=True)) for p in leaf_diff(a, b, f"{path}[{i}]")]
     return [] if sent == stored else [f"{path} (sent {sent!r}, stored {stored!r})"]
+
+
+def rerun(kube, ns: str, name: str) -> dict:
+    """Runs a RayJob again, as values.yaml says to on an existing cluster: delete it, create it anew."""
+    old = kube.get("rayjob", name, ns)
+    meta = {k: old["metadata"][k] for k in ("name", "namespace", "labels", "annotations") if k in old["metadata"]}
+    kube("-n", ns, "delete", "rayjob", name, "--wait=true", timeout=300)
+    kube("create", "-f", "-", input=json.dumps({"apiVersion": old["apiVersion"], "kind": "RayJob", "metadata": meta,
+                                                "spec": old["spec"]}))
+    log(f"RayJob {name} created again")
+    return old

@@ -9,7 +9,7 @@ import json
 import time
 
 from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, assert_exact, committed_shards, fullname, log,
-                         manifest_of, raycluster_ready, rayjob_finished, rayjob_status, rayjob_succeeded,
+                         manifest_of, raycluster_ready, rayjob_finished, rayjob_status, rayjob_succeeded, rerun,
                          slow_model_values, values_args, wait_for, write_input)
 
 SHARDS = 10
@@ -54,17 +54,6 @@ def lease(s3, bucket: str, output: str) -> dict:
     files = sorted((k for k in s3.keys(bucket, f"{output}/_shardscore/lease") if k.endswith(".json")),
                    key=lambda k: int(k.rsplit("/", 1)[1].split(".")[0]))
     return json.loads(s3.read(bucket, files[-1]))
-
-
-def rerun(kube, ns: str, name: str) -> dict:
-    """Runs a RayJob again, as values.yaml says to on an existing cluster: delete it, create it anew."""
-    old = kube.get("rayjob", name, ns)
-    meta = {k: old["metadata"][k] for k in ("name", "namespace", "labels", "annotations") if k in old["metadata"]}
-    kube("-n", ns, "delete", "rayjob", name, "--wait=true", timeout=300)
-    kube("create", "-f", "-", input=json.dumps({"apiVersion": old["apiVersion"], "kind": "RayJob", "metadata": meta,
-                                                "spec": old["spec"]}))
-    log(f"RayJob {name} created again")
-    return old
 
 
 def test_the_head_pod_deleted_mid_run_the_rerun_completes_exact_without_duplicates(kube, helm, s3, s3_namespace):

@@ -15,7 +15,7 @@ import pytest
 
 from .clusterlib import (CHART, CI_VALUES, CPU_POOL, E2E_VALUES, GPU_POOL, ROW_KEY, Dataset, Namespace, appversion,
                          assert_exact, fullname, image, log, manifest_of, raycluster_ready, rayjob_finished,
-                         rayjob_status, rayjob_succeeded, values_args, wait_for, write_input)
+                         rayjob_status, rayjob_succeeded, rerun, values_args, wait_for, write_input)
 from .conftest import make_namespace
 
 RELEASE = "gpu"
@@ -135,6 +135,41 @@ def test_the_gpu_actors_ran_on_the_gpu_groups_pods(gpu, s3):
         assert worker["hostname"] in gpu_pods, (shard["shard_id"], worker, gpu_pods)
         assert worker["gpu_ids"], worker  # Ray gave the actor one of the pod's (fake) GPUs
         assert worker["device"] == "cpu", worker
+
+
+def parquet_versions(s3, bucket: str, prefix: str) -> dict[str, str]:
+    page = s3.client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/")
+    return {o["Key"]: str(o["LastModified"]) for o in page.get("Contents", []) if o["Key"].endswith(".parquet")}
+
+
+PROCESSES = ("import json, os\n"
+             "out = []\n"
+             "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+             "    try:\n"
+             "        cmd = open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' ').decode(errors='replace')\n"
+             "        uid = [l.split()[1:3] for l in open(f'/proc/{pid}/status') if l.startswith('Uid:')][0]\n"
+             "    except (OSError, IndexError):\n"
+             "        continue\n"
+             "    out.append([uid[0], uid[1], cmd[:160]])\n"
+             "print(json.dumps(out))\n")
+
+
+def test_every_process_of_the_ray_pods_runs_as_uid_1000(gpu, kube):
+    ns = gpu.namespace.name
+    checked = 0
+    for pod in pods(kube, ns):
+        if pod["status"].get("phase") != "Running":
+            continue
+        for c in pod["spec"]["containers"]:
+            procs = json.loads(kube("-n", ns, "exec", pod["metadata"]["name"], "-c", c["name"], "--", "python3", "-c",
+                                    PROCESSES).stdout)
+            if c["name"].startswith("ray-"):
+                assert any("raylet" in cmd for _, _, cmd in procs), (c["name"], procs)
+            for real, effective, cmd in procs:
+                assert real == effective == "1000", f"{pod['metadata']['name']}/{c['name']}: {cmd!r} runs as {real}"
+            checked += len(procs)
+    log(f"{checked} processes checked, all uid 1000")
+    assert checked
 
 
 def test_helm_test_passes(gpu, helm):
@@ -301,3 +336,22 @@ def test_helm_upgrade_replaces_the_clusters_pods(gpu, kube, helm, s3):
     events = [e["message"] for e in kube.events(ns) if "Recreate upgradeStrategy" in (e.get("message") or "")]
     assert events, "no event of KubeRay's Recreate upgradeStrategy"
     log(f"KubeRay: {events[0]}")
+
+
+def test_a_rerun_of_the_finished_rayjob_rewrites_nothing(gpu, kube, s3):
+    """The RayJob run again (deleted and created anew, as on a long-lived cluster one reruns; last, after the
+    upgrade, because kubectl then owns the RayJob's fields): every shard is skipped as committed, and a rerun with
+    nothing to do leaves the output as it was, manifest and `_SUCCESS` included (README, "What a rerun verifies")."""
+    ns = gpu.namespace.name
+    before = parquet_versions(s3, ns, gpu.output)
+    manifest = manifest_of(s3, ns, gpu.output)
+    old = rerun(kube, ns, NAME)
+    final = wait_for(lambda: kube.get("rayjob", NAME, ns), lambda j: rayjob_finished(j) and
+                     j["metadata"]["uid"] != old["metadata"]["uid"], 420, f"the rerun of RayJob {NAME}")
+    assert rayjob_succeeded(final), final["status"]
+    logs = kube("-n", ns, "logs", f"job/{NAME}", "--tail=200").stdout
+    shards = manifest["totals"]["shards"]
+    assert f"{shards}/{shards} shards committed, 0 failed, {shards} already committed (skipped)" in logs, logs[-2000:]
+    assert parquet_versions(s3, ns, gpu.output) == before, "the rerun rewrote output files"
+    assert manifest_of(s3, ns, gpu.output) == manifest, "the rerun rewrote the manifest"
+    assert_exact(s3, gpu.data, gpu.output)
