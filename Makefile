@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS := .tools
 HELM := $(TOOLS)/bin/helm
-# Pytest options (e.g. make test PYTEST_ARGS="-k chart").
+# Pytest options (e.g. make test PYTEST_ARGS="-k chart", make e2e-cluster E2E_ARGS="-k schedules").
 PYTEST_ARGS ?=
+E2E_ARGS ?=
 
-.PHONY: venv demo test test-unit bench image manifests e2e-docker e2e-kind helm clean
+.PHONY: venv demo test test-unit bench image manifests e2e-cluster e2e-kind helm clean
 
 venv: $(STAMP)
 
@@ -45,13 +46,14 @@ image:
 manifests: $(HELM)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" bash scripts/render-manifests.sh
 
-## e2e-docker: the image as Ray head, workers and submitter on a real Docker engine.
-e2e-docker: $(STAMP) $(HELM)
-	PATH="$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" bash tests/e2e_docker/run.sh
+## e2e-cluster: the cluster e2e (tests/e2e_cluster) on the local cluster: make cluster, the suite, make cluster-down
+## (also on failure; SHARDSCORE_E2E_KEEP_CLUSTER=1 keeps it up).
+e2e-cluster: $(STAMP) $(HELM)
+	bash tests/e2e_cluster/run.sh $(E2E_ARGS)
 
-## e2e-kind: the chart on a kind cluster with the KubeRay operator (skips where kind is missing).
-e2e-kind: $(HELM)
-	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" bash tests/e2e_kind/run.sh
+## e2e-kind: the same suite on a kind cluster with the KubeRay operator 1.7.0 (skips where kind is missing).
+e2e-kind: $(STAMP) $(HELM)
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" bash tests/e2e_kind/run.sh $(E2E_ARGS)
 
 ## cluster: a local Kubernetes cluster (2 nodes, KubeRay operator, the project's image); prints KUBECONFIG=<path>.
 .PHONY: cluster cluster-down

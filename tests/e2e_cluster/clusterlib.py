@@ -14,6 +14,8 @@ The same suite runs on the local cluster of `make cluster` (`make e2e-cluster`) 
                                        (default: the local build's GOMODCACHE copy)
     SHARDSCORE_E2E_OPERATOR_LOG        the operator's log file (default: the local cluster's)
     SHARDSCORE_E2E_OPERATOR_NAMESPACE  or the namespace of an in-cluster operator (kubectl logs deploy/kuberay-operator)
+    SHARDSCORE_E2E_KUBERNETES_VERSION  what the API server's /version must say (default: the local cluster's
+                                       KUBERNETES_VERSION of cluster/versions.env; any on another cluster)
 
 Nodes are found by their labels (shardscore.io/pool=cpu, nvidia.com/gpu.present=true), never by name.
 """
@@ -83,6 +85,7 @@ class Target:
     kuberay_source: Path | None
     operator_log: Path | None
     operator_namespace: str
+    kubernetes_version: str  # what /version must say; "" = any (kind's node image decides)
 
     @classmethod
     def from_env(cls) -> "Target":
@@ -112,11 +115,14 @@ class Target:
         state = Path(env.get("SHARDSCORE_CLUSTER_DIR", "/var/lib/shardscore-cluster"))
         operator_log = env.get("SHARDSCORE_E2E_OPERATOR_LOG") or (str(state / "logs" / "kuberay-operator.log")
                                                                     if local else "")
+        k8s = env.get("SHARDSCORE_E2E_KUBERNETES_VERSION", "")
+        if not k8s and local:
+            k8s = re.search(r"^KUBERNETES_VERSION=(\S+)", (ROOT / "cluster" / "versions.env").read_text(), re.M).group(1)
         return cls(kubeconfig=kubeconfig, context=env.get("SHARDSCORE_E2E_CONTEXT", ""), kubectl=kubectl,
                    host_address=env.get("SHARDSCORE_E2E_HOST_ADDRESS", "10.99.0.1"), kuberay_version=version,
                    kuberay_source=Path(source) if Path(source).is_dir() else None,
                    operator_log=Path(operator_log) if operator_log else None,
-                   operator_namespace=env.get("SHARDSCORE_E2E_OPERATOR_NAMESPACE", ""))
+                   operator_namespace=env.get("SHARDSCORE_E2E_OPERATOR_NAMESPACE", ""), kubernetes_version=k8s)
 
     @property
     def kuberay(self) -> tuple[int, int, int]:
