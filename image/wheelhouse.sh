@@ -50,7 +50,7 @@ fi
 
 log "downloading requirements.lock, build tools ${EXTRA_REQUIREMENTS:+and $EXTRA_REQUIREMENTS }into $DIR"
 # shellcheck disable=SC2086
-pip_download -q "${target[@]}" -d "$DIR" -r requirements.lock "setuptools>=68" wheel $EXTRA_REQUIREMENTS
+pip_download -q "${target[@]}" -d "$DIR" -r requirements.lock "setuptools>=77" wheel $EXTRA_REQUIREMENTS
 
 echo "$key" > "$DIR/.stamp"
 log "$DIR ready in $((SECONDS - start))s: $(ls "$DIR" | grep -c '\.whl$') wheels, $(du -sh "$DIR" | cut -f1)"
