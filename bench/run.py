@@ -123,7 +123,11 @@ def timed(cmd: list[str], out: Path, extra_env: dict[str, str]) -> dict:
         m = json.loads(manifest.read_text())
         result.update(rows=m["totals"]["rows_in"], ray_init=m["seconds"]["ray_init"], _manifest=m)
     else:
-        result.update(json.loads(stdout.strip().splitlines()[-1]))
+        # The baseline's report is its last JSON line: Ray Data may print progress after it.
+        report = next((line for line in reversed(stdout.splitlines()) if line.startswith("{")), None)
+        if report is None:
+            raise RuntimeError(f"{' '.join(cmd)} printed no JSON report:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+        result.update(json.loads(report))
     return result
 
 
