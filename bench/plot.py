@@ -11,6 +11,7 @@ def scaling_png(sweep: dict[str, dict[str, dict]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     by_size = [label for label in sweep if label.endswith("12 shards") or label.startswith("56M")]
     by_count = [label for label in sweep if label.startswith("14M")]
@@ -24,6 +25,7 @@ def scaling_png(sweep: dict[str, dict[str, dict]], path: Path) -> None:
             ys = [sweep[label][variant]["rows_per_s"] / 1e6 for label in labels]
             ax.plot(xs, ys, marker="o", label=variant)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())  # only the measured sizes are labelled
         ax.set_xticks([_number(label, key) for label in labels])
         ax.set_xticklabels([f"{_number(label, key):g}" for label in labels])
         ax.set_xlabel(xlabel)
