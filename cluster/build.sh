@@ -101,25 +101,21 @@ regen_kubernetes() {
   blog "rewrote $dir/go.mod for $KUBERNETES_VERSION"
 }
 
-# --- etcd (wrapper module cluster/src/etcd) --------------------------------------------------------------------
-build_etcd() {
-  local dir; dir="$(dirname "$ETCD_BIN")"
-  built "$dir" etcd && return 0
+# build_src NAME BIN: `go build` of the module cluster/src/NAME into BIN (one binary; its folder renamed into place).
+build_src() {
+  local name="$1" bin="$2" dir; dir="$(dirname "$bin")"
+  built "$dir" "$(basename "$bin")" && return 0
   local tmp; tmp="$(tmp_dir "$dir")"
-  timed etcd bash -c 'cd "$1" && shift && "$@"' _ "$CLUSTER_SRC/src/etcd" \
-    "${GO_BUILD[@]}" -ldflags "-s -w" -o "$tmp/etcd" . || return 1
+  timed "$name" bash -c 'cd "$1" && shift && "$@"' _ "$CLUSTER_SRC/src/$name" \
+    "${GO_BUILD[@]}" -ldflags "-s -w" -o "$tmp/$(basename "$bin")" . || return 1
   rm -rf "$dir" && mv "$tmp" "$dir"
 }
 
+# --- etcd (wrapper module cluster/src/etcd) --------------------------------------------------------------------
+build_etcd() { build_src etcd "$ETCD_BIN"; }
+
 # --- CoreDNS (wrapper cluster/src/coredns: the plugins our Corefile uses) ---------------------------------------
-build_coredns() {
-  local dir; dir="$(dirname "$COREDNS_BIN")"
-  built "$dir" coredns && return 0
-  local tmp; tmp="$(tmp_dir "$dir")"
-  timed coredns bash -c 'cd "$1" && shift && "$@"' _ "$CLUSTER_SRC/src/coredns" \
-    "${GO_BUILD[@]}" -ldflags "-s -w" -o "$tmp/coredns" . || return 1
-  rm -rf "$dir" && mv "$tmp" "$dir"
-}
+build_coredns() { build_src coredns "$COREDNS_BIN"; }
 
 # --- containerd: its own go.mod has no replace directives, so `go install module/cmd@version` builds it as
 # released. Tags as its Makefile's STATIC=1 build; the snapshotters we do not use (btrfs, devmapper, zfs) are left
@@ -147,14 +143,7 @@ build_kuberay() {
 }
 
 # --- pause (cluster/src/pause) --------------------------------------------------------------------------------
-build_pause() {
-  local dir; dir="$(dirname "$PAUSE_BIN")"
-  built "$dir" pause && return 0
-  local tmp; tmp="$(tmp_dir "$dir")"
-  timed pause bash -c 'cd "$1" && shift && "$@"' _ "$CLUSTER_SRC/src/pause" \
-    "${GO_BUILD[@]}" -ldflags "-s -w" -o "$tmp/pause" . || return 1
-  rm -rf "$dir" && mv "$tmp" "$dir"
-}
+build_pause() { build_src pause "$PAUSE_BIN"; }
 
 build_all() {
   local start=$SECONDS
