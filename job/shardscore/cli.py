@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Any, Sequence
 
 from . import __version__, config, tick
