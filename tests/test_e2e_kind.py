@@ -1,6 +1,7 @@
 """The kind e2e (`make e2e-kind`, tests/e2e_kind/run.sh) runs the cluster e2e's own suite (tests/e2e_cluster) on a
-kind cluster: these checks keep the two in step, without kind. The run itself is `make e2e-kind` (10-20 minutes,
-network access for the kind node image and the KubeRay chart); it skips, naming what is missing, where kind is not.
+kind cluster: these checks keep the two in step, without kind. The run itself is `make e2e-kind` (never timed: kind
+cannot run here; the same suite takes about 22 minutes on the local cluster). It needs network access for the kind
+node image and the KubeRay chart, and skips, naming what is missing, where kind is not.
 """
 
 from __future__ import annotations
