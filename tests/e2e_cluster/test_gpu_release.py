@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 import pytest
+import yaml
 
 from .clusterlib import (CHART, CI_VALUES, CPU_POOL, E2E_VALUES, GPU_POOL, ROW_KEY, Dataset, Namespace, appversion,
                          assert_exact, fullname, image, log, manifest_of, raycluster_ready, rayjob_finished,
@@ -236,14 +237,23 @@ def test_dev_shm_is_kuberays_memory_backed_volume(gpu, kube):
     assert fs == "tmpfs", fs
 
 
-def test_ray_containers_request_what_they_limit(gpu, kube):
+def test_ray_containers_request_their_limits_save_what_the_values_ask(gpu, kube):
+    """The chart's rule (shardscore.resources in _helpers.tpl) on the operator's pods: a request the values leave
+    out is the limit (memory here, and nvidia.com/gpu, which the chart adds to both); small-nodes.yaml asks only for
+    CPU, below the limit. KubeRay copies the containers' resources from the templates (it adds none)."""
+    small = yaml.safe_load((E2E_VALUES / "small-nodes.yaml").read_text())["cluster"]
+    asked = {("ray-head", "headgroup"): small["head"], ("autoscaler", "headgroup"): small["autoscaling"],
+             ("ray-worker", "cpu"): small["cpuWorkers"], ("ray-worker", "gpu"): small["gpuWorkers"]}
     checked = []
     for pod in pods(kube, gpu.namespace.name):
+        group = pod["metadata"]["labels"].get("ray.io/group")
         for c in pod["spec"]["containers"]:
             res = c.get("resources", {})
-            assert res.get("requests") == res.get("limits"), (pod["metadata"]["name"], c["name"], res)
+            want = {**res["limits"], **asked[(c["name"], group)]["resources"].get("requests", {})}
+            assert res.get("requests") == want, (pod["metadata"]["name"], c["name"], res)
+            assert set(res["limits"]) >= {"cpu", "memory"}, (pod["metadata"]["name"], c["name"], res)
             checked.append(f"{pod['metadata']['name']}/{c['name']}")
-    log(f"requests = limits in {checked}")
+    log(f"requests = limits save the values' CPU requests in {checked}")
     assert any(p.endswith("/autoscaler") for p in checked) and any(p.endswith("/ray-worker") for p in checked)
 
 

@@ -35,8 +35,9 @@ def load(name: str) -> list[dict]:
     return [d for d in yaml.safe_load_all((MANIFESTS / name).read_text()) if d]
 
 
-def guaranteed(limits: dict) -> dict:
-    return {"limits": dict(limits), "requests": dict(limits)}
+def sized(resources: dict) -> dict:
+    """The chart's rule (shardscore.resources in _helpers.tpl): requests default to the limits."""
+    return {"limits": dict(resources["limits"]), "requests": {**resources["limits"], **resources.get("requests", {})}}
 
 
 def fit(docs: list[dict]) -> list[dict]:
@@ -45,13 +46,12 @@ def fit(docs: list[dict]) -> list[dict]:
     c, r = small["cluster"], small["rayJob"]
 
     def cluster_spec(spec: dict) -> None:
-        spec["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"] = guaranteed(
-            c["head"]["resources"]["limits"])
+        spec["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"] = sized(c["head"]["resources"])
         if "autoscalerOptions" in spec:
-            spec["autoscalerOptions"]["resources"] = guaranteed(c["autoscaling"]["resources"]["limits"])
+            spec["autoscalerOptions"]["resources"] = sized(c["autoscaling"]["resources"])
         for group in spec.get("workerGroupSpecs", []):
             assert group["groupName"] == "cpu", group["groupName"]  # manifests/ has no GPU group
-            group["template"]["spec"]["containers"][0]["resources"] = guaranteed(c["cpuWorkers"]["resources"]["limits"])
+            group["template"]["spec"]["containers"][0]["resources"] = sized(c["cpuWorkers"]["resources"])
 
     def rayjob_spec(spec: dict) -> None:
         if "rayClusterSpec" in spec:
