@@ -26,9 +26,9 @@ _TOKEN = secrets.token_hex(16)
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -59,33 +59,48 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
 
 @dataclass
 class S3Server:
-    endpoint: str
+    """moto's S3 server: on loopback for the suite, on the address pods reach the host at for the cluster e2e."""
+
+    host: str
+    port: int
     process: subprocess.Popen
+    log_path: Path
+    credentials: dict[str, str]  # the AWS_* variables its clients use
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, **{
-            "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"], "region_name": S3_ENV["AWS_REGION"]})
+        return boto3.client("s3", endpoint_url=self.endpoint,
+                            aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"],
+                            region_name=self.credentials["AWS_REGION"])
 
 
-def start_s3(log_dir: Path) -> S3Server:
-    port = free_port()
-    log = open(log_dir / "moto.log", "wb")
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, env=base_env())
-    endpoint = f"http://127.0.0.1:{port}"
+def start_s3(log_dir: Path, host: str = "127.0.0.1", credentials: dict[str, str] = S3_ENV,
+             kind: type[S3Server] = S3Server, **env: str) -> S3Server:
+    """Starts moto_server on a free port of `host` (log in log_dir/moto.log) and waits until it answers; `kind`
+    is the S3Server subclass to return, `env` more variables for the server."""
+    port = free_port(host)
+    log_path = log_dir / "moto.log"
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", host, "-p", str(port)], stdout=open(log_path, "wb"),
+                            stderr=subprocess.STDOUT, env=base_env(**credentials, **env))
+    server = kind(host, port, proc, log_path, dict(credentials))
 
     def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto_server exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
         try:
-            urllib.request.urlopen(endpoint, timeout=1)
+            urllib.request.urlopen(server.endpoint, timeout=1)
             return True
         except OSError as exc:
             return getattr(exc, "code", None) is not None  # an HTTP error answer means it is up
 
-    wait_for(up, 30, f"the S3 server on {endpoint}")
-    return S3Server(endpoint, proc)
+    wait_for(up, 60, f"the S3 server on {server.endpoint}")
+    return server
 
 
 @dataclass

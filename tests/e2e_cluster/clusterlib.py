@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import yaml
+from support import BIN, S3Server, start_s3, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "shardscore"
@@ -46,11 +46,11 @@ CI_VALUES = CHART / "ci"
 E2E_VALUES = Path(__file__).resolve().parent / "values"
 MODELS = ROOT / "tests" / "models"
 CLUSTER_SH = ROOT / "cluster" / "cluster.sh"
-VENV_BIN = ROOT / ".venv" / "bin"
 CPU_POOL = {"shardscore.io/pool": "cpu"}
 GPU_POOL = {"nvidia.com/gpu.present": "true"}
 # Any credentials do for moto; the pods get them from the Secret the chart's values name.
-S3_KEY, S3_SECRET, S3_REGION = "e2e-access-key", "e2e-secret-key", "us-east-1"
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "e2e-access-key", "AWS_SECRET_ACCESS_KEY": "e2e-secret-key",
+                  "AWS_REGION": "us-east-1"}
 S3_SECRET_NAME = "shardscore-s3"
 ROW_KEY = "row_id"
 
@@ -289,7 +289,48 @@ def diagnostics(kube: Kube, namespace: str) -> str:
     for pod in kube("-n", namespace, "get", "pods", "-o", "name", check=False).stdout.split():
         put(f"----- logs of {pod}")
         put(kube("-n", namespace, "logs", pod, "--all-containers", "--prefix", "--tail=80", check=False).stdout)
+    # Last, because a long CI log is read from its end: a cut in its middle must not hide why a pod waits.
+    put(f"----- summary of namespace {namespace}: pods, nodes' CPU requests, the latest warning events")
+    put(pod_summary(kube, namespace))
     return out.getvalue()
+
+
+def pod_summary(kube: Kube, namespace: str) -> str:
+    """One line per pod (phase, node, CPU request, a condition that is not True), the CPU every node has left to
+    requests, and the namespace's last warning events: the facts that tell a pod that cannot be scheduled (a full
+    node) from one that cannot start."""
+    lines = []
+    try:
+        pods = kube.json("pods", "--all-namespaces")["items"]  # a node's requests come from every namespace
+        for p in pods:
+            if p["metadata"]["namespace"] != namespace:
+                continue
+            spec, status = p["spec"], p.get("status") or {}
+            cpu = sum(_millicores(((c.get("resources") or {}).get("requests") or {}).get("cpu", "0"))
+                      for c in spec.get("containers", []))
+            waiting = [f"{c['type']}={c['status']} {c.get('reason', '')} {c.get('message', '')[:300]}".strip()
+                       for c in status.get("conditions") or [] if c["status"] != "True"]
+            lines.append(f"pod {p['metadata']['name']}: {status.get('phase')} on {spec.get('nodeName', '-')}, "
+                         f"{cpu}m CPU requested, priority {spec.get('priority', 0)}; {'; '.join(waiting) or 'ok'}")
+        for node in kube.json("nodes")["items"]:
+            name = node["metadata"]["name"]
+            held = sum(_millicores(((c.get("resources") or {}).get("requests") or {}).get("cpu", "0"))
+                       for p in pods if p["spec"].get("nodeName") == name
+                       and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                       for c in p["spec"].get("containers", []))
+            lines.append(f"node {name}: {held}m of {_millicores(node['status']['allocatable']['cpu'])}m CPU "
+                         "requested by its pods")
+        warnings = [e for e in kube.events(namespace) if e.get("type") == "Warning"]
+        warnings.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        lines += [f"event {e.get('lastTimestamp') or e.get('eventTime')} {e['involvedObject'].get('name')}: "
+                  f"{e.get('reason')}: {e.get('message', '')[:300]}" for e in warnings[-15:]]
+    except Exception as exc:  # noqa: BLE001 - a summary must never hide the failure
+        lines.append(f"could not summarise: {exc!r}")
+    return "\n".join(lines)
+
+
+def _millicores(quantity: str) -> int:
+    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
 
 
 # --------------------------------------------------------------------------------------------- helm
@@ -338,58 +379,18 @@ def fullname(release: str) -> str:
 
 # --------------------------------------------------------------------------------------------- S3 and data
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class HostS3:
-    """moto's S3 server on the host, listening on the address pods reach the host at."""
-
-    host: str
-    port: int
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
+class HostS3(S3Server):
+    """The suite's S3 server (support.start_s3) on the address pods reach the host at, with the object reads the
+    e2e checks need."""
 
     @classmethod
     def start(cls, host: str) -> "HostS3":
-        moto = VENV_BIN / "moto_server"
-        if not moto.exists():
-            raise Unavailable("moto_server is missing from .venv (make venv)")
-        port = free_port(host)
-        log_path = Path(tempfile.mkdtemp(prefix="shardscore-e2e-s3-")) / "moto.log"
+        if not (BIN / "moto_server").exists():
+            raise Unavailable(f"moto_server is missing from {BIN} (make venv)")
         # Path-style requests only: moto would otherwise take the first label of a host name (minio.shardscore.svc,
         # the endpoint manifests/ names) for a bucket.
-        env = {**os.environ, **cls.credentials(), "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}
-        proc = subprocess.Popen([str(moto), "-H", host, "-p", str(port)], stdout=open(log_path, "wb"),
-                                stderr=subprocess.STDOUT, env=env)
-        server = cls(host, port, proc, log_path)
-        wait_for(server._up, bool, 60, f"the S3 server on {server.endpoint}", interval=0.5)
-        return server
-
-    def _up(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"moto_server exited: {self.log_path.read_text()[-2000:]}")
-        with contextlib.suppress(OSError):
-            socket.create_connection((self.host, self.port), timeout=1).close()
-            return True
-        return False
-
-    @staticmethod
-    def credentials() -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_DEFAULT_REGION": S3_REGION}
-
-    def client(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_KEY,
-                            aws_secret_access_key=S3_SECRET, region_name=S3_REGION)
+        return start_s3(Path(tempfile.mkdtemp(prefix="shardscore-e2e-s3-")), host, S3_CREDENTIALS, cls,
+                        S3_IGNORE_SUBDOMAIN_BUCKETNAME="true")
 
     def bucket(self, name: str) -> str:
         with contextlib.suppress(self.client().exceptions.BucketAlreadyOwnedByYou):
@@ -410,17 +411,13 @@ class HostS3:
         return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 def s3_secret(namespace: str) -> dict:
     """The Secret the chart's values name (objectStore.credentialsSecret), with the server's credentials."""
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": S3_SECRET_NAME, "namespace": namespace},
-            "stringData": {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}}
+            "stringData": {k: S3_CREDENTIALS[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}}
 
 
 @dataclass
