@@ -7,7 +7,7 @@
 # chart's default image; both tags are imported (containerd names them docker.io/library/shardscore:...).
 # Settings:
 #   SHARDSCORE_CLUSTER_IMAGES="ref ..."   Docker images to import (default: the two tags above)
-#   SHARDSCORE_CLUSTER_BUILD_IMAGE=0      do not build the image when it is missing (the step then skips it)
+#   SHARDSCORE_CLUSTER_BUILD_IMAGE=0      do not build the image (the step loads what Docker has)
 # `bash cluster/cluster.sh load-image REF...` imports freshly rebuilt images into a running cluster.
 
 chart_app_version() { sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$REPO_ROOT/helm/shardscore/Chart.yaml"; }
@@ -36,12 +36,13 @@ containerd_ref() {
 
 docker_has() { command -v docker >/dev/null 2>&1 && docker image inspect "$1" >/dev/null 2>&1; }
 
-# image_build_start: builds the test image in the background while the Go components compile, when the chart's
-# default tag is missing from Docker. The "image" step waits for it.
+# image_build_start: builds the test image from the checkout in the background while the Go components compile,
+# unless the nodes already hold it (a reused cluster). Always, not only when the tag is missing from Docker: a
+# tag left by an earlier build would run old code of job/ (seen: an e2e of a changed job ran the image of two
+# hours before). Docker's layer cache keeps an unchanged rebuild short. The "image" step waits for it.
 image_build_start() {
   [[ -z "${SHARDSCORE_CLUSTER_IMAGES:-}" && "${SHARDSCORE_CLUSTER_BUILD_IMAGE:-1}" == 1 ]] || return 0
   step_image_ok 2>/dev/null && return 0
-  docker_has "shardscore:$(chart_app_version)" && return 0
   if [[ -f "$IMAGE_BUILD_PID_FILE" ]] && [[ -d "/proc/$(cat "$IMAGE_BUILD_PID_FILE")" ]]; then
     return 0  # still building, from an earlier `up`
   fi
