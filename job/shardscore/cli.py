@@ -28,7 +28,7 @@ _RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--num-cpus-per-worker",), {"help": "CPUs each task or actor asks for (default 1)"}),
     (("--num-gpus-per-worker",), {"help": "GPUs each task or actor asks for; fractions allowed (default 0)"}),
     (("--memory-per-worker",), {"help": "memory each task or actor reserves, e.g. 2GiB (default: none)"}),
-    (("--max-in-flight",), {"help": "tasks submitted at once (default: twice what the cluster runs at once)"}),
+    (("--max-in-flight",), {"help": "tasks submitted at once (default: twice what the cluster runs, as it grows)"}),
     (("--device",), {"choices": config.DEVICES, "help": "auto (default), cpu or cuda (fails without CUDA)"}),
     (("--batch-size",), {"help": "rows per batch handed to the model (default 65536)"}),
     (("--max-rows-per-shard",), {"help": "split files larger than this by row groups"}),

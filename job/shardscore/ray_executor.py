@@ -238,13 +238,14 @@ class Feed:
         return None if self.model_ref is None else [self.model_ref]
 
 
-def run_tasks(bundles: Iterable[list[Shard]], feed: Feed, placement: Placement, max_in_flight: int) -> None:
-    """One task per bundle of shards, at most `max_in_flight` submitted at once."""
+def run_tasks(bundles: Iterable[list[Shard]], feed: Feed, placement: Placement,
+              max_in_flight: Callable[[], int]) -> None:
+    """One task per bundle of shards, at most `max_in_flight()` submitted at once (it may grow during the run)."""
     task = _score_task.options(max_retries=placement.max_retries, **placement.options())
     queue = deque(bundles)
     pending: dict[ray.ObjectRef, list[Shard]] = {}
     while (queue and not feed.control.stopping) or pending:
-        while queue and len(pending) < max_in_flight and not feed.control.stopping:
+        while queue and len(pending) < max_in_flight() and not feed.control.stopping:
             bundle = queue.popleft()
             ref = task.remote(bundle, feed.box, feed.job, placement.device, feed.expected_schema, feed.attempts)
             pending[ref] = bundle

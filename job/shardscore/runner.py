@@ -27,7 +27,7 @@ from .lease import Lease, ray_job_id, this_process
 from .planning import Plan, Shard, bundle, plan
 from .progress import Progress
 from .scoring import ScoringJob, commit_empty, failed, schema_difference
-from .session import Workers, start_workers
+from .session import InFlightBound, Workers, cluster_slots, start_workers
 from .storage import TEMP_PREFIX, Location, StorageOptions, delete, resolve
 
 
@@ -256,7 +256,8 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
             bundles = bundle(todo, min_bundles=4 * slots, max_shards=cfg.max_shards_per_task)
             feed.model_ref = ray.put(prep.model_bytes)  # once: every task gets this reference, never the model
             timings["put"] = time.monotonic() - score_started
-            rx.run_tasks(bundles, feed, placement, cfg.max_in_flight or 2 * slots)
+            rx.run_tasks(bundles, feed, placement,
+                         InFlightBound(cfg.max_in_flight, slots, lambda: cluster_slots(placement)))
         else:
             bundles = bundle(todo, min_bundles=4 * len(actors), max_shards=cfg.max_shards_per_task)
             warm = cfg.pool is not None and rx.warm(actors, job.model_identity)

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import ray
 
@@ -48,6 +48,24 @@ def cluster_slots(placement: Placement) -> int:
     if placement.num_gpus:
         slots.append(resources.get("GPU", 0) / placement.num_gpus)
     return max(1, int(min(slots))) if slots else 1
+
+
+class InFlightBound:
+    """How many tasks a run keeps submitted: --max-in-flight when given, else twice the slots the cluster has, read
+    again every `every` seconds and never lowered. The queued tasks are the demand an autoscaler sees (Ray's
+    ResourceDemandScheduler.get_nodes_to_launch, autoscaler/_private/resource_demand_scheduler.py, launches nodes
+    for the resource requests of tasks that wait), so a bound fixed at the start would hold a run that starts on
+    one worker to two, however far its worker group may scale."""
+
+    def __init__(self, fixed: int | None, slots_now: int, slots: Callable[[], int], every: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._fixed, self._slots, self._every, self._clock = fixed, slots, every, clock
+        self._value, self._read_at = fixed or 2 * slots_now, clock()
+
+    def __call__(self) -> int:
+        if not self._fixed and self._clock() - self._read_at >= self._every:
+            self._value, self._read_at = max(self._value, 2 * self._slots()), self._clock()
+        return self._value
 
 
 class RunControl:

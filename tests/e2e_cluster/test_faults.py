@@ -105,9 +105,8 @@ def test_the_head_pod_deleted_mid_run_the_rerun_completes_exact_without_duplicat
     small = yaml.safe_load((E2E_VALUES / "small-nodes.yaml").read_text())["cluster"]
     chart_requests = {f"cluster.{part}.resources.requests": small[part]["resources"]["limits"]
                       for part in ("head", "autoscaling", "cpuWorkers")}
-    # One task per shard, all submitted at once: the autoscaler then asks for maxReplicas (4) workers, of which the
-    # node holds two. (By default a run keeps 2 tasks per CPU it found at its start in flight, in 4 bundles per
-    # CPU: on a cluster that starts with one worker, the autoscaler is never asked for more than two.)
+    # One task per shard, all submitted at once: the autoscaler asks for maxReplicas (4) workers at once, of which
+    # the node holds two, before the run is half done (a run's own bound grows only as workers come).
     name = install(helm, s3, ns, "head", data, "output", "cpu-values.yaml", **chart_requests,
                    **{"cluster.head.priorityClassName": head_priority, "job.maxInFlight": shards,
                       "job.maxShardsPerTask": 1})
