@@ -97,8 +97,8 @@ def test_the_head_pod_deleted_mid_run_the_rerun_completes_exact_without_duplicat
     The CPU node is full when the head dies (the chart's requests, equal to the limits: the head and two workers
     fill it, two more workers wait): the new head and those workers race for the room the old head leaves, and the
     autoscaler that could remove them died with the head. Seen in CI on 2026-12-01: a worker won and the new head
-    stayed Pending. With the head's PriorityClass the scheduler takes the head first (its queue is sorted by
-    priority) and would preempt a worker that had taken the room."""
+    stayed Pending. With the head's PriorityClass the scheduler preempts a worker for it (its DefaultPreemption;
+    seen in every run that logged it)."""
     ns = s3_namespace.name
     shards = 16
     data = write_input(s3, ns, "input", shards=shards, rows=3000)
