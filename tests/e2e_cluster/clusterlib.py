@@ -306,18 +306,14 @@ def pod_summary(kube: Kube, namespace: str) -> str:
             if p["metadata"]["namespace"] != namespace:
                 continue
             spec, status = p["spec"], p.get("status") or {}
-            cpu = sum(_millicores(((c.get("resources") or {}).get("requests") or {}).get("cpu", "0"))
-                      for c in spec.get("containers", []))
             waiting = [f"{c['type']}={c['status']} {c.get('reason', '')} {c.get('message', '')[:300]}".strip()
                        for c in status.get("conditions") or [] if c["status"] != "True"]
             lines.append(f"pod {p['metadata']['name']}: {status.get('phase')} on {spec.get('nodeName', '-')}, "
-                         f"{cpu}m CPU requested, priority {spec.get('priority', 0)}; {'; '.join(waiting) or 'ok'}")
+                         f"{_requested_cpu(p)}m CPU requested, priority {spec.get('priority', 0)}; {'; '.join(waiting) or 'ok'}")
         for node in kube.json("nodes")["items"]:
             name = node["metadata"]["name"]
-            held = sum(_millicores(((c.get("resources") or {}).get("requests") or {}).get("cpu", "0"))
-                       for p in pods if p["spec"].get("nodeName") == name
-                       and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-                       for c in p["spec"].get("containers", []))
+            held = sum(_requested_cpu(p) for p in pods if p["spec"].get("nodeName") == name
+                       and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
             lines.append(f"node {name}: {held}m of {_millicores(node['status']['allocatable']['cpu'])}m CPU "
                          "requested by its pods")
         warnings = [e for e in kube.events(namespace) if e.get("type") == "Warning"]
@@ -327,6 +323,12 @@ def pod_summary(kube: Kube, namespace: str) -> str:
     except Exception as exc:  # noqa: BLE001 - a summary must never hide the failure
         lines.append(f"could not summarise: {exc!r}")
     return "\n".join(lines)
+
+
+def _requested_cpu(pod: dict) -> int:
+    """Millicores the pod's containers request."""
+    return sum(_millicores(((c.get("resources") or {}).get("requests") or {}).get("cpu", "0"))
+               for c in pod["spec"].get("containers", []))
 
 
 def _millicores(quantity: str) -> int:
