@@ -55,6 +55,9 @@ class ShardResult:
     prediction_schema: str = ""  # the predictions' columns and types (see scoring.schema_text)
     run_id: str = ""
     first_batch_seconds: float = 0.0  # from the shard's start to its first batch scored
+    # Project modules the model loaded while scoring, beyond the model identity's sources: name -> source digest
+    # (model.loaded_sources); a rerun re-digests them (model.current_sources) and recomputes the shard on a change.
+    loaded_sources: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,12 +146,14 @@ class Reconciliation:
 
 def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_identity: str,
               output_options: str, overwrite: bool,
-              listing: dict[str, pafs.FileInfo] | None = None) -> Reconciliation:
+              listing: dict[str, pafs.FileInfo] | None = None,
+              sources: dict[str, str | None] | None = None) -> Reconciliation:
     """Decide per shard: skip (committed, current and its file intact), redo (stale or damaged), or do.
 
     Refuses to mix output of another input or model unless overwriting. `listing` (the output's files) is what
     each commit record's file is checked against; foreign files, which a reader of the output would take for
-    predictions, are refused.
+    predictions, are refused. `sources` are the digests now of the modules the records list as lazily loaded by
+    the model (model.current_sources): a changed or vanished one makes a shard stale.
     """
     todo: list[Shard] = []
     done: list[ShardResult] = []
@@ -160,7 +165,7 @@ def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_iden
         if record is None or record.status != "committed":
             todo.append(shard)
             continue
-        why = _staleness(shard, record, model_identity, output_options)
+        why = _staleness(shard, record, model_identity, output_options, sources or {})
         broken = file_problem(record, listing) if listing is not None else None
         if why:
             stale.append((shard, record, why))
@@ -224,7 +229,8 @@ def _orphan_reason(record: ShardResult, shards_by_file: dict[str, list[str]]) ->
     return "its input file is gone from the input"
 
 
-def _staleness(shard: Shard, record: ShardResult, model_identity: str, output_options: str) -> str | None:
+def _staleness(shard: Shard, record: ShardResult, model_identity: str, output_options: str,
+               sources: dict[str, str | None]) -> str | None:
     if record.input_fingerprint != shard.fingerprint:
         return (f"input file {shard.relpath} changed since it was scored "
                 f"(fingerprint {record.input_fingerprint} -> {shard.fingerprint})")
@@ -232,4 +238,31 @@ def _staleness(shard: Shard, record: ShardResult, model_identity: str, output_op
         return f"scored by another model (identity {record.model_identity}, now {model_identity})"
     if record.output_options != output_options:
         return "scored with other output options (--key-columns changed)"
+    for name, digest in sorted(record.loaded_sources.items()):
+        if name in sources and sources[name] != digest:
+            return f"model source {name} changed since it was scored" + (
+                "" if sources[name] else " (it is no longer found on the driver's Python path)")
     return None
+
+
+class SourceLedger:
+    """The lazily loaded model sources of one run's committed shards: the first shard to report a module fixes its
+    digest, and a later shard that reports another one was scored by other code (two nodes with different copies
+    of the project), which the run must not pass silently."""
+
+    def __init__(self, done: list[ShardResult]):
+        self._first: dict[str, tuple[str, str]] = {}  # module -> (digest, shard id)
+        for record in done:
+            self.conflict(record)
+
+    def conflict(self, result: ShardResult) -> str | None:
+        """Why `result` disagrees with the shards recorded before it, or None (then its modules are recorded)."""
+        for name, digest in sorted(result.loaded_sources.items()):
+            first, by = self._first.get(name, (digest, result.shard_id))
+            if first != digest:
+                return (f"the model's source {name} differs from the one shard {by} was scored with (digest {digest}, "
+                        f"there {first}): the workers run different code for the model. Give every node the same "
+                        "copy of the project and rerun")
+        for name, digest in result.loaded_sources.items():
+            self._first.setdefault(name, (digest, result.shard_id))
+        return None

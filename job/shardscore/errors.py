@@ -33,6 +33,16 @@ class RunAborted(ShardscoreError):
     exit_code = 3
 
 
+class InputChanged(RunAborted):
+    """A shard's input file is not the one planned, or changed while it was read: the run's shards would mix two
+    versions of the input, so the run stops (what it committed stays committed)."""
+
+
+class PartitionColumnClash(RunAborted):
+    """The model returns a column named like a Hive partition key of the input's folders: every shard would write an
+    output that readers cannot read, so the run stops at the first one."""
+
+
 class DeviceError(RunAborted):
     """The requested device is not there (for example `--device cuda` on a worker without CUDA)."""
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import json
 import os
 import site
 import socket
 import sys
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -53,6 +54,7 @@ class BatchError(ValueError):
 _IMPORTED_WITH: dict[str, list[str]] = {}
 
 
+@cache
 def _installed_dirs() -> tuple[str, ...]:
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages()}
     return tuple(os.path.realpath(d) + os.sep for d in dirs if d)
@@ -84,11 +86,10 @@ def _tree(folder: str) -> list[str]:
 def model_sources(module_name: str) -> list[str]:
     """Every source file whose change changes the model identity: the factory's package (`_package_files`) and the
     modules of the user's project (outside the Python installation, shardscore aside) that importing it loaded."""
-    installed = _installed_dirs()
     files = set(_package_files(module_name))
     for name in _IMPORTED_WITH.get(module_name, []):
-        source = getattr(sys.modules.get(name), "__file__", None)
-        if source and source.endswith(".py") and not os.path.realpath(source).startswith(installed):
+        source = _project_source(name, sys.modules.get(name))
+        if source:
             files.add(source)
     return sorted(files)
 
@@ -102,6 +103,85 @@ def _sources_digest(module_name: str) -> str:
         except OSError:
             continue
     return digest.hexdigest()[:16]
+
+
+def source_digest(path: str) -> str:
+    """The digest of one source file, as the commit record keeps it for a module the model loaded lazily."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def _project_source(name: str, module: Any) -> str | None:
+    """The module's source file when it is the user's project's (outside the Python installation, shardscore
+    aside), else None."""
+    if name == "shardscore" or name.startswith("shardscore."):
+        return None
+    source = getattr(module, "__file__", None)
+    if not source or not source.endswith(".py") or os.path.realpath(source).startswith(_installed_dirs()):
+        return None
+    return source
+
+
+#: Per worker process: module name -> the digest of its source when this process first saw it loaded ("" when it
+#: is not the project's). First seen, not re-read: the process runs the code it imported, whatever the file is now.
+_SEEN: dict[str, str] = {}
+
+
+def loaded_sources(scorer: "Scorer") -> dict[str, str]:
+    """The project's modules loaded in this process that the model identity does not cover, by name, each with the
+    digest of its source (`source_digest`).
+
+    Called after a shard's first batch: a module the model imports inside its function (not when the factory is
+    imported) is loaded by then, and is outside `model_sources`. The commit record keeps them, so that a rerun can
+    tell an edit (`current_sources`). A process that served another model before may report that model's modules
+    too: a change to them then also makes this model's shards stale, which errs on the safe side.
+    """
+    top = scorer.spec.target.partition(":")[0].split(".")[0]
+    covered = set(scorer.covered_modules)
+    found: dict[str, str] = {}
+    for name, module in list(sys.modules.items()):
+        if name == top or name.startswith(top + ".") or name in covered:
+            continue
+        if name not in _SEEN:
+            source = _project_source(name, module)
+            try:
+                _SEEN[name] = source_digest(source) if source else ""
+            except OSError:
+                _SEEN[name] = ""
+        if _SEEN[name]:
+            found[name] = _SEEN[name]
+    return found
+
+
+def _module_file(name: str) -> str | None:
+    """Where `name`'s source is on this process's sys.path, found without importing anything.
+
+    importlib.util.find_spec would import a dotted name's parent packages (running the project's code in the
+    driver); importlib.machinery.PathFinder.find_spec looks up one level at a time in the given folders only.
+    """
+    spec = None
+    search: list[str] | None = None
+    for part in name.split("."):
+        if spec is not None and search is None:
+            return None  # a plain module has no submodules
+        spec = importlib.machinery.PathFinder.find_spec(part, search)
+        if spec is None:
+            return None
+        search = list(spec.submodule_search_locations) if spec.submodule_search_locations is not None else None
+    return spec.origin if spec is not None and spec.has_location else None
+
+
+def current_sources(names: set[str]) -> dict[str, str | None]:
+    """For each module a commit record lists as lazily loaded: the digest of its source as found now by name (so
+    paths may differ between driver and workers, e.g. with Ray's runtime_env working_dir), None when it is gone."""
+    found: dict[str, str | None] = {}
+    for name in sorted(names):
+        path = _module_file(name)
+        try:
+            found[name] = source_digest(path) if path else None
+        except OSError:
+            found[name] = None
+    return found
 
 
 def _to_table(result: Any, num_rows: int) -> pa.Table:
@@ -152,6 +232,8 @@ class Scorer:
             raise ModelError(f"model {spec.target}: pandas_backend {self.pandas_backend!r} is not one of "
                              f"{PANDAS_BACKENDS}")
         self.device = "cpu"
+        # The project modules `model_sources` covers beyond the factory's package, by name (see loaded_sources).
+        self.covered_modules: tuple[str, ...] = tuple(_IMPORTED_WITH.get(spec.target.partition(":")[0], ()))
 
     @cached_property
     def identity(self) -> str:

@@ -12,6 +12,7 @@ import struct
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -75,44 +76,66 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class _Footer:
+class Footer:
     metadata: pq.FileMetaData
     fingerprint: str
     size: int
+    version: bytes  # the ETag on object stores, the mtime on local disks (see `file_version`)
 
 
-def read_footer(loc: Location, path: str, mtime_ns: int | None = None) -> _Footer:
-    """Read only the Parquet footer (one ranged read on object stores) and fingerprint the file.
+def file_version(loc: Location, f: pa.NativeFile, mtime_ns: Callable[[], int | None]) -> bytes:
+    """What the store tells for free of an open file's version: the ETag on object stores (pyarrow's S3 input file
+    reports it from the HEAD request it makes when opened: ObjectInputFile::Init in arrow's s3fs.cc), else the
+    modification time, asked of `mtime_ns` only then."""
+    etag = (f.metadata() or {}).get("ETag", b"") if not loc.is_local else b""
+    if etag:
+        return etag
+    mtime = mtime_ns()
+    return str(mtime if mtime is not None else "").encode()
 
-    The fingerprint covers the size, the footer (every row group's offsets, sizes and statistics) and what the
-    store tells for free of the file's version: the ETag on object stores (pyarrow's S3 input file reports it
-    from the HEAD request it makes anyway), the modification time on local disks. So an edit that keeps the
-    size and the footer's bytes, such as two values swapped, is still seen.
-    """
+
+def read_footer(loc: Location, path: str, mtime_ns: int | None = None) -> Footer:
+    """Open a file, read its footer and fingerprint it (`footer_of`); `mtime_ns` is what the listing said."""
     with loc.fs.open_input_file(path) as f:
-        size = f.size()
-        etag = (f.metadata() or {}).get("ETag", b"") if not loc.is_local else b""
-        version = etag if etag else str(mtime_ns if mtime_ns is not None else "").encode()
-        if size < 12:
-            raise ValueError(f"not a Parquet file: {size} bytes")
-        probe = min(size, FOOTER_PROBE_BYTES)
-        f.seek(size - probe)
-        tail = f.read(probe)
-        if tail[-4:] != MAGIC:
-            raise ValueError("not a Parquet file: no PAR1 magic at its end (corrupt or truncated)")
-        footer_len = struct.unpack("<I", tail[-8:-4])[0]
-        if footer_len + 12 > size:
-            raise ValueError(f"corrupt Parquet footer: length {footer_len} exceeds the file size {size}")
-        if footer_len + 8 > len(tail):
-            f.seek(size - footer_len - 8)
-            tail = f.read(footer_len + 8)
-        footer = tail[-(footer_len + 8):]
+        return footer_of(loc, f, lambda: mtime_ns)
+
+
+def footer_of(loc: Location, f: pa.NativeFile, mtime_ns: Callable[[], int | None]) -> Footer:
+    """Read only the Parquet footer of an open file (one ranged read on object stores) and fingerprint the file.
+
+    The fingerprint covers the size, the footer (every row group's offsets, sizes and statistics) and the file's
+    version (`file_version`). So an edit that keeps the size and the footer's bytes, such as two values swapped,
+    is still seen. Planning and the worker that scores a shard both fingerprint through here, so that the worker
+    can tell the file it opened from the one that was planned.
+    """
+    size = f.size()
+    version = file_version(loc, f, mtime_ns)
+    if size < 12:
+        raise ValueError(f"not a Parquet file: {size} bytes")
+    probe = min(size, FOOTER_PROBE_BYTES)
+    f.seek(size - probe)
+    tail = f.read(probe)
+    if tail[-4:] != MAGIC:
+        raise ValueError("not a Parquet file: no PAR1 magic at its end (corrupt or truncated)")
+    footer_len = struct.unpack("<I", tail[-8:-4])[0]
+    if footer_len + 12 > size:
+        raise ValueError(f"corrupt Parquet footer: length {footer_len} exceeds the file size {size}")
+    if footer_len + 8 > len(tail):
+        f.seek(size - footer_len - 8)
+        tail = f.read(footer_len + 8)
+    footer = tail[-(footer_len + 8):]
     try:
         metadata = pq.read_metadata(pa.BufferReader(MAGIC + footer))
     except (OSError, pa.ArrowException) as exc:
         raise ValueError(f"corrupt Parquet footer: {exc}") from exc
     digest = hashlib.sha256(struct.pack("<Q", size) + footer + b"\0" + version).hexdigest()[:20]
-    return _Footer(metadata, digest, size)
+    return Footer(metadata, digest, size, version)
+
+
+def file_stamp(loc: Location, path: str) -> tuple[int, bytes]:
+    """A file's size and version as they are now, without reading it (a stat, or one HEAD request)."""
+    with loc.fs.open_input_file(path) as f:
+        return f.size(), file_version(loc, f, lambda: loc.fs.get_file_info(path).mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -270,6 +293,30 @@ def plan(loc: Location, max_rows_per_shard: int | None = None, columns: list[str
         shards.extend(file_shards)
     _refuse_output_collisions(shards)
     return Plan(shards, bad, schema, mismatches, ignored, casts or {}, loops)
+
+
+def partition_keys(relpaths: Iterable[str]) -> dict[str, str]:
+    """The Hive partition keys of the input's folders (`date=2026-12-03/part-0.parquet` gives `date`), each with a
+    folder that names it. The output keeps the input's subfolders, so these are the output's partition keys too."""
+    keys: dict[str, str] = {}
+    for rel in relpaths:
+        for folder in rel.split("/")[:-1]:
+            key, eq, _ = folder.partition("=")
+            if eq and key:
+                keys.setdefault(key, folder)
+    return keys
+
+
+def partition_clashes(columns: Iterable[str], keys: dict[str, str]) -> list[tuple[str, str]]:
+    """(column, folder) for each output column named like a partition key of the output's folders.
+
+    Readers of such an output break or lie: pyarrow's hive partitioning (pyarrow.dataset, pq.read_table) and
+    pandas.read_parquet refuse it ("Unable to merge: Field ... has incompatible types") when the types differ, and
+    DuckDB's read_parquet, which enables hive partitioning by default, returns the folder's value in place of the
+    column's. DuckDB matches names regardless of case (`Date=...` replaces `date`), so names are compared so too.
+    """
+    by_name = {key.lower(): folder for key, folder in keys.items()}
+    return [(column, by_name[column.lower()]) for column in columns if column.lower() in by_name]
 
 
 def _refuse_output_collisions(shards: list[Shard]) -> None:

@@ -20,7 +20,7 @@ from ray import cloudpickle
 from ray.exceptions import RayError
 
 from .commit import ShardResult
-from .errors import DeviceError, ShardError
+from .errors import DeviceError, RunAborted, ShardError
 from .model import Scorer
 from .planning import Shard
 from .scoring import ScoringJob, failed, score_shard
@@ -102,6 +102,9 @@ def _score_one(shard: Shard, scorer: Scorer, job: ScoringJob, info: dict[str, An
                                before_publish=before_publish)
         except ShardError as exc:
             return failed(shard.shard_id, display, exc.reason, info)
+        except RunAborted as exc:  # the input changed, or no shard can be written readably: the run must stop
+            return ShardResult(shard_id=shard.shard_id, status="fatal", input_path=display, reason=str(exc),
+                               worker=info)
         except OSError as exc:
             if attempt == attempts:
                 tries = f" ({attempts} attempts)" if attempts > 1 else ""
@@ -140,6 +143,8 @@ def _score(bundle: list[Shard], model_box: list[ray.ObjectRef] | None, job: Scor
             expected_schema = result.prediction_schema  # the bundle's later shards must match its first
         _count(result)
         results.append(result)
+        if result.status == "fatal":
+            break  # the driver stops the run: the bundle's other shards are not started
     return results
 
 

@@ -20,11 +20,12 @@ import pyarrow.fs as pafs
 
 from . import __version__
 from . import model as model_mod
-from .commit import OutputStore, Reconciliation, ShardResult, file_problem, options_identity, reconcile
+from .commit import (OutputStore, Reconciliation, ShardResult, SourceLedger, file_problem, options_identity,
+                     reconcile)
 from .config import RunConfig
 from .errors import ConfigError, OutputError, RunAborted
 from .lease import Lease, ray_job_id, this_process
-from .planning import Plan, Shard, bundle, plan
+from .planning import Plan, Shard, bundle, partition_clashes, partition_keys, plan
 from .progress import Progress
 from .scoring import ScoringJob, commit_empty, failed, schema_difference
 from .session import InFlightBound, Workers, cluster_slots, start_workers
@@ -95,6 +96,7 @@ def prepare(cfg: RunConfig, need_output: bool = True, for_run: bool = False) -> 
         missing_keys = [c for c in cfg.key_columns if c not in names]
         if missing_keys:
             raise ConfigError(f"--key-columns: {missing_keys} not in the input's columns {names}")
+        _refuse_partition_keys(cfg.key_columns, the_plan)
         missing_model = [c for c in scorer.columns or [] if c not in names]
         if missing_model:
             raise ConfigError(f"--model {cfg.model} reads columns {missing_model} that the input does not have "
@@ -108,14 +110,28 @@ def prepare(cfg: RunConfig, need_output: bool = True, for_run: bool = False) -> 
         if for_run:
             lease = _take_lease(store, cfg)
         try:
-            reconciliation = reconcile(the_plan.shards, store.committed(), scorer.identity,
-                                       options_identity(cfg.key_columns), cfg.overwrite, store.listing())
+            committed = store.committed()
+            sources = model_mod.current_sources({n for r in committed.values() for n in r.loaded_sources})
+            reconciliation = reconcile(the_plan.shards, committed, scorer.identity,
+                                       options_identity(cfg.key_columns), cfg.overwrite, store.listing(), sources)
         except BaseException:
             if lease is not None:
                 lease.release()
             raise
         clock.lap("output")
     return Prepared(cfg, in_loc, store, scorer, the_plan, reconciliation, prefailed, model_bytes, lease, clock.laps)
+
+
+def _refuse_partition_keys(key_columns: list[str], the_plan: Plan) -> None:
+    """A key column named like a partition key of the input's folders would make the output unreadable or lie
+    (planning.partition_clashes): refused before anything runs."""
+    clashes = partition_clashes(key_columns, partition_keys(s.relpath for s in the_plan.shards))
+    if clashes:
+        column, folder = clashes[0]
+        raise ConfigError(f"--key-columns: {column!r} is named like the partition key of the input's folder {folder}, "
+                          "which the output keeps: readers would take the column for the partition key (pyarrow and "
+                          "pandas refuse to read such an output, DuckDB returns the folder's value in its place). "
+                          "Leave it out of --key-columns: readers get it from the folder names")
 
 
 class _Stopwatch:
@@ -208,7 +224,8 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
                      model_identity=prep.scorer.identity, output_options=options_identity(cfg.key_columns),
                      key_columns=tuple(cfg.key_columns), batch_size=cfg.batch_size,
                      casts=tuple(sorted(prep.plan.casts.items())), run_id=lease.holder.run_id,
-                     overlap=cfg.overlap == "on" or (cfg.overlap == "auto" and prep.scorer.has_device))
+                     overlap=cfg.overlap == "on" or (cfg.overlap == "auto" and prep.scorer.has_device),
+                     partition_keys=tuple(partition_keys(s.relpath for s in prep.plan.shards).items()))
     store.start({"model": cfg.model, "model_args": cfg.model_args, "model_identity": job.model_identity,
                  "key_columns": cfg.key_columns, "input": cfg.input, "versions": versions(), "started_at": started,
                  "run_id": job.run_id, "lease_generation": lease.holder.generation})
@@ -222,6 +239,7 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
     feed = rx.Feed(None, job, control, lambda r: True, attempts=cfg.max_retries + 1,
                    expected_schema=next((r.prediction_schema for r in rec.done if r.prediction_schema), ""))
     fixed_by = next((r.shard_id for r in rec.done if r.prediction_schema), "")
+    ledger = SourceLedger(rec.done)
 
     def on_result(result: ShardResult | None) -> bool:
         nonlocal fixed_by
@@ -233,6 +251,9 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
         if result.status == "fatal":
             fatal.append(result.reason)
             return False
+        if result.status == "committed" and (conflict := ledger.conflict(result)):
+            store.forget(result)  # never keep predictions of other code beside the others under one manifest
+            result = failed(result.shard_id, result.input_path, conflict, result.worker)
         if result.status == "committed" and result.output:
             if not feed.expected_schema:
                 feed.expected_schema, fixed_by = result.prediction_schema, result.shard_id

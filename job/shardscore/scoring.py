@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .commit import OutputStore, ShardResult
-from .errors import ShardError
-from .model import Scorer
+from .errors import InputChanged, PartitionColumnClash, ShardError
+from .model import Scorer, loaded_sources
 from .pipeline import BackgroundWriter, prefetch
-from .planning import Shard
+from .planning import Footer, Shard, file_stamp, footer_of, partition_clashes, read_footer
 from .storage import Location, StorageOptions, resolve, stamp, write_atomic
 
 #: Errors decoding a shard that mean "this shard's data is bad": retrying cannot help.
@@ -40,6 +40,7 @@ class ScoringJob:
     casts: tuple[tuple[str, pa.DataType], ...] = ()  # input columns widened to one type across files
     run_id: str = ""
     overlap: bool = False  # read ahead and write behind in threads while the model scores (pipeline.py)
+    partition_keys: tuple[tuple[str, str], ...] = ()  # (key, a folder naming it): planning.partition_keys
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)
@@ -117,6 +118,84 @@ def _with_keys(predictions: pa.Table, batch: pa.Table, key_columns: tuple[str, .
     return predictions
 
 
+RERUN = "the input changed while the run was going; rerun to score the new version"
+
+
+def _changed(display: str, planned: str, now: str, how: str) -> InputChanged:
+    return InputChanged(f"input file {display} {how}: fingerprint {planned} when planned, {now} now: {RERUN}")
+
+
+def _fingerprint_now(loc: Location, path: str) -> str:
+    """The file's fingerprint as planning would compute it now (for the message only), or what prevents it."""
+    try:
+        return read_footer(loc, path, loc.fs.get_file_info(path).mtime_ns).fingerprint
+    except FileNotFoundError:
+        return "none (the file is gone)"
+    except (ValueError, OSError) as exc:
+        return f"none ({exc})"
+
+
+def open_planned(loc: Location, shard: Shard) -> tuple[pa.NativeFile, Footer]:
+    """Open the shard's file and check that it is the planned one: the same fingerprint (computed by
+    planning.footer_of, as planning did) and the planned rows in the shard's row groups. Raises InputChanged if not,
+    ReadError when the file cannot be read."""
+    display = loc.display(shard.path)
+    try:
+        f = loc.fs.open_input_file(shard.path)
+    except FileNotFoundError as exc:
+        raise _changed(display, shard.fingerprint, "none", "is gone since the run planned it") from exc
+    except OSError as exc:
+        raise ReadError(exc, 0) from exc
+    try:
+        footer = footer_of(loc, f, lambda: loc.fs.get_file_info(shard.path).mtime_ns)
+    except ValueError as exc:  # planning read this footer fine: the file was replaced by one that is not Parquet
+        f.close()
+        raise _changed(display, shard.fingerprint, f"none ({exc})", "was replaced since the run planned it") from exc
+    except OSError as exc:
+        f.close()
+        raise ReadError(exc, 0) from exc
+    md = footer.metadata
+    groups = shard.row_groups if shard.row_groups is not None else range(md.num_row_groups)
+    rows = sum(md.row_group(i).num_rows for i in groups if i < md.num_row_groups)
+    if footer.fingerprint != shard.fingerprint or max(groups, default=-1) >= md.num_row_groups \
+            or rows != shard.num_rows:
+        f.close()
+        rows_now = f" (its row groups hold {rows} rows, {shard.num_rows} planned)" if rows != shard.num_rows else ""
+        raise _changed(display, shard.fingerprint, footer.fingerprint,
+                       "was replaced since the run planned it" + rows_now)
+    return f, footer
+
+
+def check_unchanged(loc: Location, shard: Shard, footer: Footer) -> None:
+    """After the shard's last batch, before its output is published: the file must still be the one opened.
+
+    A rewrite during the read is otherwise unseen: pyarrow reads a file in ranged reads, and on S3 each is a GET
+    of the key alone, not pinned to the version that was opened (ObjectInputFile::ReadAt -> GetObjectRange in
+    arrow's s3fs.cc sets bucket, key and range only), so the batches can come from two versions.
+    """
+    try:
+        now = file_stamp(loc, shard.path)
+    except FileNotFoundError:
+        now = None
+    if now != (footer.size, footer.version):
+        raise _changed(loc.display(shard.path), footer.fingerprint, _fingerprint_now(loc, shard.path),
+                       "changed while this shard was reading it")
+
+
+def refuse_partition_columns(predictions: pa.Table, job: ScoringJob, shard: Shard) -> None:
+    """A prediction column named like a partition key of the output's folders stops the run
+    (planning.partition_clashes says what readers make of it); the key columns were checked before the run."""
+    model_columns = [c for c in predictions.column_names if c not in job.key_columns]
+    clashes = partition_clashes(model_columns, dict(job.partition_keys))
+    if clashes:
+        column, folder = clashes[0]
+        raise PartitionColumnClash(
+            f"the model returns a column {column!r}, named like the partition key of the input's folder {folder} "
+            f"(shard {shard.shard_id}): the output keeps that folder, and readers would take the column for the "
+            "partition key (pyarrow and pandas refuse to read such an output, DuckDB returns the folder's value "
+            "in place of the predictions). Rename the model's column")
+
+
 class _HashingSink:
     """A file-like sink that counts and hashes what the Parquet writer writes through it."""
 
@@ -156,22 +235,20 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
     rows_in = rows_out = 0
     first_batch = 0.0
     predictions_schema = ""
+    sources: dict[str, str] = {}  # the project modules the model loaded beyond its identity's (model.loaded_sources)
     digest = hashlib.sha256()
 
     def fail(reason: str) -> ShardError:
         return ShardError(shard.shard_id, shard.path, reason)
 
     def write(out: pa.NativeFile) -> None:
-        nonlocal rows_in, rows_out, predictions_schema, digest, first_batch
+        nonlocal rows_in, rows_out, predictions_schema, digest, first_batch, sources
         sink = _HashingSink(out)
         digest = sink.sha256
-        try:
-            f = in_loc.fs.open_input_file(shard.path)
-        except OSError as exc:
-            raise ReadError(exc, 0) from exc
+        f, footer = open_planned(in_loc, shard)
         with f:
-            try:
-                parquet = pq.ParquetFile(f)
+            try:  # `metadata`: pyarrow reads no footer of its own (ParquetReader.open passes it to FileReaderBuilder)
+                parquet = pq.ParquetFile(f, metadata=footer.metadata)
             except (OSError, *DATA_ERRORS) as exc:
                 raise ReadError(exc, 0) from exc
             columns = _read_columns(scorer, job, parquet.schema_arrow, shard)
@@ -189,6 +266,8 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
                         raise fail(f"the model failed on rows {rows_in}..{last}: {type(exc).__name__}: {exc}") from exc
                     predictions = _with_keys(predictions, table, job.key_columns, shard)
                     if writer is None:
+                        refuse_partition_columns(predictions, job, shard)
+                        sources = loaded_sources(scorer)
                         predictions_schema = schema_text(predictions.schema)
                         if expected_schema and predictions_schema != expected_schema:
                             raise fail("the model's predictions have another schema than the rest of the output's: "
@@ -225,6 +304,7 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
                     writer.close()
         if rows_in == 0:
             raise fail("empty shard: it has no rows to score")
+        check_unchanged(in_loc, shard, footer)
 
     try:
         write_atomic(store.loc, out_path, write, before_publish)
@@ -242,6 +322,7 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         seconds=round(time.time() - started, 4), attempt_started_at=started, worker=worker,
         output_size=size, output_mtime_ns=mtime_ns, output_sha256=digest.hexdigest(),
         prediction_schema=predictions_schema, run_id=job.run_id, first_batch_seconds=round(first_batch, 4),
+        loaded_sources=sources,
     )
     store.commit(result)
     return result
