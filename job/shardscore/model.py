@@ -104,11 +104,15 @@ def _sources_digest(module_name: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _to_table(result: Any, num_rows: int) -> pa.Table:
+def _to_table(result: Any, num_rows: int, index: Any = None) -> pa.Table:
+    """The model's answer as a table whose rows are the batch's, in its order. `index` is the pandas index of the
+    batch the model got (None: a RangeIndex, as a pandas answer to an Arrow or NumPy batch is compared with)."""
     # pandas is imported only by models that use it (it costs workers half a second to start).
     pd = sys.modules.get("pandas")
     if isinstance(result, pa.RecordBatch):
         result = pa.Table.from_batches([result])
+    if pd is not None and isinstance(result, (pd.Series, pd.DataFrame)):
+        result = _in_batch_order(result, pd.RangeIndex(num_rows) if index is None else index)
     if pd is not None and isinstance(result, pd.Series):
         result = result.to_frame(name=result.name if result.name is not None else PREDICTION_COLUMN)
     if pd is not None and isinstance(result, pd.DataFrame):
@@ -125,6 +129,34 @@ def _to_table(result: Any, num_rows: int) -> pa.Table:
     if table.num_rows != num_rows:
         raise BatchError(f"the model returned {table.num_rows} rows for a batch of {num_rows}")
     return table
+
+
+def _in_batch_order(result: Any, batch_index: Any) -> Any:
+    """A pandas answer in the batch's row order.
+
+    pandas aligns by label, and the model may have reordered its rows (sort_values, sample(frac=1), a merge), while
+    the answer is written by position (from_pandas(preserve_index=False)). An index that is a permutation of the
+    batch's is put back in the batch's order; any other index (other labels, duplicates) cannot be placed.
+    """
+    if len(result) != len(batch_index) or result.index.equals(batch_index):
+        return result  # the same order (or a wrong row count, which _to_table names)
+    if result.index.is_unique and batch_index.is_unique:
+        positions = result.index.get_indexer(batch_index)
+        if (positions >= 0).all():
+            return result.iloc[positions]
+    foreign = result.index[~result.index.isin(batch_index)]
+    twice = result.index[result.index.duplicated()]
+    what = [f"labels the batch does not have: {_labels(foreign)}"] if len(foreign) else []
+    what += [f"duplicate labels: {_labels(twice)}"] if len(twice) else []
+    what += [] if batch_index.is_unique else ["the batch's own index has duplicates"]
+    raise BatchError(f"the answer's index {_labels(result.index)} is not a permutation of the batch's "
+                     f"{_labels(batch_index)} ({'; '.join(what)}), so its rows cannot be matched to the batch's. "
+                     "Return the rows in the batch's order: with the batch's index, or reset_index(drop=True) when "
+                     "they are in its order already, or as an array")
+
+
+def _labels(index: Any, shown: int = 5) -> str:
+    return str(index[:shown].tolist())[:-1] + (", ...]" if len(index) > shown else "]")
 
 
 def _column(values: Any) -> pa.Array | pa.ChunkedArray:
@@ -203,7 +235,9 @@ class Scorer:
         return table.to_pandas()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return _to_table(self.model(self._to_batch(table)), table.num_rows)
+        batch = self._to_batch(table)
+        index = batch.index if self.batch_format == "pandas" else None  # taken before the model may set another
+        return _to_table(self.model(batch), table.num_rows, index)
 
 
 def _unpicklable(obj: Any, path: str, depth: int = 3) -> str:

@@ -14,15 +14,19 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import schema_rule
 from .commit import OutputStore, ShardResult
 from .errors import ShardError
-from .model import Scorer
+from .model import BatchError, Scorer
 from .pipeline import BackgroundWriter, prefetch
-from .planning import Shard
+from .planning import INT96_UNIT, Shard
 from .storage import Location, StorageOptions, resolve, stamp, write_atomic
 
 #: Errors decoding a shard that mean "this shard's data is bad": retrying cannot help.
 DATA_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+#: Predictions held back while a column is all null in every batch so far (its type unknown), at most this much.
+PENDING_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class ScoringJob:
     casts: tuple[tuple[str, pa.DataType], ...] = ()  # input columns widened to one type across files
     run_id: str = ""
     overlap: bool = False  # read ahead and write behind in threads while the model scores (pipeline.py)
+    columns: tuple[str, ...] = ()  # the columns every batch gives the model, in this order (runner.model_columns)
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)
@@ -76,9 +81,14 @@ def schema_difference(expected: str, actual: str) -> str:
 
 
 def _read_columns(scorer: Scorer, job: ScoringJob, schema: pa.Schema, shard: Shard) -> list[str] | None:
-    if scorer.columns is None:
-        return None  # the model declared nothing: give it every column, like the Ray example
-    wanted = list(dict.fromkeys([*scorer.columns, *job.key_columns]))
+    """The columns to read, in the order the model gets them: the job's (the same for every file, whatever its own
+    order), else the model's declared ones and the keys; None (every column, in the file's order) without either."""
+    if job.columns:
+        wanted = list(job.columns)
+    elif scorer.columns is not None:
+        wanted = list(dict.fromkeys([*scorer.columns, *job.key_columns]))
+    else:
+        return None
     missing = [c for c in wanted if schema.get_field_index(c) < 0]
     if missing:
         raise ShardError(shard.shard_id, shard.path, f"missing column(s) {missing}; the file has {schema.names}")
@@ -89,6 +99,8 @@ def _batches(parquet: pq.ParquetFile, shard: Shard, job: ScoringJob, columns: li
     """The shard's rows as tables of at most batch_size rows, widened where the plan said; read errors wrapped."""
     casts = {name: t for name, t in job.casts if columns is None or name in columns}
     rows = 0
+    # In the order of `columns`, not the file's: ParquetFile._get_column_indices maps each name in turn to its
+    # leaf indices, and the reader returns the fields in that order (tests/test_batch_integrity.py).
     batches = parquet.iter_batches(batch_size=job.batch_size, row_groups=shard.row_groups, columns=columns,
                                    use_threads=False)
     while True:
@@ -141,6 +153,88 @@ class _HashingSink:
         self.closed = True  # the stream itself is closed by write_atomic
 
 
+class _PredictionsFile:
+    """The shard's predictions file, its schema fixed once and every batch conformed to it (schema_rule.conform).
+
+    The schema is the output's (`expected`, from the shards committed before) when known. Otherwise the first type
+    each column shows fixes it: a column all null in a batch says nothing of its type, so such batches wait (at most
+    PENDING_BYTES of them; past that, or at the shard's end, an all-null column keeps the type it came with).
+    """
+
+    def __init__(self, sink: _HashingSink, job: ScoringJob, expected: str, fail: Callable[[str], ShardError]):
+        self.sink, self.job, self.expected, self.fail = sink, job, expected, fail
+        self.schema: pa.Schema | None = None
+        self.origin = ""  # what fixed the schema, for the message of a batch that does not fit it
+        self.pending: list[tuple[pa.Table, str]] = []  # (predictions, their rows) until the schema is fixed
+        self.writer: pq.ParquetWriter | None = None
+        self.behind: BackgroundWriter | None = None
+
+    def add(self, predictions: pa.Table, rows: str) -> None:
+        self.pending.append((predictions, rows))
+        if self.schema is not None or self._fix(final=False):
+            self._flush()
+
+    def _flush(self) -> None:
+        for table, where in self.pending:
+            self._write(table, where)
+        self.pending.clear()
+
+    def _fix(self, final: bool) -> bool:
+        """Fix the file's schema if the batches seen tell every column's type (or must be written now)."""
+        first = self.pending[0][0].schema
+        origin = "the output's other shards"
+        try:
+            if self.expected:
+                schema = first if schema_text(first) == self.expected else schema_rule.from_text(self.expected, first)
+            else:
+                span = (self.pending[0][1].split("..")[0], self.pending[-1][1].split("..")[1])
+                origin = f"rows {span[0]}..{span[1]} of this shard"
+                types: dict[str, pa.DataType] = {}
+                for table, _ in self.pending:
+                    for name, column in zip(table.column_names, table.columns, strict=True):
+                        if name in first.names and name not in types and not schema_rule.undetermined(column):
+                            types[name] = column.type
+                held = sum(table.nbytes for table, _ in self.pending)
+                if len(types) < len(first) and not final and held <= PENDING_BYTES:
+                    return False
+                schema = pa.schema([f.with_type(types.get(f.name, f.type)) for f in first], metadata=first.metadata)
+        except schema_rule.SchemaConflict as exc:
+            raise self.fail(f"the model's predictions for rows {self.pending[0][1]} do not fit the output's types "
+                            f"(fixed by {origin}): {exc}") from None
+        self.schema, self.origin = schema, origin
+        self.writer = pq.ParquetWriter(self.sink, schema, compression=self.job.compression)
+        if self.job.overlap:
+            self.behind = BackgroundWriter(self.writer.write_table)
+        return True
+
+    def _write(self, predictions: pa.Table, rows: str) -> None:
+        assert self.schema is not None and self.writer is not None
+        try:
+            predictions = schema_rule.conform(predictions, self.schema)
+        except schema_rule.SchemaConflict as exc:
+            raise self.fail(f"the model's predictions for rows {rows} do not fit the output's types (fixed by "
+                            f"{self.origin}): {exc}") from None
+        if self.behind is not None:
+            self.behind.submit(predictions)
+        else:
+            self.writer.write_table(predictions)
+
+    def finish(self) -> str:
+        """Write what still waits and wait for the writes; the file's prediction schema as schema_text."""
+        if self.pending:
+            self._fix(final=True)
+            self._flush()
+        if self.behind is not None:
+            self.behind.close()
+        return schema_text(self.schema) if self.schema is not None else ""
+
+    def close(self) -> None:
+        if self.behind is not None:
+            self.behind.stop()  # a writer thread must be done before its writer closes
+        if self.writer is not None:
+            self.writer.close()
+
+
 def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str, Any],
                 on_batch: Callable[[int], None] | None = None, expected_schema: str = "",
                 before_publish: Callable[[], None] | None = None) -> ShardResult:
@@ -148,7 +242,8 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
 
     Raises ShardError for the shard's own faults (its data, or the model on its rows); OSError for input or
     output that could not be reached, which may pass on a retry. `expected_schema` is the output's prediction
-    schema when it is already fixed: a model that returns another one fails the shard before anything is written.
+    schema when it is already fixed: predictions are cast to it where they widen into it without loss
+    (schema_rule), and a model that returns anything else fails the shard before anything is written.
     """
     started = time.time()
     in_loc, store = job.input(), job.output()
@@ -171,58 +266,35 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
             raise ReadError(exc, 0) from exc
         with f:
             try:
-                parquet = pq.ParquetFile(f)
+                parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit=INT96_UNIT)
             except (OSError, *DATA_ERRORS) as exc:
                 raise ReadError(exc, 0) from exc
             columns = _read_columns(scorer, job, parquet.schema_arrow, shard)
-            writer: pq.ParquetWriter | None = None
-            behind: BackgroundWriter | None = None
+            output = _PredictionsFile(sink, job, expected_schema, fail)
             batches = _batches(parquet, shard, job, columns)
             if job.overlap:
                 batches = prefetch(batches)
             try:
                 for table in batches:
-                    last = rows_in + table.num_rows - 1
+                    rows = f"{rows_in}..{rows_in + table.num_rows - 1}"
                     try:
                         predictions = scorer(table)
+                    except BatchError as exc:  # an answer that cannot be used, whatever the model meant
+                        raise fail(f"the model's answer for rows {rows} cannot be used: {exc}") from exc
                     except Exception as exc:  # the user's model failed on these rows: the shard's own fault
-                        raise fail(f"the model failed on rows {rows_in}..{last}: {type(exc).__name__}: {exc}") from exc
-                    predictions = _with_keys(predictions, table, job.key_columns, shard)
-                    if writer is None:
-                        predictions_schema = schema_text(predictions.schema)
-                        if expected_schema and predictions_schema != expected_schema:
-                            raise fail("the model's predictions have another schema than the rest of the output's: "
-                                       + schema_difference(expected_schema, predictions_schema)
-                                       + ". A model must return the same columns and types for every batch")
-                        writer = pq.ParquetWriter(sink, predictions.schema, compression=job.compression)
-                        if job.overlap:
-                            behind = BackgroundWriter(writer.write_table)
-                    elif not predictions.schema.equals(writer.schema):
-                        try:
-                            predictions = predictions.cast(writer.schema)
-                        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-                            raise fail(f"the model's predictions for rows {rows_in}..{last} have another schema "
-                                       "than for the rows before: " + schema_difference(
-                                           predictions_schema, schema_text(predictions.schema))) from exc
-                    if behind is not None:
-                        behind.submit(predictions)
-                    else:
-                        writer.write_table(predictions)
+                        raise fail(f"the model failed on rows {rows}: {type(exc).__name__}: {exc}") from exc
+                    output.add(_with_keys(predictions, table, job.key_columns, shard), rows)
                     rows_in += table.num_rows
                     rows_out += predictions.num_rows
                     if on_batch:
                         on_batch(table.num_rows)
                     if not first_batch:
                         first_batch = time.time() - started
-                if behind is not None:
-                    behind.close()
+                predictions_schema = output.finish()
             finally:
                 if hasattr(batches, "close"):
                     batches.close()  # a reader thread must be done before its file closes
-                if behind is not None:
-                    behind.stop()  # and a writer thread before its writer closes
-                if writer is not None:
-                    writer.close()
+                output.close()
         if rows_in == 0:
             raise fail("empty shard: it has no rows to score")
 
