@@ -106,7 +106,8 @@ def test_batches_that_widen_losslessly_are_cast_and_all_null_batches_fix_no_type
 
 def test_a_batch_whose_type_would_lose_values_fails_its_shard_naming_both_types(shardscore, tmp_path: Path):
     inp, out = tmp_path / "in", tmp_path / "out"
-    cases = {"bool-int64": (["bool", "int64"], "int64", "bool"), "float-double": (["float", "double"], "double", "float"),
+    cases = {"bool-int64": (["bool", "int64"], "int64", "bool"),  # name: (batch types, the refused, the fixed)
+             "float-double": (["float", "double"], "double", "float"),
              "int32-int64": (["null", "int32", "int64"], "int64", "int32")}
     for name, (kinds, _, _) in cases.items():
         _typed(inp / f"{name}.parquet", kinds)

@@ -2,11 +2,15 @@
 
 A factory returns a callable on a batch. It may declare, as attributes of what it returns:
 - `batch_format`: "pandas" (default, as in the Ray example), "pyarrow" or "numpy" (a dict of arrays);
-- `columns`: the input columns it needs (default: all), so shards read only those;
+- `columns`: the input columns it needs (default: all), so shards read only those. Every batch of every file has
+  its columns in one order: the declared ones in the order declared, then the key columns; without a declaration,
+  the plan's reference schema (the most common file's columns and order), whatever each file's own order;
 - `pandas_backend`: "numpy" (default: NumPy-backed frames, which code written for pandas 2 expects) or "pyarrow";
 - `prepare(device)`: called once per worker before its first batch (a torch model moves to the device here);
 - `fingerprint`: a string that changes when the model's weights do (folded into the model identity).
 A plain function that declares nothing, such as the Ray example's `load_model()`, works unchanged.
+A pandas answer is matched to the batch's rows by its index (pandas aligns by label): one in another order is put
+back in the batch's; one whose index is not a permutation of the batch's is refused (`_in_batch_order`).
 """
 
 from __future__ import annotations

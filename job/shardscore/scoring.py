@@ -153,6 +153,19 @@ class _HashingSink:
         self.closed = True  # the stream itself is closed by write_atomic
 
 
+def _rows(first: int, table: pa.Table) -> str:
+    return f"{first}..{first + table.num_rows - 1}"
+
+
+def _known_types(tables: list[pa.Table], names: list[str]) -> dict[str, pa.DataType]:
+    """Each column's type as the first table in which it is not all null shows it (schema_rule.undetermined)."""
+    types: dict[str, pa.DataType] = {}
+    for table in tables:
+        types.update({name: column.type for name, column in zip(table.column_names, table.columns, strict=True)
+                      if name in names and name not in types and not schema_rule.undetermined(column)})
+    return types
+
+
 class _PredictionsFile:
     """The shard's predictions file, its schema fixed once and every batch conformed to it (schema_rule.conform).
 
@@ -165,47 +178,45 @@ class _PredictionsFile:
         self.sink, self.job, self.expected, self.fail = sink, job, expected, fail
         self.schema: pa.Schema | None = None
         self.origin = ""  # what fixed the schema, for the message of a batch that does not fit it
-        self.pending: list[tuple[pa.Table, str]] = []  # (predictions, their rows) until the schema is fixed
+        self.pending: list[tuple[pa.Table, int]] = []  # (predictions, their first row) until the schema is fixed
         self.writer: pq.ParquetWriter | None = None
         self.behind: BackgroundWriter | None = None
 
-    def add(self, predictions: pa.Table, rows: str) -> None:
-        self.pending.append((predictions, rows))
-        if self.schema is not None or self._fix(final=False):
-            self._flush()
+    def add(self, predictions: pa.Table, first_row: int) -> None:
+        self.pending.append((predictions, first_row))
+        if self.schema is None:
+            fixed = self._target(final=False)
+            if fixed is None:
+                return
+            self._open(*fixed)
+        self._flush()
 
     def _flush(self) -> None:
-        for table, where in self.pending:
-            self._write(table, where)
+        for table, first in self.pending:
+            self._write(table, _rows(first, table))
         self.pending.clear()
 
-    def _fix(self, final: bool) -> bool:
-        """Fix the file's schema if the batches seen tell every column's type (or must be written now)."""
-        first = self.pending[0][0].schema
-        origin = "the output's other shards"
-        try:
-            if self.expected:
-                schema = first if schema_text(first) == self.expected else schema_rule.from_text(self.expected, first)
-            else:
-                span = (self.pending[0][1].split("..")[0], self.pending[-1][1].split("..")[1])
-                origin = f"rows {span[0]}..{span[1]} of this shard"
-                types: dict[str, pa.DataType] = {}
-                for table, _ in self.pending:
-                    for name, column in zip(table.column_names, table.columns, strict=True):
-                        if name in first.names and name not in types and not schema_rule.undetermined(column):
-                            types[name] = column.type
-                held = sum(table.nbytes for table, _ in self.pending)
-                if len(types) < len(first) and not final and held <= PENDING_BYTES:
-                    return False
-                schema = pa.schema([f.with_type(types.get(f.name, f.type)) for f in first], metadata=first.metadata)
-        except schema_rule.SchemaConflict as exc:
-            raise self.fail(f"the model's predictions for rows {self.pending[0][1]} do not fit the output's types "
-                            f"(fixed by {origin}): {exc}") from None
+    def _target(self, final: bool) -> tuple[pa.Schema, str] | None:
+        """The file's schema and what fixed it, once the batches seen tell every column's type (or `final`)."""
+        first, tables = self.pending[0][0].schema, [table for table, _ in self.pending]
+        if self.expected:
+            try:
+                like = first if schema_text(first) == self.expected else schema_rule.from_text(self.expected, first)
+            except schema_rule.SchemaConflict as exc:
+                raise self.fail(f"the model's predictions for rows {_rows(self.pending[0][1], tables[0])} do not "
+                                f"fit the output's types (fixed by the output's other shards): {exc}") from None
+            return like, "the output's other shards"
+        types = _known_types(tables, first.names)
+        if len(types) < len(first) and not final and sum(t.nbytes for t in tables) <= PENDING_BYTES:
+            return None
+        schema = pa.schema([f.with_type(types.get(f.name, f.type)) for f in first], metadata=first.metadata)
+        return schema, f"rows {self.pending[0][1]}..{self.pending[-1][1] + tables[-1].num_rows - 1} of this shard"
+
+    def _open(self, schema: pa.Schema, origin: str) -> None:
         self.schema, self.origin = schema, origin
         self.writer = pq.ParquetWriter(self.sink, schema, compression=self.job.compression)
         if self.job.overlap:
             self.behind = BackgroundWriter(self.writer.write_table)
-        return True
 
     def _write(self, predictions: pa.Table, rows: str) -> None:
         assert self.schema is not None and self.writer is not None
@@ -222,7 +233,9 @@ class _PredictionsFile:
     def finish(self) -> str:
         """Write what still waits and wait for the writes; the file's prediction schema as schema_text."""
         if self.pending:
-            self._fix(final=True)
+            fixed = self._target(final=True)
+            assert fixed is not None  # a final target is always fixed
+            self._open(*fixed)
             self._flush()
         if self.behind is not None:
             self.behind.close()
@@ -233,6 +246,28 @@ class _PredictionsFile:
             self.behind.stop()  # a writer thread must be done before its writer closes
         if self.writer is not None:
             self.writer.close()
+
+
+def _open_parquet(loc: Location, path: str) -> tuple[pa.NativeFile, pq.ParquetFile]:
+    """The shard's file and its Parquet reader (INT96 timestamps in planning.INT96_UNIT, as planning read them)."""
+    try:
+        f = loc.fs.open_input_file(path)
+    except OSError as exc:
+        raise ReadError(exc, 0) from exc
+    try:
+        return f, pq.ParquetFile(f, coerce_int96_timestamp_unit=INT96_UNIT)
+    except (OSError, *DATA_ERRORS) as exc:
+        f.close()
+        raise ReadError(exc, 0) from exc
+
+
+def _predict(scorer: Scorer, table: pa.Table, rows: str, fail: Callable[[str], ShardError]) -> pa.Table:
+    try:
+        return scorer(table)
+    except BatchError as exc:  # an answer that cannot be used, whatever the model meant
+        raise fail(f"the model's answer for rows {rows} cannot be used: {exc}") from exc
+    except Exception as exc:  # the user's model failed on these rows: the shard's own fault
+        raise fail(f"the model failed on rows {rows}: {type(exc).__name__}: {exc}") from exc
 
 
 def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str, Any],
@@ -260,36 +295,21 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         nonlocal rows_in, rows_out, predictions_schema, digest, first_batch
         sink = _HashingSink(out)
         digest = sink.sha256
-        try:
-            f = in_loc.fs.open_input_file(shard.path)
-        except OSError as exc:
-            raise ReadError(exc, 0) from exc
+        f, parquet = _open_parquet(in_loc, shard.path)
         with f:
-            try:
-                parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit=INT96_UNIT)
-            except (OSError, *DATA_ERRORS) as exc:
-                raise ReadError(exc, 0) from exc
-            columns = _read_columns(scorer, job, parquet.schema_arrow, shard)
             output = _PredictionsFile(sink, job, expected_schema, fail)
-            batches = _batches(parquet, shard, job, columns)
+            batches = _batches(parquet, shard, job, _read_columns(scorer, job, parquet.schema_arrow, shard))
             if job.overlap:
                 batches = prefetch(batches)
             try:
                 for table in batches:
-                    rows = f"{rows_in}..{rows_in + table.num_rows - 1}"
-                    try:
-                        predictions = scorer(table)
-                    except BatchError as exc:  # an answer that cannot be used, whatever the model meant
-                        raise fail(f"the model's answer for rows {rows} cannot be used: {exc}") from exc
-                    except Exception as exc:  # the user's model failed on these rows: the shard's own fault
-                        raise fail(f"the model failed on rows {rows}: {type(exc).__name__}: {exc}") from exc
-                    output.add(_with_keys(predictions, table, job.key_columns, shard), rows)
+                    predictions = _predict(scorer, table, _rows(rows_in, table), fail)
+                    output.add(_with_keys(predictions, table, job.key_columns, shard), rows_in)
                     rows_in += table.num_rows
                     rows_out += predictions.num_rows
                     if on_batch:
                         on_batch(table.num_rows)
-                    if not first_batch:
-                        first_batch = time.time() - started
+                    first_batch = first_batch or time.time() - started
                 predictions_schema = output.finish()
             finally:
                 if hasattr(batches, "close"):
@@ -306,14 +326,22 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         if isinstance(cause, DATA_ERRORS) or in_loc.is_local:  # a local file that fails to decode is its data
             raise fail(f"unreadable data ({where}): {type(cause).__name__}: {cause}") from cause
         raise cause from None  # an object store that did not answer: worth another attempt
-    size, mtime_ns = stamp(store.loc.fs.get_file_info(out_path))
+    return _commit(shard, job, store, in_loc.display(shard.path), worker, started, rows_in, rows_out,
+                   digest.hexdigest(), predictions_schema, first_batch)
+
+
+def _commit(shard: Shard, job: ScoringJob, store: OutputStore, input_display: str, worker: dict[str, Any],
+            started: float, rows_in: int, rows_out: int, sha256: str, prediction_schema: str,
+            first_batch: float) -> ShardResult:
+    """The shard's commit record, written once its file is in place."""
+    size, mtime_ns = stamp(store.loc.fs.get_file_info(store.data_path(shard)))
     result = ShardResult(
-        shard_id=shard.shard_id, status="committed", input_path=in_loc.display(shard.path),
+        shard_id=shard.shard_id, status="committed", input_path=input_display,
         input_fingerprint=shard.fingerprint, model_identity=job.model_identity,
         output_options=job.output_options, output=shard.output_relpath, rows_in=rows_in, rows_out=rows_out,
         seconds=round(time.time() - started, 4), attempt_started_at=started, worker=worker,
-        output_size=size, output_mtime_ns=mtime_ns, output_sha256=digest.hexdigest(),
-        prediction_schema=predictions_schema, run_id=job.run_id, first_batch_seconds=round(first_batch, 4),
+        output_size=size, output_mtime_ns=mtime_ns, output_sha256=sha256,
+        prediction_schema=prediction_schema, run_id=job.run_id, first_batch_seconds=round(first_batch, 4),
     )
     store.commit(result)
     return result

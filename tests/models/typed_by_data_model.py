@@ -1,8 +1,8 @@
 """A model whose prediction type is chosen by the data: each batch's `kind` column (its first row) names the type.
 
-`kind` is an Arrow type name ("int64", "int32", "bool", "float", "double") or "null" (an all-null column of Arrow's
-null type, as pandas gives for a column of None) or "nan" (a float column of nothing but NaN, i.e. all null). The
-values are the batch's `v` column cast to that type, so a test reads back exactly what each batch returned.
+`kind` is an Arrow type name ("int64", "int32", "bool", "float", "double"), "null" (Arrow's null type, what pandas
+gives for a column of None) or "nan" (a double column of nothing but nulls, what a pandas Series of NaN becomes).
+The values are the batch's `v` column cast to that type, so a test reads back exactly what each batch returned.
 """
 
 import pyarrow as pa
