@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -51,6 +52,24 @@ def test_a_reordered_pandas_answer_is_written_beside_its_own_keys(shardscore, tm
     assert table.num_rows == 600
     assert [float(i) for i in table.column("id").to_pylist()] == table.column("score").to_pylist()
     assert_readable(out, manifest(out))
+
+
+def test_a_batch_indexed_by_the_files_pandas_metadata_is_matched_by_its_labels_or_positions(shardscore,
+                                                                                          tmp_path: Path):
+    """pandas wrote the file with its `id` index, so the model's batches are indexed by id (3000, 3001, ...)."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    ids = pd.Index(np.arange(3000, 3300), name="id")
+    pq.write_table(pa.Table.from_pandas(pd.DataFrame({"x": ids / 2}, index=ids)), inp / "pandas.parquet")
+    for how in ("sample", "positional_series"):  # labels of the batch's index, or positions 0..n-1
+        out = tmp_path / f"out-{how}"
+        r = run(shardscore, inp, out, "--model", "reordering_model:load_model", "--model-arg", f"how={how}",
+                "--key-columns", "id", "--batch-size", "100")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        table = read_output(out)
+        assert table.num_rows == 300
+        assert [float(i) for i in table.column("id").to_pylist()] == table.column("score").to_pylist()
+        assert_readable(out, manifest(out))
 
 
 @pytest.mark.parametrize("how, labels", [("set_index", "[1000, 1001, 1002, 1003, 1004, ...] is not a permutation "

@@ -10,7 +10,7 @@ A factory returns a callable on a batch. It may declare, as attributes of what i
 - `fingerprint`: a string that changes when the model's weights do (folded into the model identity).
 A plain function that declares nothing, such as the Ray example's `load_model()`, works unchanged.
 A pandas answer is matched to the batch's rows by its index (pandas aligns by label): one in another order is put
-back in the batch's; one whose index is not a permutation of the batch's is refused (`_in_batch_order`).
+back in the batch's; one whose index is not a permutation of the batch's (or of 0..n-1) is refused (`_in_batch_order`).
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def _to_table(result: Any, num_rows: int, index: Any = None) -> pa.Table:
     if isinstance(result, pa.RecordBatch):
         result = pa.Table.from_batches([result])
     if pd is not None and isinstance(result, (pd.Series, pd.DataFrame)):
-        result = _in_batch_order(result, pd.RangeIndex(num_rows) if index is None else index)
+        positions = pd.RangeIndex(num_rows)
+        result = _in_batch_order(result, positions if index is None else index, positions)
     if pd is not None and isinstance(result, pd.Series):
         result = result.to_frame(name=result.name if result.name is not None else PREDICTION_COLUMN)
     if pd is not None and isinstance(result, pd.DataFrame):
@@ -135,28 +136,33 @@ def _to_table(result: Any, num_rows: int, index: Any = None) -> pa.Table:
     return table
 
 
-def _in_batch_order(result: Any, batch_index: Any) -> Any:
+def _in_batch_order(result: Any, batch_index: Any, positions: Any) -> Any:
     """A pandas answer in the batch's row order.
 
     pandas aligns by label, and the model may have reordered its rows (sort_values, sample(frac=1), a merge), while
     the answer is written by position (from_pandas(preserve_index=False)). An index that is a permutation of the
-    batch's is put back in the batch's order; any other index (other labels, duplicates) cannot be placed.
+    batch's is put back in the batch's order, and so is one of the `positions` 0..n-1 (pd.Series(array) answers a
+    batch whose index came from the file's pandas metadata); any other index (other labels, duplicates) is refused.
     """
-    if len(result) != len(batch_index) or result.index.equals(batch_index):
-        return result  # the same order (or a wrong row count, which _to_table names)
-    if result.index.is_unique and batch_index.is_unique:
-        positions = result.index.get_indexer(batch_index)
-        if (positions >= 0).all():
-            return result.iloc[positions]
+    if len(result) != len(batch_index):
+        return result  # a wrong row count, which _to_table names
+    for labels in (batch_index, positions):
+        if result.index.equals(labels):
+            return result
+        if result.index.is_unique and labels.is_unique:
+            where = result.index.get_indexer(labels)
+            if (where >= 0).all():
+                return result.iloc[where]
     foreign = result.index[~result.index.isin(batch_index)]
     twice = result.index[result.index.duplicated()]
     what = [f"labels the batch does not have: {_labels(foreign)}"] if len(foreign) else []
     what += [f"duplicate labels: {_labels(twice)}"] if len(twice) else []
     what += [] if batch_index.is_unique else ["the batch's own index has duplicates"]
+    nor = "" if batch_index.equals(positions) else f" nor of the positions {_labels(positions)}"
     raise BatchError(f"the answer's index {_labels(result.index)} is not a permutation of the batch's "
-                     f"{_labels(batch_index)} ({'; '.join(what)}), so its rows cannot be matched to the batch's. "
-                     "Return the rows in the batch's order: with the batch's index, or reset_index(drop=True) when "
-                     "they are in its order already, or as an array")
+                     f"{_labels(batch_index)}{nor} ({'; '.join(what)}), so its rows cannot be matched to the "
+                     "batch's. Return the rows in the batch's order: with the batch's index, or reset_index(drop=True) "
+                     "when they are in its order already, or as an array")
 
 
 def _labels(index: Any, shown: int = 5) -> str:

@@ -6,6 +6,7 @@ a prediction beside another row's key is seen at once. `how`:
 - "sample": a Series after sample(frac=1) (every row, shuffled);
 - "frame": a DataFrame with a shuffled index;
 - "arrow_series": batch_format pyarrow, answered with a pandas Series in shuffled order (compared with RangeIndex);
+- "positional_series": pd.Series(array), indexed 0..n-1 whatever the batch's index (positions, kept);
 - "set_index": a Series indexed by the batch's `id` column (other labels: cannot be matched, refused);
 - "duplicates": a Series whose index repeats its first label (refused).
 """
@@ -29,6 +30,8 @@ class ReorderingModel:
             return score.sample(frac=1, random_state=7)
         if self.how == "frame":
             return pd.DataFrame({"score": score}).iloc[np.random.default_rng(3).permutation(len(batch))]
+        if self.how == "positional_series":
+            return pd.Series(score.to_numpy(), name="score")
         if self.how == "set_index":
             return score.set_axis(batch["id"])
         if self.how == "duplicates":
