@@ -2,11 +2,15 @@
 
 A factory returns a callable on a batch. It may declare, as attributes of what it returns:
 - `batch_format`: "pandas" (default, as in the Ray example), "pyarrow" or "numpy" (a dict of arrays);
-- `columns`: the input columns it needs (default: all), so shards read only those;
+- `columns`: the input columns it needs (default: all), so shards read only those. Every batch of every file has
+  its columns in one order: the declared ones in the order declared, then the key columns; without a declaration,
+  the plan's reference schema (the most common file's columns and order), whatever each file's own order;
 - `pandas_backend`: "numpy" (default: NumPy-backed frames, which code written for pandas 2 expects) or "pyarrow";
 - `prepare(device)`: called once per worker before its first batch (a torch model moves to the device here);
 - `fingerprint`: a string that changes when the model's weights do (folded into the model identity).
 A plain function that declares nothing, such as the Ray example's `load_model()`, works unchanged.
+A pandas answer is matched to the batch's rows by its index (pandas aligns by label): one in another order is put
+back in the batch's; one whose index is not a permutation of the batch's (or of 0..n-1) is refused (`_in_batch_order`).
 """
 
 from __future__ import annotations
@@ -184,11 +188,16 @@ def current_sources(names: set[str]) -> dict[str, str | None]:
     return found
 
 
-def _to_table(result: Any, num_rows: int) -> pa.Table:
+def _to_table(result: Any, num_rows: int, index: Any = None) -> pa.Table:
+    """The model's answer as a table whose rows are the batch's, in its order. `index` is the pandas index of the
+    batch the model got (None: a RangeIndex, as a pandas answer to an Arrow or NumPy batch is compared with)."""
     # pandas is imported only by models that use it (it costs workers half a second to start).
     pd = sys.modules.get("pandas")
     if isinstance(result, pa.RecordBatch):
         result = pa.Table.from_batches([result])
+    if pd is not None and isinstance(result, (pd.Series, pd.DataFrame)):
+        positions = pd.RangeIndex(num_rows)
+        result = _in_batch_order(result, positions if index is None else index, positions)
     if pd is not None and isinstance(result, pd.Series):
         result = result.to_frame(name=result.name if result.name is not None else PREDICTION_COLUMN)
     if pd is not None and isinstance(result, pd.DataFrame):
@@ -205,6 +214,39 @@ def _to_table(result: Any, num_rows: int) -> pa.Table:
     if table.num_rows != num_rows:
         raise BatchError(f"the model returned {table.num_rows} rows for a batch of {num_rows}")
     return table
+
+
+def _in_batch_order(result: Any, batch_index: Any, positions: Any) -> Any:
+    """A pandas answer in the batch's row order.
+
+    pandas aligns by label, and the model may have reordered its rows (sort_values, sample(frac=1), a merge), while
+    the answer is written by position (from_pandas(preserve_index=False)). An index that is a permutation of the
+    batch's is put back in the batch's order, and so is one of the `positions` 0..n-1 (pd.Series(array) answers a
+    batch whose index came from the file's pandas metadata); any other index (other labels, duplicates) is refused.
+    """
+    if len(result) != len(batch_index):
+        return result  # a wrong row count, which _to_table names
+    for labels in (batch_index, positions):
+        if result.index.equals(labels):
+            return result
+        if result.index.is_unique and labels.is_unique:
+            where = result.index.get_indexer(labels)
+            if (where >= 0).all():
+                return result.iloc[where]
+    foreign = result.index[~result.index.isin(batch_index)]
+    twice = result.index[result.index.duplicated()]
+    what = [f"labels the batch does not have: {_labels(foreign)}"] if len(foreign) else []
+    what += [f"duplicate labels: {_labels(twice)}"] if len(twice) else []
+    what += [] if batch_index.is_unique else ["the batch's own index has duplicates"]
+    nor = "" if batch_index.equals(positions) else f" nor of the positions {_labels(positions)}"
+    raise BatchError(f"the answer's index {_labels(result.index)} is not a permutation of the batch's "
+                     f"{_labels(batch_index)}{nor} ({'; '.join(what)}), so its rows cannot be matched to the "
+                     "batch's. Return the rows in the batch's order: with the batch's index, or reset_index(drop=True) "
+                     "when they are in its order already, or as an array")
+
+
+def _labels(index: Any, shown: int = 5) -> str:
+    return str(index[:shown].tolist())[:-1] + (", ...]" if len(index) > shown else "]")
 
 
 def _column(values: Any) -> pa.Array | pa.ChunkedArray:
@@ -285,7 +327,9 @@ class Scorer:
         return table.to_pandas()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return _to_table(self.model(self._to_batch(table)), table.num_rows)
+        batch = self._to_batch(table)
+        index = batch.index if self.batch_format == "pandas" else None  # taken before the model may set another
+        return _to_table(self.model(batch), table.num_rows, index)
 
 
 def _unpicklable(obj: Any, path: str, depth: int = 3) -> str:

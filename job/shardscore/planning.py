@@ -24,6 +24,10 @@ from .storage import Location, scan
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 MAGIC = b"PAR1"
 FOOTER_PROBE_BYTES = 64 * 1024
+#: The unit INT96 timestamps (Spark's and Impala's legacy encoding) are read in, by planning and by the workers
+#: alike (ParquetFile's `coerce_int96_timestamp_unit`). pyarrow's default, ns, overflows outside 1677-2262 into
+#: wrong dates (9999-12-31, the usual "no end", reads as 1816-03-29); us spans every year 1-9999 and is Spark's own.
+INT96_UNIT = "us"
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,12 @@ def file_stamp(loc: Location, path: str) -> tuple[int, bytes]:
     """A file's size and version as they are now, without reading it (a stat, or one HEAD request)."""
     with loc.fs.open_input_file(path) as f:
         return f.size(), file_version(loc, f, lambda: loc.fs.get_file_info(path).mtime_ns)
+
+
+def _arrow_schema(loc: Location, path: str) -> pa.Schema:
+    """A file's schema as the workers read it (INT96 in INT96_UNIT), from its footer."""
+    with loc.fs.open_input_file(path) as f:
+        return pq.ParquetFile(f, coerce_int96_timestamp_unit=INT96_UNIT).schema_arrow
 
 
 @dataclass(frozen=True)
@@ -274,7 +284,7 @@ def plan(loc: Location, max_rows_per_shard: int | None = None, columns: list[str
     counts = Counter(s.schema_key for _, s in good)
     examples = {s.schema_key: path for (_, path, _), s in reversed(good)}
     keys = [key for key, _ in counts.most_common()]
-    schemas = [read_footer(loc, examples[key]).metadata.schema.to_arrow_schema() for key in keys]
+    schemas = [_arrow_schema(loc, examples[key]) for key in keys]
     schema = casts = None
     problems: dict[str, str] = {}
     if schemas:

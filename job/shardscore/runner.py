@@ -60,6 +60,16 @@ class Prepared:
         return [s for s in shards if s.num_rows == 0 and s.shard_id not in self.plan.schema_mismatches]
 
 
+def model_columns(scorer: model_mod.Scorer, key_columns: list[str], the_plan: Plan) -> tuple[str, ...]:
+    """The columns every batch of every shard reaches the model with, in this order whatever each file's own: the
+    model's declared `columns` then the key columns, or else the plan's reference schema (the most common file's
+    columns and order; a file's columns beyond it are not read). A model that takes columns by position (to_numpy(),
+    arrays for XGBoost, tensors) so sees the same features everywhere."""
+    if scorer.columns is not None:
+        return tuple(dict.fromkeys([*scorer.columns, *key_columns]))
+    return tuple(the_plan.schema.names) if the_plan.schema is not None else ()
+
+
 def _refuse_overlap(inp: Location, out: Location) -> None:
     """Output and input must not be one place or inside each other, however they are spelled: predictions written
     into the input would replace its files or be read back as input by the next run."""
@@ -225,7 +235,8 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
                      key_columns=tuple(cfg.key_columns), batch_size=cfg.batch_size,
                      casts=tuple(sorted(prep.plan.casts.items())), run_id=lease.holder.run_id,
                      overlap=cfg.overlap == "on" or (cfg.overlap == "auto" and prep.scorer.has_device),
-                     partition_keys=tuple(partition_keys(s.relpath for s in prep.plan.shards).items()))
+                     partition_keys=tuple(partition_keys(s.relpath for s in prep.plan.shards).items()),
+                     columns=model_columns(prep.scorer, cfg.key_columns, prep.plan))
     store.start({"model": cfg.model, "model_args": cfg.model_args, "model_identity": job.model_identity,
                  "key_columns": cfg.key_columns, "input": cfg.input, "versions": versions(), "started_at": started,
                  "run_id": job.run_id, "lease_generation": lease.holder.generation})

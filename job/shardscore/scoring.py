@@ -14,15 +14,19 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import schema_rule
 from .commit import OutputStore, ShardResult
 from .errors import InputChanged, PartitionColumnClash, ShardError
-from .model import Scorer, loaded_sources
+from .model import BatchError, Scorer, loaded_sources
 from .pipeline import BackgroundWriter, prefetch
-from .planning import Footer, Shard, file_stamp, footer_of, partition_clashes, read_footer
+from .planning import INT96_UNIT, Footer, Shard, file_stamp, footer_of, partition_clashes, read_footer
 from .storage import Location, StorageOptions, resolve, stamp, write_atomic
 
 #: Errors decoding a shard that mean "this shard's data is bad": retrying cannot help.
 DATA_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+#: Predictions held back while a column is all null in every batch so far (its type unknown), at most this much.
+PENDING_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class ScoringJob:
     run_id: str = ""
     overlap: bool = False  # read ahead and write behind in threads while the model scores (pipeline.py)
     partition_keys: tuple[tuple[str, str], ...] = ()  # (key, a folder naming it): planning.partition_keys
+    columns: tuple[str, ...] = ()  # the columns every batch gives the model, in this order (runner.model_columns)
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)
@@ -77,9 +82,14 @@ def schema_difference(expected: str, actual: str) -> str:
 
 
 def _read_columns(scorer: Scorer, job: ScoringJob, schema: pa.Schema, shard: Shard) -> list[str] | None:
-    if scorer.columns is None:
-        return None  # the model declared nothing: give it every column, like the Ray example
-    wanted = list(dict.fromkeys([*scorer.columns, *job.key_columns]))
+    """The columns to read, in the order the model gets them: the job's (the same for every file, whatever its own
+    order), else the model's declared ones and the keys; None (every column, in the file's order) without either."""
+    if job.columns:
+        wanted = list(job.columns)
+    elif scorer.columns is not None:
+        wanted = list(dict.fromkeys([*scorer.columns, *job.key_columns]))
+    else:
+        return None
     missing = [c for c in wanted if schema.get_field_index(c) < 0]
     if missing:
         raise ShardError(shard.shard_id, shard.path, f"missing column(s) {missing}; the file has {schema.names}")
@@ -90,6 +100,8 @@ def _batches(parquet: pq.ParquetFile, shard: Shard, job: ScoringJob, columns: li
     """The shard's rows as tables of at most batch_size rows, widened where the plan said; read errors wrapped."""
     casts = {name: t for name, t in job.casts if columns is None or name in columns}
     rows = 0
+    # In the order of `columns`, not the file's: ParquetFile._get_column_indices maps each name in turn to its
+    # leaf indices, and the reader returns the fields in that order (tests/test_batch_integrity.py).
     batches = parquet.iter_batches(batch_size=job.batch_size, row_groups=shard.row_groups, columns=columns,
                                    use_threads=False)
     while True:
@@ -220,6 +232,122 @@ class _HashingSink:
         self.closed = True  # the stream itself is closed by write_atomic
 
 
+def _rows(first: int, table: pa.Table) -> str:
+    return f"{first}..{first + table.num_rows - 1}"
+
+
+def _known_types(tables: list[pa.Table], names: list[str]) -> dict[str, pa.DataType]:
+    """Each column's type as the first table in which it is not all null shows it (schema_rule.undetermined)."""
+    types: dict[str, pa.DataType] = {}
+    for table in tables:
+        types.update({name: column.type for name, column in zip(table.column_names, table.columns, strict=True)
+                      if name in names and name not in types and not schema_rule.undetermined(column)})
+    return types
+
+
+class _PredictionsFile:
+    """The shard's predictions file, its schema fixed once and every batch conformed to it (schema_rule.conform).
+
+    The schema is the output's (`expected`, from the shards committed before) when known. Otherwise the first type
+    each column shows fixes it: a column all null in a batch says nothing of its type, so such batches wait (at most
+    PENDING_BYTES of them; past that, or at the shard's end, an all-null column keeps the type it came with).
+    """
+
+    def __init__(self, sink: _HashingSink, job: ScoringJob, expected: str, fail: Callable[[str], ShardError]):
+        self.sink, self.job, self.expected, self.fail = sink, job, expected, fail
+        self.schema: pa.Schema | None = None
+        self.origin = ""  # what fixed the schema, for the message of a batch that does not fit it
+        self.pending: list[tuple[pa.Table, int]] = []  # (predictions, their first row) until the schema is fixed
+        self.writer: pq.ParquetWriter | None = None
+        self.behind: BackgroundWriter | None = None
+
+    def add(self, predictions: pa.Table, first_row: int) -> None:
+        self.pending.append((predictions, first_row))
+        if self.schema is None:
+            fixed = self._target(final=False)
+            if fixed is None:
+                return
+            self._open(*fixed)
+        self._flush()
+
+    def _flush(self) -> None:
+        for table, first in self.pending:
+            self._write(table, _rows(first, table))
+        self.pending.clear()
+
+    def _target(self, final: bool) -> tuple[pa.Schema, str] | None:
+        """The file's schema and what fixed it, once the batches seen tell every column's type (or `final`)."""
+        first, tables = self.pending[0][0].schema, [table for table, _ in self.pending]
+        if self.expected:
+            try:
+                like = first if schema_text(first) == self.expected else schema_rule.from_text(self.expected, first)
+            except schema_rule.SchemaConflict as exc:
+                raise self.fail(f"the model's predictions for rows {_rows(self.pending[0][1], tables[0])} do not "
+                                f"fit the output's types (fixed by the output's other shards): {exc}") from None
+            return like, "the output's other shards"
+        types = _known_types(tables, first.names)
+        if len(types) < len(first) and not final and sum(t.nbytes for t in tables) <= PENDING_BYTES:
+            return None
+        schema = pa.schema([f.with_type(types.get(f.name, f.type)) for f in first], metadata=first.metadata)
+        return schema, f"rows {self.pending[0][1]}..{self.pending[-1][1] + tables[-1].num_rows - 1} of this shard"
+
+    def _open(self, schema: pa.Schema, origin: str) -> None:
+        self.schema, self.origin = schema, origin
+        self.writer = pq.ParquetWriter(self.sink, schema, compression=self.job.compression)
+        if self.job.overlap:
+            self.behind = BackgroundWriter(self.writer.write_table)
+
+    def _write(self, predictions: pa.Table, rows: str) -> None:
+        assert self.schema is not None and self.writer is not None
+        try:
+            predictions = schema_rule.conform(predictions, self.schema)
+        except schema_rule.SchemaConflict as exc:
+            raise self.fail(f"the model's predictions for rows {rows} do not fit the output's types (fixed by "
+                            f"{self.origin}): {exc}") from None
+        if self.behind is not None:
+            self.behind.submit(predictions)
+        else:
+            self.writer.write_table(predictions)
+
+    def finish(self) -> str:
+        """Write what still waits and wait for the writes; the file's prediction schema as schema_text."""
+        if self.pending:
+            fixed = self._target(final=True)
+            assert fixed is not None  # a final target is always fixed
+            self._open(*fixed)
+            self._flush()
+        if self.behind is not None:
+            self.behind.close()
+        return schema_text(self.schema) if self.schema is not None else ""
+
+    def close(self) -> None:
+        if self.behind is not None:
+            self.behind.stop()  # a writer thread must be done before its writer closes
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _open_parquet(loc: Location, shard: Shard) -> tuple[pa.NativeFile, pq.ParquetFile, Footer]:
+    """The shard's file, checked to be the planned one (`open_planned`), and its Parquet reader: with the footer
+    already read (`metadata`: pyarrow reads no footer of its own, ParquetReader.open passes it to
+    FileReaderBuilder) and INT96 timestamps in planning.INT96_UNIT, as planning read them."""
+    f, footer = open_planned(loc, shard)
+    try:
+        return f, pq.ParquetFile(f, metadata=footer.metadata, coerce_int96_timestamp_unit=INT96_UNIT), footer
+    except (OSError, *DATA_ERRORS) as exc:
+        f.close()
+        raise ReadError(exc, 0) from exc
+
+
+def _predict(scorer: Scorer, table: pa.Table, rows: str, fail: Callable[[str], ShardError]) -> pa.Table:
+    try:
+        return scorer(table)
+    except BatchError as exc:  # an answer that cannot be used, whatever the model meant
+        raise fail(f"the model's answer for rows {rows} cannot be used: {exc}") from exc
+    except Exception as exc:  # the user's model failed on these rows: the shard's own fault
+        raise fail(f"the model failed on rows {rows}: {type(exc).__name__}: {exc}") from exc
+
+
 def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str, Any],
                 on_batch: Callable[[int], None] | None = None, expected_schema: str = "",
                 before_publish: Callable[[], None] | None = None) -> ShardResult:
@@ -227,7 +355,8 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
 
     Raises ShardError for the shard's own faults (its data, or the model on its rows); OSError for input or
     output that could not be reached, which may pass on a retry. `expected_schema` is the output's prediction
-    schema when it is already fixed: a model that returns another one fails the shard before anything is written.
+    schema when it is already fixed: predictions are cast to it where they widen into it without loss
+    (schema_rule), and a model that returns anything else fails the shard before anything is written.
     """
     started = time.time()
     in_loc, store = job.input(), job.output()
@@ -245,63 +374,30 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         nonlocal rows_in, rows_out, predictions_schema, digest, first_batch, sources
         sink = _HashingSink(out)
         digest = sink.sha256
-        f, footer = open_planned(in_loc, shard)
+        f, parquet, footer = _open_parquet(in_loc, shard)
         with f:
-            try:  # `metadata`: pyarrow reads no footer of its own (ParquetReader.open passes it to FileReaderBuilder)
-                parquet = pq.ParquetFile(f, metadata=footer.metadata)
-            except (OSError, *DATA_ERRORS) as exc:
-                raise ReadError(exc, 0) from exc
-            columns = _read_columns(scorer, job, parquet.schema_arrow, shard)
-            writer: pq.ParquetWriter | None = None
-            behind: BackgroundWriter | None = None
-            batches = _batches(parquet, shard, job, columns)
+            output = _PredictionsFile(sink, job, expected_schema, fail)
+            batches = _batches(parquet, shard, job, _read_columns(scorer, job, parquet.schema_arrow, shard))
             if job.overlap:
                 batches = prefetch(batches)
             try:
                 for table in batches:
-                    last = rows_in + table.num_rows - 1
-                    try:
-                        predictions = scorer(table)
-                    except Exception as exc:  # the user's model failed on these rows: the shard's own fault
-                        raise fail(f"the model failed on rows {rows_in}..{last}: {type(exc).__name__}: {exc}") from exc
-                    predictions = _with_keys(predictions, table, job.key_columns, shard)
-                    if writer is None:
+                    predictions = _with_keys(_predict(scorer, table, _rows(rows_in, table), fail), table,
+                                             job.key_columns, shard)
+                    if not rows_in:  # the first batch: what the model answers and loads is known now
                         refuse_partition_columns(predictions, job, shard)
                         sources = loaded_sources(scorer)
-                        predictions_schema = schema_text(predictions.schema)
-                        if expected_schema and predictions_schema != expected_schema:
-                            raise fail("the model's predictions have another schema than the rest of the output's: "
-                                       + schema_difference(expected_schema, predictions_schema)
-                                       + ". A model must return the same columns and types for every batch")
-                        writer = pq.ParquetWriter(sink, predictions.schema, compression=job.compression)
-                        if job.overlap:
-                            behind = BackgroundWriter(writer.write_table)
-                    elif not predictions.schema.equals(writer.schema):
-                        try:
-                            predictions = predictions.cast(writer.schema)
-                        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-                            raise fail(f"the model's predictions for rows {rows_in}..{last} have another schema "
-                                       "than for the rows before: " + schema_difference(
-                                           predictions_schema, schema_text(predictions.schema))) from exc
-                    if behind is not None:
-                        behind.submit(predictions)
-                    else:
-                        writer.write_table(predictions)
+                    output.add(predictions, rows_in)
                     rows_in += table.num_rows
                     rows_out += predictions.num_rows
                     if on_batch:
                         on_batch(table.num_rows)
-                    if not first_batch:
-                        first_batch = time.time() - started
-                if behind is not None:
-                    behind.close()
+                    first_batch = first_batch or time.time() - started
+                predictions_schema = output.finish()
             finally:
                 if hasattr(batches, "close"):
                     batches.close()  # a reader thread must be done before its file closes
-                if behind is not None:
-                    behind.stop()  # and a writer thread before its writer closes
-                if writer is not None:
-                    writer.close()
+                output.close()
         if rows_in == 0:
             raise fail("empty shard: it has no rows to score")
         check_unchanged(in_loc, shard, footer)
@@ -314,14 +410,22 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         if isinstance(cause, DATA_ERRORS) or in_loc.is_local:  # a local file that fails to decode is its data
             raise fail(f"unreadable data ({where}): {type(cause).__name__}: {cause}") from cause
         raise cause from None  # an object store that did not answer: worth another attempt
-    size, mtime_ns = stamp(store.loc.fs.get_file_info(out_path))
+    return _commit(shard, job, store, in_loc.display(shard.path), worker, started, rows_in, rows_out,
+                   digest.hexdigest(), predictions_schema, first_batch, sources)
+
+
+def _commit(shard: Shard, job: ScoringJob, store: OutputStore, input_display: str, worker: dict[str, Any],
+            started: float, rows_in: int, rows_out: int, sha256: str, prediction_schema: str,
+            first_batch: float, sources: dict[str, str]) -> ShardResult:
+    """The shard's commit record, written once its file is in place."""
+    size, mtime_ns = stamp(store.loc.fs.get_file_info(store.data_path(shard)))
     result = ShardResult(
-        shard_id=shard.shard_id, status="committed", input_path=in_loc.display(shard.path),
+        shard_id=shard.shard_id, status="committed", input_path=input_display,
         input_fingerprint=shard.fingerprint, model_identity=job.model_identity,
         output_options=job.output_options, output=shard.output_relpath, rows_in=rows_in, rows_out=rows_out,
         seconds=round(time.time() - started, 4), attempt_started_at=started, worker=worker,
-        output_size=size, output_mtime_ns=mtime_ns, output_sha256=digest.hexdigest(),
-        prediction_schema=predictions_schema, run_id=job.run_id, first_batch_seconds=round(first_batch, 4),
+        output_size=size, output_mtime_ns=mtime_ns, output_sha256=sha256,
+        prediction_schema=prediction_schema, run_id=job.run_id, first_batch_seconds=round(first_batch, 4),
         loaded_sources=sources,
     )
     store.commit(result)
