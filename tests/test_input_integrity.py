@@ -101,6 +101,22 @@ def test_two_inputs_that_would_write_one_output_by_content_are_refused(cli, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_ignored_files_are_all_counted_and_the_first_hundred_named(cli, tmp_path: Path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    write_with("duckdb", taxi_frame(10), inp / "000000_0")
+    for i in range(150):
+        (inp / f"log-{i:03d}.txt").write_text(f"line {i}\n")
+    r = cli("plan", "--input", str(inp), *DUMMY, "--json")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)["ignored_files"]
+    assert listed["count"] == 150 and [i["path"] for i in listed["first"]] == [f"log-{i:03d}.txt" for i in range(100)]
+    r = cli("plan", "--input", str(inp), *DUMMY)
+    assert "ignored 150 input file(s), not scored: log-000.txt (not a Parquet file: no PAR1 magic at its start or " \
+           "end (7 bytes)); log-001.txt" in r.stdout, r.stdout
+    assert "; and 145 more (ignored_files in the manifest and in plan --json names the first 100)" in r.stdout, r.stdout
+
+
 # ---------------------------------------------------------------- §1 Databricks commit markers
 def databricks_table(root: Path) -> int:
     """Two partitions written by Databricks: committed files, a failed attempt beside them, an aborted job, and

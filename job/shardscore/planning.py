@@ -88,7 +88,8 @@ def ignored_text(ignored: dict[str, Any], shown: int = 5) -> str:
     more = ignored["count"] - len(first)
     return (f"ignored {ignored['count']} input file(s), not scored: "
             + "; ".join(f"{i['path']} ({i['reason']})" for i in first)
-            + (f"; and {more} more (the manifest's ignored_files names the first {MAX_LISTED})" if more else ""))
+            + (f"; and {more} more (ignored_files in the manifest and in plan --json names the first {MAX_LISTED})"
+               if more else ""))
 
 
 @dataclass

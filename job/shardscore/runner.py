@@ -83,7 +83,7 @@ def _refuse_inputs_under_output(plan_: Plan, inp: Location, out: Location) -> No
     if root is None:
         return  # nothing lies under an output that does not exist yet
     verdicts: dict[str, bool] = {}
-    for relpath, path in [*((s.relpath, s.path) for s in plan_.shards), *((b.relpath, b.path) for b in plan_.bad_files)]:
+    for path in [*(s.path for s in plan_.shards), *(b.path for b in plan_.bad_files)]:
         folder = os.path.dirname(os.path.realpath(path))
         if folder not in verdicts:
             verdicts[folder] = root in ancestry(folder)
