@@ -192,8 +192,10 @@ def _summarize(loc: Location, relpath: str, path: str, mtime_ns: int | None) -> 
     """A file's summary, why it is ignored (no PAR1 magic, and no Parquet name that says it should have one), or
     why it cannot be planned (a failed shard).
 
-    The schema is keyed by its columns' names and types, read straight from the footer: converting each
-    footer's schema to Arrow in the planning threads costs tens of kilobytes per file that are never given back.
+    The schema is keyed by its columns' names and types, read straight from the footer, and the Arrow types
+    stored beside them (_arrow_types): converting each footer's whole schema to Arrow in the planning threads costs
+    tens of kilobytes per file that are never given back, while decoding the stored Arrow types did not raise the
+    resident memory of 16 threads summarizing 3000 pandas files (measured: 13 MiB with it, 17 without; noise).
     """
     try:
         footer = read_footer(loc, path, mtime_ns)
