@@ -52,10 +52,12 @@ def named_otherwise(inp: Path) -> int:
 def test_parquet_named_otherwise_is_scored_and_other_files_are_listed_as_ignored(shardscore, tmp_path: Path):
     inp, out = tmp_path / "in", tmp_path / "out"
     rows = named_otherwise(inp)
-    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY, "--key-columns", "vendor_id")
+    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY, "--key-columns", "vendor_id",
+                   "--summary-json", str(tmp_path / "summary.json"))
     assert r.returncode == 0, r.stderr[-3000:]
     m = manifest(out)
     assert m["totals"]["rows_in"] == rows and m["totals"]["committed"] == 4
+    assert json.loads((tmp_path / "summary.json").read_text())["ignored_files"] == m["ignored_files"]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == [
         "20240101_000000_00001_abcde_1f2e3d4c.parquet", "hive/000000_0.parquet", "hive/000001_0.parquet",
         "upper.parquet"]

@@ -122,7 +122,8 @@ def _summary_text(manifest: dict[str, Any]) -> str:
 def _write_summary(manifest: dict[str, Any], target: str | None, stdout: Any) -> None:
     if not target:
         return
-    summary = {k: manifest[k] for k in ("status", "input", "output", "model", "totals", "seconds", "failures")}
+    summary = {k: manifest[k] for k in ("status", "input", "output", "model", "totals", "seconds", "failures",
+                                        "ignored_files")}
     text = json.dumps(summary, indent=2, default=str)
     if target == "-":
         print(text, file=stdout, flush=True)
