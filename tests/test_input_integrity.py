@@ -267,7 +267,8 @@ def test_an_input_file_reached_under_the_output_is_refused(shardscore, cli, bind
     """A link inside the input to the output, or to a bind mount of it: the next run would score the predictions
     as input, and write under the files it reads."""
     inp, out = sample(tmp_path / "in", shards=2, rows=100), tmp_path / "out"
-    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY)
+    keys = ["--key-columns", "passenger_count"]  # the predictions hold the model's column: they could be scored
+    r = shardscore("run", "--input", str(inp), "--output", str(out), *DUMMY, *keys)
     assert r.returncode == 0, r.stderr[-3000:]
     assert_readable(out, manifest(out))
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -277,7 +278,7 @@ def test_an_input_file_reached_under_the_output_is_refused(shardscore, cli, bind
         link.unlink(missing_ok=True)
         link.symlink_to(target)
         for cmd in ("plan", "run"):
-            r = cli(cmd, "--input", str(inp), "--output", str(out), *DUMMY)
+            r = cli(cmd, "--input", str(inp), "--output", str(out), *DUMMY, *keys)
             assert r.returncode == 2, (cmd, target, r.stdout, r.stderr)
             assert f"input file {inp}/linked/part-00000.parquet lies under the --output {out}" in r.stderr, r.stderr
             assert "Started a local Ray instance" not in r.stdout + r.stderr
