@@ -79,3 +79,56 @@ def add_shard(path: Path, rows: int = 100, seed: int = 99) -> Path:
     (staging / "part-00000.parquet").rename(target)
     staging.rmdir()
     return target
+
+
+# ---------------------------------------------------------------- files as other tools write them (issue 16)
+def taxi_frame(rows: int, seed: int = 0):
+    """The same logical rows every writer below writes: a text key, a timestamp, the dummy model's column."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "vendor_id": rng.choice(np.array(["VTS", "CMT", "DDS"]), rows).astype(object),
+        "pickup_at": (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**6, rows), unit="s")
+                      ).astype("datetime64[us]"),
+        "passenger_count": rng.integers(0, 7, rows).astype("int8"),
+    })
+
+
+def write_with(tool: str, frame, path: Path, timestamp_unit: str | None = None) -> Path:
+    """Write `frame` as `tool` does by default: pandas 3 (text as large_string, timestamps in the frame's unit),
+    polars (large_string, microseconds), DuckDB (string, microseconds); `timestamp_unit` first converts the frame's
+    timestamps (pandas keeps nanoseconds in the file when the frame has them)."""
+    if timestamp_unit:
+        frame = frame.assign(**{c: frame[c].astype(f"datetime64[{timestamp_unit}]")
+                                for c in frame.columns if str(frame[c].dtype).startswith("datetime64")})
+    if tool == "pandas":
+        frame.to_parquet(path, index=False)
+    elif tool == "polars":
+        import polars as pl
+
+        pl.from_pandas(frame).write_parquet(path)
+    elif tool == "duckdb":
+        import duckdb
+
+        con = duckdb.connect()
+        con.register("frame", frame)
+        con.execute(f"COPY frame TO '{path}' (FORMAT parquet)")
+        con.close()
+    else:
+        raise ValueError(tool)
+    return path
+
+
+def databricks_folder(folder: Path, frame, commits: dict[str, dict], files: dict[str, str]) -> None:
+    """A folder as a Databricks (DBIO) write leaves it: `_started_<tid>` for every tid of `files`, `_committed_<tid>`
+    with each of `commits` (its JSON), and each data file of `files` (name -> tid) holding `frame`."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, tid in files.items():
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / name)
+        (folder / f"_started_{tid}").write_text("")
+    for tid, body in commits.items():
+        (folder / f"_committed_{tid}").write_text(json.dumps(body))

@@ -89,7 +89,7 @@ def test_hidden_and_non_parquet_files_are_not_shards(tmp_path: Path):
     (tmp_path / "in" / ".part-9.parquet.crc").write_text("")
     (tmp_path / "in" / "README.txt").write_text("hi")
     p = plan(resolve(str(tmp_path / "in")))
-    assert [s.shard_id for s in p.shards] == ["part-00000.parquet"] and p.ignored == ["README.txt"]
+    assert [s.shard_id for s in p.shards] == ["part-00000.parquet"] and [i.relpath for i in p.ignored] == ["README.txt"]
 
 
 def test_missing_and_empty_input_named(tmp_path: Path):

@@ -109,6 +109,10 @@ def _summary_text(manifest: dict[str, Any]) -> str:
         lines.append(f"shardscore: {t['rescored_damaged']} shards re-scored: output file missing or changed")
     if t["zero_row_shards"]:
         lines.append(f"shardscore: {t['zero_row_shards']} zero-row shards committed without an output file")
+    if manifest.get("ignored_files", {}).get("count"):
+        from .planning import ignored_text
+
+        lines.append(f"shardscore: {ignored_text(manifest['ignored_files'])}")
     lines += [f"shardscore: warning: {w}" for w in manifest.get("warnings", [])]
     lines += [f"shardscore: FAILED shard {f['shard_id']} ({f['path']}): {f['reason']}" if f["shard_id"]
               else f"shardscore: FAILED: {f['reason']}" for f in manifest["failures"]]
@@ -118,7 +122,8 @@ def _summary_text(manifest: dict[str, Any]) -> str:
 def _write_summary(manifest: dict[str, Any], target: str | None, stdout: Any) -> None:
     if not target:
         return
-    summary = {k: manifest[k] for k in ("status", "input", "output", "model", "totals", "seconds", "failures")}
+    summary = {k: manifest[k] for k in ("status", "input", "output", "model", "totals", "seconds", "failures",
+                                        "ignored_files")}
     text = json.dumps(summary, indent=2, default=str)
     if target == "-":
         print(text, file=stdout, flush=True)
@@ -181,6 +186,7 @@ def _exit_now(code: int) -> None:
 
 
 def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
+    from .planning import ignored_text, listed
     from .runner import prepare
 
     prep = prepare(cfg, need_output=bool(cfg.output))
@@ -191,7 +197,7 @@ def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
         "batch_format": prep.scorer.batch_format,
         "schema": [f"{f.name}: {f.type}" for f in p.schema] if p.schema is not None else [],
         "problems": [{"shard_id": r.shard_id, "path": r.input_path, "reason": r.reason} for r in prep.prefailed],
-        "ignored_files": p.ignored,
+        "ignored_files": listed(p.ignored),
     }
     if rec is not None:
         info.update(already_committed=len(rec.done), to_score=len(prep.todo) + len(prep.empty),
@@ -208,7 +214,7 @@ def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
         for problem in info["problems"]:
             print(f"PROBLEM shard {problem['shard_id']} ({problem['path']}): {problem['reason']}")
         if p.ignored:
-            print(f"ignored {len(p.ignored)} non-Parquet files: {', '.join(p.ignored[:5])}")
+            print(ignored_text(info["ignored_files"]))
         for warning in info["warnings"]:
             print(f"warning: {warning}")
     return 1 if info["problems"] else 0

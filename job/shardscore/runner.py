@@ -8,6 +8,7 @@ stops before any shard is written, leaves a good output (its `_SUCCESS` and mani
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -25,11 +26,11 @@ from .commit import (OutputStore, Reconciliation, ShardResult, SourceLedger, fil
 from .config import RunConfig
 from .errors import ConfigError, OutputError, RunAborted
 from .lease import Lease, ray_job_id, this_process
-from .planning import Plan, Shard, bundle, partition_clashes, partition_keys, plan
+from .planning import Plan, Shard, bundle, ignored_text, listed, partition_clashes, partition_keys, plan
 from .progress import Progress
 from .scoring import ScoringJob, commit_empty, failed, schema_difference
 from .session import InFlightBound, Workers, cluster_slots, start_workers
-from .storage import TEMP_PREFIX, Location, StorageOptions, delete, resolve
+from .storage import TEMP_PREFIX, Location, StorageOptions, ancestry, delete, identity, resolve
 
 
 @dataclass
@@ -71,13 +72,36 @@ def model_columns(scorer: model_mod.Scorer, key_columns: list[str], the_plan: Pl
 
 
 def _refuse_overlap(inp: Location, out: Location) -> None:
-    """Output and input must not be one place or inside each other, however they are spelled: predictions written
-    into the input would replace its files or be read back as input by the next run."""
-    if inp.contains(out) or out.contains(inp):
-        how = "is" if inp.canonical == out.canonical else ("lies inside" if inp.contains(out) else "contains")
-        raise ConfigError(f"--output {out.uri} {how} the input {inp.uri}"
-                          + (f" (both are {out.canonical[1]})" if how == "is" else "")
+    """Output and input must not be one place or inside each other, however they are spelled or mounted (storage.
+    Location.contains): predictions written into the input would replace its files or be read back as input by the
+    next run."""
+    inside, holds = inp.contains(out), out.contains(inp)
+    if inside or holds:
+        how = "is" if inside and holds else ("lies inside" if inside else "contains")
+        same = (f" (both are {out.canonical[1]})" if inp.canonical == out.canonical
+                else " (one directory under two paths: a bind mount, or one volume mounted twice)")
+        raise ConfigError(f"--output {out.uri} {how} the input {inp.uri}" + (same if how == "is" else "")
                           + ": predictions would replace or mix with the data. Choose an output outside the input.")
+
+
+def _refuse_inputs_under_output(plan_: Plan, inp: Location, out: Location) -> None:
+    """No planned input file may lie under the output, also one reached through a link inside the input (`in/x ->
+    ../out/`): the run would score its own predictions, or rewrite the file it reads. Local disks only (object
+    stores have no links, and the roots were compared already)."""
+    if not (inp.is_local and out.is_local):
+        return
+    root = identity(out.path)
+    if root is None:
+        return  # nothing lies under an output that does not exist yet
+    verdicts: dict[str, bool] = {}
+    for path in [*(s.path for s in plan_.shards), *(b.path for b in plan_.bad_files)]:
+        folder = os.path.dirname(os.path.realpath(path))
+        if folder not in verdicts:
+            verdicts[folder] = root in ancestry(folder)
+        if verdicts[folder]:
+            raise ConfigError(f"input file {inp.display(path)} lies under the --output {out.uri} (it is "
+                              f"{os.path.realpath(path)}): the run would read what it writes. Remove the link, "
+                              "or choose an output outside everything the input reaches.")
 
 
 def prepare(cfg: RunConfig, need_output: bool = True, for_run: bool = False) -> Prepared:
@@ -100,6 +124,10 @@ def prepare(cfg: RunConfig, need_output: bool = True, for_run: bool = False) -> 
     clock.lap("model")
     required = None if scorer.columns is None else list(dict.fromkeys([*scorer.columns, *cfg.key_columns]))
     the_plan = plan(in_loc, cfg.max_rows_per_shard, columns=required)
+    if out_loc is not None:
+        _refuse_inputs_under_output(the_plan, in_loc, out_loc)
+    if for_run and the_plan.ignored:
+        print(f"shardscore: warning: {ignored_text(listed(the_plan.ignored))}", file=sys.stderr, flush=True)
     clock.lap("plan")
     if the_plan.schema is not None:  # columns absent from the dataset as a whole: an option error, not N shard errors
         names = the_plan.schema.names
@@ -419,6 +447,7 @@ def _manifest(prep: Prepared, results: list[ShardResult], started: float, timing
             "rows_per_second_this_run": round(rows_new / scoring, 1) if scoring > 0 else None,
         },
         "input_fingerprints": {s.relpath: s.fingerprint for s in prep.plan.shards},
+        "ignored_files": listed(prep.plan.ignored),
         "warnings": [f"symbolic link {loop} not followed: it loops" for loop in prep.plan.loops],
         "shards": [r.to_dict() for r in shards],
         "failures": [{"shard_id": r.shard_id, "path": r.input_path, "reason": r.reason} for r in failures],

@@ -19,7 +19,7 @@ from .commit import OutputStore, ShardResult
 from .errors import InputChanged, PartitionColumnClash, ShardError
 from .model import BatchError, Scorer, loaded_sources
 from .pipeline import BackgroundWriter, prefetch
-from .planning import INT96_UNIT, Footer, Shard, file_stamp, footer_of, partition_clashes, read_footer
+from .planning import INT96_UNIT, Footer, Shard, file_stamp, footer_of, partition_clashes, read_footer, widen_table
 from .storage import Location, StorageOptions, resolve, stamp, write_atomic
 
 #: Errors decoding a shard that mean "this shard's data is bad": retrying cannot help.
@@ -111,11 +111,10 @@ def _batches(parquet: pq.ParquetFile, shard: Shard, job: ScoringJob, columns: li
             return
         except (OSError, *DATA_ERRORS) as exc:
             raise ReadError(exc, rows) from exc
-        table = pa.Table.from_batches([batch])
-        for name, target in casts.items():
-            idx = table.schema.get_field_index(name)
-            if idx >= 0 and not table.schema.field(idx).type.equals(target):
-                table = table.set_column(idx, name, table.column(idx).cast(target))
+        try:
+            table = widen_table(pa.Table.from_batches([batch]), casts, rows)
+        except ValueError as exc:  # a value the plan's wider type cannot hold: this shard's data
+            raise ShardError(shard.shard_id, shard.path, str(exc)) from exc
         rows += table.num_rows
         yield table
 

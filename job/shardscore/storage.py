@@ -11,7 +11,7 @@ import errno
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterator
 
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .errors import ConfigError
+from .markers import MARKER
 
 HIDDEN_PREFIXES = ("_", ".")
 
@@ -60,9 +61,43 @@ class Location:
         return self.fs.type_name, "/".join(part for part in self.path.split("/") if part)
 
     def contains(self, other: "Location") -> bool:
-        """Whether `other` is this location or lies inside it (on the same store)."""
+        """Whether `other` is this location or lies inside it (on the same store).
+
+        On local disks by path (symlinks resolved) and by file identity: one volume mounted at two paths (a bind
+        mount, one PVC mounted twice in a pod) gives two unrelated paths to one directory, which only the device
+        and inode numbers of the directory and its ancestors tell.
+        """
         (store, mine), (their_store, theirs) = self.canonical, other.canonical
-        return store == their_store and (theirs == mine or theirs.startswith(mine.rstrip("/") + "/"))
+        if store != their_store:
+            return False
+        if theirs == mine or theirs.startswith(mine.rstrip("/") + "/"):
+            return True
+        own = identity(mine) if self.is_local else None
+        return own is not None and own in ancestry(theirs)
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of an existing path (links followed), None where there is nothing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def ancestry(path: str) -> list[tuple[int, int]]:
+    """The identity of a local path and of each of its ancestors up to `/`; a path that does not exist yet (an
+    output before its first run) starts at its nearest existing ancestor."""
+    current = os.path.realpath(path)
+    found: list[tuple[int, int]] = []
+    while True:
+        ident = identity(current)
+        if ident is not None:
+            found.append(ident)
+        parent = os.path.dirname(current)
+        if parent == current:
+            return found
+        current = parent
 
 
 def _s3_endpoint(options: StorageOptions) -> str | None:
@@ -109,16 +144,25 @@ def is_hidden(relpath: str) -> bool:
     return any(part.startswith(HIDDEN_PREFIXES) for part in relpath.split("/"))
 
 
+def is_commit_marker(relpath: str) -> bool:
+    """A Databricks commit marker (markers.py) in a visible folder: hidden, but it says which visible files count."""
+    folder, _, name = relpath.rpartition("/")
+    return MARKER.fullmatch(name) is not None and not (folder and is_hidden(folder))
+
+
 @dataclass
 class Listing:
-    """The visible files below a location, and the symbolic links that were not followed because they loop."""
+    """The visible files below a location, the commit markers among its hidden ones, and the symbolic links that
+    were not followed because they loop."""
 
     files: list[tuple[str, pafs.FileInfo]]  # (path relative to the location, FileInfo), sorted by path
     loops: list[str]  # "relpath -> target" of each looping link
+    markers: list[tuple[str, pafs.FileInfo]] = field(default_factory=list)  # Databricks commit markers
 
 
 def scan(loc: Location, recursive: bool = True) -> Listing:
-    """List every visible file below loc (one listing call on object stores).
+    """List every visible file below loc, and the commit markers among the hidden ones (one listing call on object
+    stores).
 
     On local disks the walk follows symbolic links to files and folders, like a reader would, but never a link
     to a folder it is already inside (`loop -> ..`): pyarrow's recursive selector follows such links until the
@@ -128,16 +172,20 @@ def scan(loc: Location, recursive: bool = True) -> Listing:
         return _scan_local(loc.path, recursive)
     selector = pafs.FileSelector(loc.path, recursive=recursive, allow_not_found=True)
     base = loc.path.rstrip("/") + "/"
-    files = []
+    files, markers = [], []
     for entry in loc.fs.get_file_info(selector):
         rel = entry.path[len(base):] if entry.path.startswith(base) else entry.path
-        if entry.type == pafs.FileType.File and not is_hidden(rel):
-            files.append((rel, entry))
-    return Listing(sorted(files, key=lambda item: item[0]), [])
+        if entry.type == pafs.FileType.File:
+            if not is_hidden(rel):
+                files.append((rel, entry))
+            elif is_commit_marker(rel):
+                markers.append((rel, entry))
+    return Listing(sorted(files, key=lambda item: item[0]), [], sorted(markers, key=lambda item: item[0]))
 
 
 def _scan_local(root: str, recursive: bool) -> Listing:
     files: list[tuple[str, pafs.FileInfo]] = []
+    markers: list[tuple[str, pafs.FileInfo]] = []
     loops: list[str] = []
 
     def walk(path: str, rel: str, ancestors: frozenset[tuple[int, int]]) -> None:
@@ -148,6 +196,8 @@ def _scan_local(root: str, recursive: bool) -> Listing:
         for entry in entries:
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
             if entry.name.startswith(HIDDEN_PREFIXES):
+                if MARKER.fullmatch(entry.name) and entry.is_file():
+                    markers.append((child_rel, _file_info(entry.path, entry.stat())))
                 continue
             try:
                 st = entry.stat()  # follows links
@@ -162,15 +212,18 @@ def _scan_local(root: str, recursive: bool) -> Listing:
                     continue
                 walk(entry.path, child_rel, ancestors | {key})
             elif entry.is_file():
-                files.append((child_rel, pafs.FileInfo(entry.path, pafs.FileType.File, mtime_ns=st.st_mtime_ns,
-                                                       size=st.st_size)))
+                files.append((child_rel, _file_info(entry.path, st)))
 
     try:
         top = os.stat(root)
     except FileNotFoundError:
         return Listing([], [])
     walk(root, "", frozenset({(top.st_dev, top.st_ino)}))
-    return Listing(sorted(files, key=lambda item: item[0]), loops)
+    return Listing(sorted(files, key=lambda item: item[0]), loops, sorted(markers, key=lambda item: item[0]))
+
+
+def _file_info(path: str, st: os.stat_result) -> pafs.FileInfo:
+    return pafs.FileInfo(path, pafs.FileType.File, mtime_ns=st.st_mtime_ns, size=st.st_size)
 
 
 def list_files(loc: Location, recursive: bool = True) -> Iterator[tuple[str, pafs.FileInfo]]:
