@@ -21,6 +21,7 @@ from ray.exceptions import RayError
 
 from .commit import ShardResult
 from .errors import DeviceError, ShardError
+from .lease import LeaseLost
 from .model import Scorer
 from .planning import Shard
 from .scoring import ScoringJob, failed, score_shard
@@ -79,10 +80,14 @@ def _loaded_identity() -> str | None:
 
 
 def _committed_this_run(shard: Shard, job: ScoringJob) -> ShardResult | None:
-    """The shard's commit record when this run already committed it (a retried task after its worker died)."""
+    """The shard's commit record when this run already committed it (a retried task after its worker died).
+
+    A record of another run, or of a superseded generation of the lease (a late write: lease.check_fence), is not.
+    """
     store = job.output()
     record = read_json(store.loc, store.commit_path(shard.shard_id))
-    if (record and record.get("run_id") == job.run_id and record.get("input_fingerprint") == shard.fingerprint
+    if (record and record.get("run_id") == job.run_id and record.get("lease_generation", 0) == job.lease_generation
+            and record.get("input_fingerprint") == shard.fingerprint
             and record.get("model_identity") == job.model_identity):
         return ShardResult.from_dict(record)
     return None
@@ -102,6 +107,8 @@ def _score_one(shard: Shard, scorer: Scorer, job: ScoringJob, info: dict[str, An
                                before_publish=before_publish)
         except ShardError as exc:
             return failed(shard.shard_id, display, exc.reason, info)
+        except LeaseLost as exc:  # another run took the output over: this run must stop, not this shard alone
+            return ShardResult(shard_id=shard.shard_id, status="fatal", reason=str(exc), worker=info)
         except OSError as exc:
             if attempt == attempts:
                 tries = f" ({attempts} attempts)" if attempts > 1 else ""
@@ -140,6 +147,8 @@ def _score(bundle: list[Shard], model_box: list[ray.ObjectRef] | None, job: Scor
             expected_schema = result.prediction_schema  # the bundle's later shards must match its first
         _count(result)
         results.append(result)
+        if result.status == "fatal":
+            break  # superseded: the bundle's other shards are the new holder's to score
     return results
 
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from .commit import OutputStore, ShardResult
 from .errors import ShardError
+from .lease import check_fence
 from .model import Scorer
 from .pipeline import BackgroundWriter, prefetch
 from .planning import Shard
@@ -40,12 +41,17 @@ class ScoringJob:
     casts: tuple[tuple[str, pa.DataType], ...] = ()  # input columns widened to one type across files
     run_id: str = ""
     overlap: bool = False  # read ahead and write behind in threads while the model scores (pipeline.py)
+    lease_generation: int = 0  # the run's generation of the output's lease: fences its publishes (check_fence)
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)
 
     def output(self) -> OutputStore:
-        return OutputStore(resolve(self.output_uri, self.storage))
+        return OutputStore(resolve(self.output_uri, self.storage), self.lease_generation)
+
+    def fence(self, loc: Location, what: str) -> None:
+        """Raise LeaseLost when another run has taken the output's lease over: one listing of the lease folder."""
+        check_fence(loc, self.lease_generation, what)
 
 
 class ReadError(Exception):
@@ -147,8 +153,10 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
     """Score one shard end to end and commit it.
 
     Raises ShardError for the shard's own faults (its data, or the model on its rows); OSError for input or
-    output that could not be reached, which may pass on a retry. `expected_schema` is the output's prediction
-    schema when it is already fixed: a model that returns another one fails the shard before anything is written.
+    output that could not be reached, which may pass on a retry; LeaseLost when another run took the output over
+    (checked right before the file is moved into place and before the commit record is written: lease.check_fence).
+    `expected_schema` is the output's prediction schema when it is already fixed: a model that returns another one
+    fails the shard before anything is written.
     """
     started = time.time()
     in_loc, store = job.input(), job.output()
@@ -226,8 +234,13 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         if rows_in == 0:
             raise fail("empty shard: it has no rows to score")
 
+    def publish() -> None:
+        job.fence(store.loc, f"shard {shard.shard_id}'s file {store.loc.display(out_path)}")
+        if before_publish is not None:
+            before_publish()
+
     try:
-        write_atomic(store.loc, out_path, write, before_publish)
+        write_atomic(store.loc, out_path, write, publish, job.lease_generation)
     except ReadError as exc:
         cause = exc.cause
         where = f"reading rows from {exc.first_row}" if exc.first_row else "reading it"
@@ -242,7 +255,9 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         seconds=round(time.time() - started, 4), attempt_started_at=started, worker=worker,
         output_size=size, output_mtime_ns=mtime_ns, output_sha256=digest.hexdigest(),
         prediction_schema=predictions_schema, run_id=job.run_id, first_batch_seconds=round(first_batch, 4),
+        lease_generation=job.lease_generation,
     )
+    job.fence(store.loc, f"shard {shard.shard_id}'s commit record")
     store.commit(result)
     return result
 
@@ -251,7 +266,8 @@ def commit_empty(shard: Shard, job: ScoringJob, input_display: str) -> ShardResu
     """A zero-row shard (Spark writes such files): committed with no output file, since there is nothing to score."""
     result = ShardResult(shard_id=shard.shard_id, status="committed", input_path=input_display,
                          input_fingerprint=shard.fingerprint, model_identity=job.model_identity,
-                         output_options=job.output_options, run_id=job.run_id, reason="zero rows: no output file")
+                         output_options=job.output_options, run_id=job.run_id, reason="zero rows: no output file",
+                         lease_generation=job.lease_generation)
     job.output().commit(result)
     return result
 
