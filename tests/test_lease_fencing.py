@@ -38,7 +38,8 @@ class Output:
             return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
         bucket, _, prefix = self.uri.removeprefix("s3://").partition("/")
         client = self.s3.client()
-        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])]
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])
+                if not o["Key"].endswith("/")]  # pyarrow's empty directory markers
         return {k[len(prefix) + 1:]: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in sorted(keys)}
 
     def write(self, rel: str, data: bytes) -> None:
