@@ -24,6 +24,7 @@ TTL = 3
 # One actor scores A's shards: A holds one CPU of the cluster's three, and no warm-up task whose worker lease a
 # frozen driver could not give back (Ray's owner returns a task's worker lease), so B finds CPUs to score on.
 ONE_ACTOR = ["--strategy", "actors", "--num-actors", "1"]
+ROWS, BATCHES_PER_SHARD = 2000, 8  # A's model scores a batch of 250 rows a second
 
 
 class Output:
@@ -61,8 +62,9 @@ def _model(pidfile: Path, tag: str, delay: float) -> list[str]:
             "--model-arg", f"delay={delay}", "--batch-size", "250"]
 
 
-def _pids(pidfile: Path) -> set[int]:
-    return {int(line) for line in pidfile.read_text().split()} if pidfile.exists() else set()
+def _batches(pidfile: Path) -> list[int]:
+    """The pid of the process that scored each of a run's batches so far, in order."""
+    return [int(line) for line in pidfile.read_text().split()] if pidfile.exists() else []
 
 
 def _signal(pids: list[int], sig: signal.Signals) -> None:
@@ -76,18 +78,23 @@ def _lease_expired(out: Output) -> bool:
 
 
 def _frozen_then_taken_over(ray_cluster, shardscore, tmp_path: Path, out: Output, a_input: Path, b_input: Path,
-                            a_ready: Callable[[], bool], extra: list[str]):
-    """A scores until `a_ready`, is frozen, B takes over and succeeds; then A is resumed. Returns what A printed,
-    its exit code, B's run id and generation, and the output's files before and after A resumed."""
+                            a_ready: Callable[[int], bool], extra: list[str], worker_alone_first: bool = False):
+    """A scores until `a_ready(batches scored)`, is frozen, B takes over and succeeds; then A is resumed. Returns
+    what A printed, its exit code, B's lease, and the output's files before and after A resumed.
+
+    `worker_alone_first`: A's worker resumes while its driver stays frozen (a partition of the driver's node), and
+    the driver only once the worker has started its next shard and finished it (no temporary of A's is left): the
+    worker has decided about both shards (published them or not) and nothing of A's driver could stop it first."""
     a_pids, b_pids = tmp_path / "a.pids", tmp_path / "b.pids"
     a = start_driver(ray_cluster, "run", "--input", str(a_input), "--output", out.uri, *_model(a_pids, "a", 1.0),
                      "--lease-ttl", str(TTL), *ONE_ACTOR, *extra)
     try:
-        wait_for(lambda: (_pids(a_pids) and a_ready()) or a.poll() is not None, 180, "run A scoring")
+        wait_for(lambda: a_ready(len(_batches(a_pids))) or a.poll() is not None, 180, "run A scoring")
         assert a.poll() is None, a.stdout.read()[-3000:]
-        frozen = [a.pid, *_pids(a_pids)]  # the driver and every worker process that scored A's batches
-        _signal(frozen, signal.SIGSTOP)
+        workers = sorted(set(_batches(a_pids)))  # every worker process that scored A's batches
+        _signal([a.pid, *workers], signal.SIGSTOP)
         try:
+            scored = len(_batches(a_pids))
             wait_for(lambda: _lease_expired(out), 60, "run A's lease to expire")
             b = shardscore("run", "--input", str(b_input), "--output", out.uri, *_model(b_pids, "b", 0.0),
                            "--overwrite", *extra, timeout=120)
@@ -98,8 +105,17 @@ def _frozen_then_taken_over(ray_cluster, shardscore, tmp_path: Path, out: Output
             # A temporary of B's generation, as a write of B's still in flight would leave it.
             out.write(f".tmp-g{b_lease['generation']:08d}-part-00000.parquet-{uuid.uuid4().hex}", b"in flight")
             before = out.files()
+            if worker_alone_first:
+                _signal(workers, signal.SIGCONT)
+                next_shard = -(-scored // BATCHES_PER_SHARD) * BATCHES_PER_SHARD + 1
+                wait_for(lambda: len(_batches(a_pids)) >= next_shard, 120, "A's worker to start its next shard")
+                # ... and to be done with that one too: its temporary moved into place, or removed when fenced.
+                wait_for(lambda: not [r for r in out.files() if "/.tmp-g00000001-" in f"/{r}"], 120,
+                         "A's temporaries to be gone")
+                changed = sorted(set(out.files().items()) ^ set(before.items()))
+                assert not changed, f"A's worker, resumed alone, wrote {changed}"
         finally:
-            _signal(list(reversed(frozen)), signal.SIGCONT)  # workers first: the driver finds them running
+            _signal([*workers, a.pid], signal.SIGCONT)  # workers first: the driver finds them running
         printed, _ = a.communicate(timeout=180)
         return printed, a.returncode, b_lease, before, out.files()
     finally:
@@ -109,11 +125,11 @@ def _frozen_then_taken_over(ray_cluster, shardscore, tmp_path: Path, out: Output
 
 
 def _assert_a_wrote_nothing(printed: str, code: int, b_lease: dict, before: dict, after: dict) -> None:
+    assert after == before, sorted(set(after.items()) ^ set(before.items()))  # every byte as B left it
     assert code == 3, printed[-3000:]
     assert "another run took over output" in printed and f"run {b_lease['run_id']} on host" in printed, printed[-3000:]
     assert "Nothing more was written by this run" in printed, printed[-3000:]
     assert "stay committed" not in printed
-    assert after == before, sorted(set(after.items()) ^ set(before.items()))  # every byte as B left it
     records = {rel: json.loads(data) for rel, data in after.items() if rel.startswith("_shardscore/commits/")}
     assert records and {r["run_id"] for r in records.values()} == {b_lease["run_id"]}
     assert {r["lease_generation"] for r in records.values()} == {b_lease["generation"]}
@@ -123,45 +139,50 @@ def _assert_a_wrote_nothing(printed: str, code: int, b_lease: dict, before: dict
 
 def test_a_run_resumed_after_a_takeover_writes_nothing_and_exits_naming_the_new_holder(
         shardscore, ray_cluster, tmp_path: Path):
-    """A committed shards and was frozen mid-shard; B (other model arguments, --overwrite) recomputes them all."""
-    inp = sample(tmp_path / "in", shards=4, rows=2000)
+    """A committed a shard and was frozen mid-shard; B (other model arguments, --overwrite) recomputes them all."""
+    inp = sample(tmp_path / "in", shards=4, rows=ROWS)
     out = Output(str(tmp_path / "out"))
     commits = tmp_path / "out" / "_shardscore" / "commits"
     printed, code, b_lease, before, after = _frozen_then_taken_over(
-        ray_cluster, shardscore, tmp_path, out, inp, inp, lambda: commits.exists() and any(commits.iterdir()), [])
+        ray_cluster, shardscore, tmp_path, out, inp, inp,
+        lambda scored: scored > BATCHES_PER_SHARD and commits.exists() and any(commits.iterdir()), [])
     _assert_a_wrote_nothing(printed, code, b_lease, before, after)
     manifest = json.loads(after["_manifest.json"])
-    assert manifest["model"]["args"]["tag"] == "b" and manifest["totals"]["rows_out"] == 8000
+    assert manifest["model"]["args"]["tag"] == "b" and manifest["totals"]["rows_out"] == 4 * ROWS
     temporaries = [rel for rel in after if rel.rsplit("/", 1)[-1].startswith(".tmp-")]
     assert len(temporaries) == 1 and temporaries[0].startswith(f".tmp-g{b_lease['generation']:08d}-")
 
 
 def test_a_superseded_workers_late_shard_never_appears(shardscore, ray_cluster, tmp_path: Path):
-    """A is frozen mid-shard on a file B does not score: its file and commit record never appear."""
-    a_input = sample(tmp_path / "a", shards=1, rows=2000)
+    """A's worker, frozen mid-shard on a file B does not score, resumes before A's driver: the shard's file and
+    commit record never appear, nor anything else of A's."""
+    a_input = sample(tmp_path / "a", shards=2, rows=ROWS)
     b_input = tmp_path / "b"
     sample(b_input / "later", shards=2, rows=200)
     out = Output(str(tmp_path / "out"))
     printed, code, b_lease, before, after = _frozen_then_taken_over(
-        ray_cluster, shardscore, tmp_path, out, a_input, b_input, lambda: True, [])
+        ray_cluster, shardscore, tmp_path, out, a_input, b_input, lambda scored: scored > 0, [],
+        worker_alone_first=True)
     _assert_a_wrote_nothing(printed, code, b_lease, before, after)
-    assert "part-00000.parquet" not in after  # A's shard: neither its file nor its record
+    assert "part-00000.parquet" not in after and "part-00001.parquet" not in after
     assert {json.loads(d)["shard_id"] for r, d in after.items() if r.startswith("_shardscore/commits/")} == {
         "later/part-00000.parquet", "later/part-00001.parquet"}
 
 
 @pytest.mark.s3
-def test_on_s3_a_run_resumed_after_a_takeover_writes_nothing(shardscore, ray_cluster, s3, tmp_path: Path):
+def test_on_s3_a_superseded_run_and_its_worker_write_nothing(shardscore, ray_cluster, s3, tmp_path: Path):
+    """On S3, A committed a shard, was frozen mid-shard, B recomputed all; A's worker resumes first, then A."""
     bucket = f"fence-{uuid.uuid4().hex[:8]}"
     s3.client().create_bucket(Bucket=bucket)
-    inp = sample(tmp_path / "in", shards=3, rows=2000)
+    inp = sample(tmp_path / "in", shards=3, rows=ROWS)
     out = Output(f"s3://{bucket}/scores", s3)
     printed, code, b_lease, before, after = _frozen_then_taken_over(
         ray_cluster, shardscore, tmp_path, out, inp, inp,
-        lambda: any(rel.startswith("_shardscore/commits/") for rel in out.files()),
-        ["--s3-endpoint", s3.endpoint])
+        lambda scored: scored > BATCHES_PER_SHARD + 1 and any(r.startswith("_shardscore/commits/")
+                                                              for r in out.files()),
+        ["--s3-endpoint", s3.endpoint], worker_alone_first=True)
     _assert_a_wrote_nothing(printed, code, b_lease, before, after)
-    assert json.loads(after["_manifest.json"])["totals"]["rows_out"] == 6000
+    assert json.loads(after["_manifest.json"])["totals"]["rows_out"] == 3 * ROWS
 
 
 def test_clean_up_leaves_a_newer_generations_temporaries_in_flight(tmp_path: Path):
