@@ -54,6 +54,7 @@ class ShardResult:
     output_sha256: str = ""  # of the file's bytes, computed while writing it
     prediction_schema: str = ""  # the predictions' columns and types (see scoring.schema_text)
     run_id: str = ""
+    lease_generation: int = 0  # the writing run's generation of the output's lease (lease.check_fence)
     first_batch_seconds: float = 0.0  # from the shard's start to its first batch scored
     # Project modules the model loaded while scoring, beyond the model identity's sources: name -> source digest
     # (model.loaded_sources); a rerun re-digests them (model.current_sources) and recomputes the shard on a change.
@@ -76,8 +77,9 @@ def options_identity(key_columns: list[str]) -> str:
 class OutputStore:
     """Reads and writes the commit protocol's files under one output location."""
 
-    def __init__(self, loc: Location):
+    def __init__(self, loc: Location, generation: int = 0):
         self.loc = loc
+        self.generation = generation  # the writing run's lease generation: tags its temporary files
 
     def data_path(self, shard: Shard) -> str:
         return self.loc.join(shard.output_relpath)
@@ -86,7 +88,7 @@ class OutputStore:
         return self.loc.join(COMMITS_DIR, hashlib.sha256(shard_id.encode()).hexdigest()[:32] + ".json")
 
     def commit(self, result: ShardResult) -> None:
-        write_json(self.loc, self.commit_path(result.shard_id), result.to_dict())
+        write_json(self.loc, self.commit_path(result.shard_id), result.to_dict(), self.generation)
 
     def committed(self, threads: int = 16) -> dict[str, ShardResult]:
         """Every commit record under the output, by shard id."""
@@ -118,12 +120,12 @@ class OutputStore:
         return self.loc.fs.get_file_info(self.loc.join(SUCCESS)).type == pafs.FileType.File
 
     def start(self, run_record: dict[str, Any]) -> None:
-        write_json(self.loc, self.loc.join(RUN_RECORD), run_record)
+        write_json(self.loc, self.loc.join(RUN_RECORD), run_record, self.generation)
 
     def finish(self, manifest: dict[str, Any], success: bool) -> None:
-        write_json(self.loc, self.loc.join(MANIFEST), manifest)
+        write_json(self.loc, self.loc.join(MANIFEST), manifest, self.generation)
         if success:
-            write_json(self.loc, self.loc.join(SUCCESS), {"shards": manifest["totals"]["shards"]})
+            write_json(self.loc, self.loc.join(SUCCESS), {"shards": manifest["totals"]["shards"]}, self.generation)
 
     def listing(self) -> dict[str, pafs.FileInfo]:
         """Every visible file of the output by relative path: one listing, no reads."""

@@ -9,7 +9,9 @@ Layout: `<output>/_shardscore/lease/<generation>.json`, generations 1, 2, 3, ...
   holder's own host a holder whose process is gone has died at once, without waiting for the expiry.
 - A run that finds it held is refused, naming the holder. It takes over a dead or expired holder's lease by
   creating the next generation, and says so.
-- A holder that finds a higher generation than its own was presumed dead and has lost the lease: it stops.
+- A holder that finds a higher generation than its own was presumed dead and has lost the lease: it stops, and
+  writes nothing more to the output (`Lease.check` before each of the driver's writes, `check_fence` before each of
+  a worker's publishes). See `check_fence` for what the fence guarantees and the window it leaves.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ LEASE_DIR = "_shardscore/lease"
 
 class LeaseHeld(ShardscoreError):
     """Another live run writes this output."""
+
+
+class LeaseLost(ShardscoreError):
+    """Another run took this run's lease over (this run was paused or cut off past its ttl): it writes no more."""
+
+    exit_code = 3
 
 
 @dataclass(frozen=True)
@@ -100,21 +108,15 @@ class Lease:
 
     @staticmethod
     def _generations(loc: Location) -> list[int]:
-        lease_dir = Location(loc.fs, loc.join(LEASE_DIR), loc.uri, loc.endpoint)
-        found = []
-        for rel, _ in list_files(lease_dir, recursive=False):
-            stem = rel.removesuffix(".json")
-            if stem.isdigit():
-                found.append(int(stem))
-        return sorted(found)
+        return generations(loc)
 
     @classmethod
     def _current(cls, loc: Location) -> Holder | None:
         """The highest generation's holder. A file that cannot be parsed yet is read again (it is being written)."""
-        generations = cls._generations(loc)
-        if not generations:
+        found = cls._generations(loc)
+        if not found:
             return None
-        path = cls._path(loc, generations[-1])
+        path = cls._path(loc, found[-1])
         for attempt in range(5):
             try:
                 data = read_json(loc, path)
@@ -143,7 +145,7 @@ class Lease:
                 if not current.released:
                     took_over = f"took over the output's lease from {current.describe()}: {why}"
             mine = replace(me, generation=(current.generation if current else 0) + 1, heartbeat_at=time.time())
-            if create_json(loc, cls._path(loc, mine.generation), asdict(mine)):
+            if create_json(loc, cls._path(loc, mine.generation), asdict(mine), mine.generation):
                 lease = cls(loc, mine, took_over)
                 for old in cls._generations(loc):
                     if old < mine.generation - 1:
@@ -158,8 +160,34 @@ class Lease:
             self.lost.set()
             return False
         self.holder = replace(self.holder, heartbeat_at=time.time())
-        write_json(self.loc, self._path(self.loc, self.holder.generation), asdict(self.holder))
+        self._write()
         return True
+
+    def _write(self) -> None:
+        write_json(self.loc, self._path(self.loc, self.holder.generation), asdict(self.holder), self.holder.generation)
+
+    def check(self) -> None:
+        """Raise LeaseLost, naming the run that took over, when a newer generation exists: one listing.
+
+        Called right before each of the driver's writes: after a pause (SIGSTOP, a frozen node) the heartbeat thread
+        may not have run yet, so `lost` alone would let the first write through.
+        """
+        newest = self._generations(self.loc)
+        if not newest or newest[-1] <= self.holder.generation:
+            return
+        self.lost.set()
+        self._stop.set()
+        try:
+            data = read_json(self.loc, self._path(self.loc, newest[-1]))
+            taker = Holder(**data).describe() if data else "a run whose lease file is gone"
+        except (OSError, ValueError, TypeError):
+            taker = f"the run of lease file {self.loc.display(self._path(self.loc, newest[-1]))}"
+        raise LeaseLost(
+            f"another run took over output {self.loc.uri} while this run was paused or cut off past its "
+            f"{self.holder.ttl:.0f} s lease: {taker} holds generation {newest[-1]} of the output's lease (this "
+            f"run, {self.holder.run_id}, held generation {self.holder.generation}). Nothing more was written by "
+            "this run: the output, its manifest and _SUCCESS are that run's. Check that run's result; rerun only "
+            "if it failed.")
 
     def start_heartbeat(self) -> None:
         def beat() -> None:
@@ -180,7 +208,49 @@ class Lease:
             self._thread.join(timeout=5)
         if not self.lost.is_set() and self.heartbeat():
             self.holder = replace(self.holder, released=True)
-            write_json(self.loc, self._path(self.loc, self.holder.generation), asdict(self.holder))
+            self._write()
+
+
+def generations(loc: Location) -> list[int]:
+    """The output's lease generations, sorted: one listing of the (small) lease folder."""
+    lease_dir = Location(loc.fs, loc.join(LEASE_DIR), loc.uri, loc.endpoint)
+    found = []
+    for rel, _ in list_files(lease_dir, recursive=False):
+        stem = rel.removesuffix(".json")
+        if stem.isdigit():
+            found.append(int(stem))
+    return sorted(found)
+
+
+def check_fence(loc: Location, generation: int, what: str) -> None:
+    """Raise LeaseLost when the output's lease has a generation newer than `generation` (the writer's run's).
+
+    A worker calls it right before it moves a shard's file into place and again right before it writes the shard's
+    commit record, so a worker of a superseded run neither publishes nor records once the takeover is visible in a
+    listing of the lease folder. What it guarantees: no write that starts after the new holder created its lease
+    file. The window it leaves is check-then-act: a worker paused between the check and the move (or the record
+    write) and resumed after the takeover still lands that one write. What closes it: the new holder's final
+    `runner._verify` compares every file with its own results' size and mtime before `_SUCCESS`, so a late file
+    before it fails the run; a late record (of the old run_id and generation) is never taken as the new holder's
+    (`ray_executor._committed_this_run` compares both), and a rerun's `commit.reconcile` finds its size and mtime
+    not matching the file there and scores the shard again. A late file after `_SUCCESS` is seen by the next run
+    likewise (the record no longer matches it); until then `_SUCCESS` stands over it.
+    """
+    if not generation:
+        return  # no lease (a direct call of the scoring core)
+    found = generations(loc)
+    if found and found[-1] > generation:
+        raise LeaseLost(f"{what}: not written, another run took over output {loc.uri} (lease generation "
+                        f"{found[-1]}; this run held {generation}); this run writes nothing more there")
+
+
+def holder_gone(loc: Location, generation: int, host: str) -> bool:
+    """Whether an older generation's holder no longer holds it (its lease file gone, released, expired or dead)."""
+    try:
+        data = read_json(loc, Lease._path(loc, generation))
+        return data is None or bool(why_free(Holder(**data), time.time(), host))
+    except (ValueError, TypeError):
+        return True
 
 
 def ray_job_id() -> str:

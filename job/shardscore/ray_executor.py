@@ -21,6 +21,7 @@ from ray.exceptions import RayError
 
 from .commit import ShardResult
 from .errors import DeviceError, RunAborted, ShardError
+from .lease import LeaseLost
 from .model import Scorer
 from .planning import Shard
 from .scoring import ScoringJob, failed, score_shard
@@ -79,10 +80,14 @@ def _loaded_identity() -> str | None:
 
 
 def _committed_this_run(shard: Shard, job: ScoringJob) -> ShardResult | None:
-    """The shard's commit record when this run already committed it (a retried task after its worker died)."""
+    """The shard's commit record when this run already committed it (a retried task after its worker died).
+
+    A record of another run, or of a superseded generation of the lease (a late write: lease.check_fence), is not.
+    """
     store = job.output()
     record = read_json(store.loc, store.commit_path(shard.shard_id))
-    if (record and record.get("run_id") == job.run_id and record.get("input_fingerprint") == shard.fingerprint
+    if (record and record.get("run_id") == job.run_id and record.get("lease_generation", 0) == job.lease_generation
+            and record.get("input_fingerprint") == shard.fingerprint
             and record.get("model_identity") == job.model_identity):
         return ShardResult.from_dict(record)
     return None
@@ -102,7 +107,8 @@ def _score_one(shard: Shard, scorer: Scorer, job: ScoringJob, info: dict[str, An
                                before_publish=before_publish)
         except ShardError as exc:
             return failed(shard.shard_id, display, exc.reason, info)
-        except RunAborted as exc:  # the input changed, or no shard can be written readably: the run must stop
+        except (RunAborted, LeaseLost) as exc:  # the input changed, no shard can be written readably, or another
+            # run took the output over: the run must stop, not this shard alone
             return ShardResult(shard_id=shard.shard_id, status="fatal", input_path=display, reason=str(exc),
                                worker=info)
         except OSError as exc:

@@ -25,12 +25,12 @@ from .commit import (OutputStore, Reconciliation, ShardResult, SourceLedger, fil
                      reconcile)
 from .config import RunConfig
 from .errors import ConfigError, OutputError, RunAborted
-from .lease import Lease, ray_job_id, this_process
+from .lease import Lease, holder_gone, ray_job_id, this_process
 from .planning import Plan, Shard, bundle, ignored_text, listed, partition_clashes, partition_keys, plan
 from .progress import Progress
 from .scoring import ScoringJob, commit_empty, failed, schema_difference
 from .session import InFlightBound, Workers, cluster_slots, start_workers
-from .storage import TEMP_PREFIX, Location, StorageOptions, ancestry, delete, identity, resolve
+from .storage import Location, StorageOptions, ancestry, delete, identity, resolve, temp_generation
 
 
 @dataclass
@@ -147,6 +147,7 @@ def prepare(cfg: RunConfig, need_output: bool = True, for_run: bool = False) -> 
         store = OutputStore(out_loc)
         if for_run:
             lease = _take_lease(store, cfg)
+            store.generation = lease.holder.generation
         try:
             committed = store.committed()
             sources = model_mod.current_sources({n for r in committed.values() for n in r.loaded_sources})
@@ -253,6 +254,7 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
     control = workers.control
     actors = workers.actors
     if rec.changes:
+        lease.check()
         store.withdraw_success()
         for orphan in rec.orphans:
             store.forget(orphan)
@@ -264,7 +266,9 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
                      casts=tuple(sorted(prep.plan.casts.items())), run_id=lease.holder.run_id,
                      overlap=cfg.overlap == "on" or (cfg.overlap == "auto" and prep.scorer.has_device),
                      partition_keys=tuple(partition_keys(s.relpath for s in prep.plan.shards).items()),
-                     columns=model_columns(prep.scorer, cfg.key_columns, prep.plan))
+                     columns=model_columns(prep.scorer, cfg.key_columns, prep.plan),
+                     lease_generation=lease.holder.generation)
+    lease.check()
     store.start({"model": cfg.model, "model_args": cfg.model_args, "model_identity": job.model_identity,
                  "key_columns": cfg.key_columns, "input": cfg.input, "versions": versions(), "started_at": started,
                  "run_id": job.run_id, "lease_generation": lease.holder.generation})
@@ -297,6 +301,7 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
             if not feed.expected_schema:
                 feed.expected_schema, fixed_by = result.prediction_schema, result.shard_id
             elif result.prediction_schema != feed.expected_schema:
+                lease.check()
                 store.forget(result)  # never leave a shard that makes the output unreadable as one dataset
                 result = failed(result.shard_id, result.input_path, "the model's predictions have another schema "
                                 f"than those of shard {fixed_by}: " + schema_difference(
@@ -331,6 +336,7 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
                         ray.kill(actor)
         feed.model_ref = None
     progress.close()
+    lease.check()  # a run resumed after another took over must not report or write anything of its own
     timings["scoring"] = time.monotonic() - score_started
     worked = [r for r in results if r.status == "committed" and r.output and r.attempt_started_at]
     if worked:
@@ -351,7 +357,7 @@ def _execute(prep: Prepared, workers: Workers | None, progress_stream: TextIO | 
                                    if done else " (nothing was changed)"))
     manifest = _manifest(prep, results, started, timings, status="")
     manifest["status"] = _final_status(prep, manifest)
-    _remove_temporaries(store.loc)
+    _remove_temporaries(store.loc, lease)
     manifest["seconds"]["breakdown"]["verify_and_manifest"] = round(time.monotonic() - finishing, 3)
     _finish(prep, manifest)
     return manifest
@@ -392,18 +398,28 @@ def _manifest_matches(store: OutputStore, manifest: dict[str, Any]) -> bool:
 
 
 def _finish(prep: Prepared, manifest: dict[str, Any]) -> None:
-    assert prep.store is not None
+    assert prep.store is not None and prep.lease is not None
+    prep.lease.check()  # the manifest and _SUCCESS are written only while this run holds the output
     if manifest["status"] == "failed" and manifest.get("verification"):
         manifest["failures"] += [{"shard_id": "", "path": prep.cfg.output, "reason": p}
                                  for p in manifest["verification"]]
     prep.store.finish(manifest, success=manifest["status"] == "succeeded")
 
 
-def _remove_temporaries(loc: Location) -> None:
-    """Temporary files of writers killed mid-write (hidden names; readers never saw them)."""
+def _remove_temporaries(loc: Location, lease: Lease) -> None:
+    """Temporary files of writers killed mid-write (hidden names; readers never saw them): this run's own, untagged
+    ones, and those of older lease generations whose holder is gone (`lease.holder_gone`). A newer generation's are
+    another run's files in flight: never touched, also when this run's check passed just before that run took over."""
+    lease.check()
+    mine, gone = lease.holder.generation, {}
     selector = pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)
     for entry in loc.fs.get_file_info(selector):
-        if entry.base_name.startswith(TEMP_PREFIX):
+        generation = temp_generation(entry.base_name)
+        if generation is None or generation > mine:
+            continue
+        if 0 < generation < mine and generation not in gone:
+            gone[generation] = holder_gone(loc, generation, lease.holder.host)
+        if generation in (0, mine) or gone[generation]:
             delete(loc, entry.path)
 
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from . import schema_rule
 from .commit import OutputStore, ShardResult
 from .errors import InputChanged, PartitionColumnClash, ShardError
+from .lease import check_fence
 from .model import BatchError, Scorer, loaded_sources
 from .pipeline import BackgroundWriter, prefetch
 from .planning import INT96_UNIT, Footer, Shard, file_stamp, footer_of, partition_clashes, read_footer, widen_table
@@ -46,12 +47,17 @@ class ScoringJob:
     overlap: bool = False  # read ahead and write behind in threads while the model scores (pipeline.py)
     partition_keys: tuple[tuple[str, str], ...] = ()  # (key, a folder naming it): planning.partition_keys
     columns: tuple[str, ...] = ()  # the columns every batch gives the model, in this order (runner.model_columns)
+    lease_generation: int = 0  # the run's generation of the output's lease: fences its publishes (check_fence)
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)
 
     def output(self) -> OutputStore:
-        return OutputStore(resolve(self.output_uri, self.storage))
+        return OutputStore(resolve(self.output_uri, self.storage), self.lease_generation)
+
+    def fence(self, loc: Location, what: str) -> None:
+        """Raise LeaseLost when another run has taken the output's lease over: one listing of the lease folder."""
+        check_fence(loc, self.lease_generation, what)
 
 
 class ReadError(Exception):
@@ -353,9 +359,11 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
     """Score one shard end to end and commit it.
 
     Raises ShardError for the shard's own faults (its data, or the model on its rows); OSError for input or
-    output that could not be reached, which may pass on a retry. `expected_schema` is the output's prediction
-    schema when it is already fixed: predictions are cast to it where they widen into it without loss
-    (schema_rule), and a model that returns anything else fails the shard before anything is written.
+    output that could not be reached, which may pass on a retry; LeaseLost when another run took the output over
+    (checked right before the file is moved into place and before the commit record is written: lease.check_fence).
+    `expected_schema` is the output's prediction schema when it is already fixed: predictions are cast to it where
+    they widen into it without loss (schema_rule), and a model that returns anything else fails the shard before
+    anything is written.
     """
     started = time.time()
     in_loc, store = job.input(), job.output()
@@ -401,8 +409,13 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
             raise fail("empty shard: it has no rows to score")
         check_unchanged(in_loc, shard, footer)
 
+    def publish() -> None:
+        job.fence(store.loc, f"shard {shard.shard_id}'s file {store.loc.display(out_path)}")
+        if before_publish is not None:
+            before_publish()
+
     try:
-        write_atomic(store.loc, out_path, write, before_publish)
+        write_atomic(store.loc, out_path, write, publish, job.lease_generation)
     except ReadError as exc:
         cause = exc.cause
         where = f"reading rows from {exc.first_row}" if exc.first_row else "reading it"
@@ -425,8 +438,9 @@ def _commit(shard: Shard, job: ScoringJob, store: OutputStore, input_display: st
         seconds=round(time.time() - started, 4), attempt_started_at=started, worker=worker,
         output_size=size, output_mtime_ns=mtime_ns, output_sha256=sha256,
         prediction_schema=prediction_schema, run_id=job.run_id, first_batch_seconds=round(first_batch, 4),
-        loaded_sources=sources,
+        loaded_sources=sources, lease_generation=job.lease_generation,
     )
+    job.fence(store.loc, f"shard {shard.shard_id}'s commit record")
     store.commit(result)
     return result
 
@@ -435,7 +449,8 @@ def commit_empty(shard: Shard, job: ScoringJob, input_display: str) -> ShardResu
     """A zero-row shard (Spark writes such files): committed with no output file, since there is nothing to score."""
     result = ShardResult(shard_id=shard.shard_id, status="committed", input_path=input_display,
                          input_fingerprint=shard.fingerprint, model_identity=job.model_identity,
-                         output_options=job.output_options, run_id=job.run_id, reason="zero rows: no output file")
+                         output_options=job.output_options, run_id=job.run_id, reason="zero rows: no output file",
+                         lease_generation=job.lease_generation)
     job.output().commit(result)
     return result
 

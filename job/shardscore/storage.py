@@ -239,18 +239,33 @@ def stamp(info: pafs.FileInfo) -> tuple[int, int]:
 TEMP_PREFIX = ".tmp-"
 
 
+def temp_name(name: str, generation: int = 0) -> str:
+    """A hidden temporary name beside `name`, carrying the writer's lease generation (0: none), so that a run's
+    clean-up can tell its own and older runs' leftovers from a newer run's files in flight."""
+    tag = f"g{generation:08d}-" if generation else ""
+    return f"{TEMP_PREFIX}{tag}{name}-{uuid.uuid4().hex}"
+
+
+def temp_generation(base_name: str) -> int | None:
+    """The lease generation of a temporary file's writer (0 for an untagged one), None when it is no temporary."""
+    if not base_name.startswith(TEMP_PREFIX):
+        return None
+    tag = base_name[len(TEMP_PREFIX):].split("-", 1)[0]
+    return int(tag[1:]) if len(tag) == 9 and tag[0] == "g" and tag[1:].isdigit() else 0
+
+
 def write_atomic(loc: Location, path: str, write: Callable[[pa.NativeFile], None],
-                 before_publish: Callable[[], None] | None = None) -> None:
+                 before_publish: Callable[[], None] | None = None, generation: int = 0) -> None:
     """Write a file so that readers see either nothing or all of it.
 
     The file is written under a hidden temporary name beside its final one, then moved into place: a rename on
     local disks, a server-side copy on object stores. Writing to the final key directly is not enough there:
     pyarrow's S3 output stream completes the upload when it is closed, also when the writer failed half way
     (its `__exit__` closes it, and it has no abort), which would publish half a file. `before_publish` runs just
-    before the file appears under its final name.
+    before the file appears under its final name. `generation` (the writer's lease generation) tags the temporary.
     """
     parent, name = path.rsplit("/", 1)
-    tmp = f"{parent}/{TEMP_PREFIX}{name}-{uuid.uuid4().hex}"
+    tmp = f"{parent}/{temp_name(name, generation)}"
     if loc.is_local:
         loc.fs.create_dir(parent, recursive=True)
     try:
@@ -275,18 +290,18 @@ def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
-def write_json(loc: Location, path: str, data: Any) -> None:
+def write_json(loc: Location, path: str, data: Any, generation: int = 0) -> None:
     """A small JSON file, atomically: renamed into place on local disks, one PUT of the whole body on object stores
     (an upload of one buffer either completes or is not there)."""
     payload = _json_bytes(data)
     if loc.is_local:
-        write_atomic(loc, path, lambda out: out.write(payload))
+        write_atomic(loc, path, lambda out: out.write(payload), generation=generation)
     else:
         with loc.fs.open_output_stream(path) as out:
             out.write(payload)
 
 
-def create_json(loc: Location, path: str, data: Any) -> bool:
+def create_json(loc: Location, path: str, data: Any, generation: int = 0) -> bool:
     """Create the file only where none exists; True when this call created it (False: it was there already).
 
     Atomic where the store offers it: a hard link of a complete temporary file on local disks (the link fails when
@@ -295,19 +310,19 @@ def create_json(loc: Location, path: str, data: Any) -> bool:
     """
     payload = _json_bytes(data)
     if loc.is_local:
-        return _create_local(loc, path, payload)
+        return _create_local(path, payload, generation)
     if loc.uri.startswith("s3://"):
         return _create_s3(loc, path, payload)
     if loc.fs.get_file_info(path).type != pafs.FileType.NotFound:
         return False
-    write_atomic(loc, path, lambda out: out.write(payload))
+    write_atomic(loc, path, lambda out: out.write(payload), generation=generation)
     return True
 
 
-def _create_local(loc: Location, path: str, payload: bytes) -> bool:
+def _create_local(path: str, payload: bytes, generation: int) -> bool:
     parent, name = path.rsplit("/", 1)
     os.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
+    tmp = f"{parent}/{temp_name(name, generation)}"
     with open(tmp, "wb") as f:
         f.write(payload)
     try:
