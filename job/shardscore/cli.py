@@ -21,7 +21,9 @@ _RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--output",), {"help": "where predictions go (local path or s3://bucket/prefix)"}),
     (("--model",), {"help": "model factory 'package.module:factory', e.g. shardscore.models.dummy:load_model"}),
     (("--model-arg",), {"dest": "model_args", "action": "append", "metavar": "KEY=VALUE",
-                        "help": "keyword argument for the factory (repeatable; values parsed as YAML)"}),
+                        "help": "keyword argument for the factory (repeatable). Values are read as YAML (8, 0.5, true, "
+                                "[1, 2]), but a number that would not read back as typed stays text (1.10, 010, "
+                                "0x1f); quote to force text: --model-arg \"v='8'\""}),
     (("--strategy",), {"choices": config.STRATEGIES, "help": "tasks: one Ray task per shard (default); "
                                                              "actors: a pool of actors that keep the model"}),
     (("--num-actors",), {"help": "actor pool size (default: as many as the cluster's resources hold)"}),
