@@ -36,3 +36,28 @@ def test_every_reader_reads_an_output_with_subfolders_and_row_group_shards(shard
     # README's polars line is the glob because polars refuses the folder itself: keep the docs true on upgrades
     with pytest.raises(pl.exceptions.InvalidOperationError, match="different file extensions"):
         pl.scan_parquet(out).collect()
+
+
+# ---------------------------------------------------------------- --summary-json -: stdout is the JSON alone
+NOISY = ["--model", "noisy_model:load_model"]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("strategy", ["tasks", "actors"])
+def test_summary_json_on_stdout_stays_alone_while_workers_keep_printing(shardscore, tmp_path: Path, strategy):
+    inp = sample(tmp_path / "in", shards=4, rows=400)
+    r = shardscore("run", "--input", str(inp), "--output", str(tmp_path / "out"), *NOISY, "--batch-size", "50",
+                   "--summary-json", "-", "--progress-interval", "0", "--strategy", strategy)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["totals"]["committed"] == 4, r.stdout[-2000:]  # nothing but the JSON document
+    assert "noisy model scored 50 rows" in r.stderr and "shardscore: run succeeded" in r.stderr  # kept, on stderr
+
+
+def test_summary_json_on_stdout_stays_alone_through_a_local_rays_shutdown(cli, tmp_path: Path):
+    """A local Ray is shut down at exit, which prints the workers' deduplicated lines to sys.stdout."""
+    inp = sample(tmp_path / "in", shards=4, rows=400)
+    r = cli("run", "--input", str(inp), "--output", str(tmp_path / "out"), *NOISY, "--batch-size", "50",
+            "--summary-json", "-", "--progress-interval", "0", "--num-cpus-per-worker", "0.5")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["totals"]["committed"] == 4, r.stdout[-2000:]
+    assert "noisy model" in r.stderr
