@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from datasets import assert_readable, sample
+from datasets import assert_readable, mark, sample
 
 DUMMY = ["--model", "shardscore.models.dummy:load_model", "--model-arg", "payload_mb=1"]
 
@@ -61,3 +61,46 @@ def test_summary_json_on_stdout_stays_alone_through_a_local_rays_shutdown(cli, t
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["totals"]["committed"] == 4, r.stdout[-2000:]
     assert "noisy model" in r.stderr
+
+
+# ---------------------------------------------------------------- a model that ends its process
+def _exit_run(shardscore, tmp_path: Path, strategy: str, mode: str, code: int = 3, shards: int = 3):
+    inp = sample(tmp_path / "in", shards=shards, rows=120)
+    mark(inp / "part-00002.parquet")
+    out = tmp_path / "out"
+    r = shardscore("run", "--input", str(inp), "--output", str(out), "--model", "noisy_model:load_model",
+                   "--model-arg", f"mode={mode}", "--model-arg", f"code={code}", "--strategy", strategy,
+                   "--batch-size", "50", "--max-retries", "1", "--max-failed-shards", "2", "--progress-interval", "0")
+    return r, out
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("strategy", ["tasks", "actors"])
+def test_sys_exit_in_the_model_fails_its_shard_naming_the_call_and_rows(shardscore, tmp_path: Path, strategy):
+    r, out = _exit_run(shardscore, tmp_path, strategy, "sys_exit", code=7)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = manifest(out)
+    assert [(f["path"].rsplit("/", 1)[-1], f["reason"]) for f in m["failures"]] == [
+        ("part-00002.parquet", "the model called sys.exit(7) while scoring rows 0..49")]
+    assert m["totals"]["committed"] == 2  # the others scored
+    assert_readable(out, m)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("strategy,mode,shards", [("tasks", "os_exit", 3), ("actors", "os_exit", 3),
+                                                  ("tasks", "segfault", 3), ("tasks", "os_exit", 30)])
+def test_a_worker_process_that_exits_in_the_model_is_named_with_its_shard(shardscore, tmp_path: Path, strategy, mode,
+                                                                          shards):
+    """30 small shards on 3 slots go in bundles of 2: the culprit's bundle-mate is named as not scored for it."""
+    r, out = _exit_run(shardscore, tmp_path, strategy, mode, 3, shards)
+    m = manifest(out)
+    by_file = {f["path"].rsplit("/", 1)[-1]: f["reason"] for f in m["failures"]}
+    reason = by_file.pop("part-00002.parquet")
+    assert reason.startswith("the worker process exited while scoring it, 2 time(s)"), reason
+    assert ("ActorDiedError: Worker " if strategy == "actors" else "WorkerCrashedError: The worker died") in reason
+    assert list(by_file) == (["part-00003.parquet"] if shards == 30 else []), by_file
+    for other in by_file.values():  # a bundle-mate it never reached: blamed on it, by name
+        assert other.startswith("not scored: the worker process scoring its bundle exited on shard"), other
+        assert "part-00002.parquet" in other, other
+    assert m["totals"]["committed"] == shards - 1 - len(by_file)
+    assert "FAILED shard" in r.stdout and "part-00002.parquet" in r.stdout, r.stdout

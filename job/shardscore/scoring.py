@@ -187,6 +187,9 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
                         predictions = scorer(table)
                     except Exception as exc:  # the user's model failed on these rows: the shard's own fault
                         raise fail(f"the model failed on rows {rows_in}..{last}: {type(exc).__name__}: {exc}") from exc
+                    except SystemExit as exc:  # not the worker's end: Ray would let it end the worker process
+                        code = "" if exc.code is None else repr(exc.code)
+                        raise fail(f"the model called sys.exit({code}) while scoring rows {rows_in}..{last}") from None
                     predictions = _with_keys(predictions, table, job.key_columns, shard)
                     if writer is None:
                         predictions_schema = schema_text(predictions.schema)
