@@ -7,12 +7,14 @@ check happens before Ray starts.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from datasets import assert_readable, mark, sample
+from support import commit_count, start_driver, wait_for
 
 DUMMY = ["--model", "shardscore.models.dummy:load_model", "--model-arg", "payload_mb=1"]
 
@@ -104,3 +106,37 @@ def test_a_worker_process_that_exits_in_the_model_is_named_with_its_shard(shards
         assert "part-00002.parquet" in other, other
     assert m["totals"]["committed"] == shards - 1 - len(by_file)
     assert "FAILED shard" in r.stdout and "part-00002.parquet" in r.stdout, r.stdout
+
+
+# ---------------------------------------------------------------- an output that stops taking writes mid-run
+@pytest.fixture
+def immutable():
+    """`chattr +i` a folder: read-only even for root (the tests run as root, whom chmod does not stop)."""
+    frozen: list[Path] = []
+
+    def freeze(path: Path) -> None:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+        frozen.append(path)
+
+    yield freeze
+    for path in frozen:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.ray
+def test_an_output_made_read_only_mid_run_ends_in_a_clear_error(ray_cluster, tmp_path: Path, immutable):
+    inp = sample(tmp_path / "in", shards=8, rows=1000)
+    out = tmp_path / "out"
+    driver = start_driver(ray_cluster, "run", "--input", str(inp), "--output", str(out), "--model",
+                          "slow_model:load_model", "--model-arg", "delay=0.25", "--batch-size", "500",
+                          "--max-in-flight", "1", "--max-retries", "0", "--summary-json", str(tmp_path / "s.json"))
+    wait_for(lambda: commit_count(out) >= 1, 120, "a first committed shard")
+    immutable(out)
+    text, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 1 and "Traceback" not in text, text[-5000:]
+    assert f"shardscore: error: the output {out} stopped taking writes during the run (PermissionError" in text
+    assert "make it writable and rerun to finish" in text
+    assert "FAILED shard" in text and "input or output could not be read or written" in text  # named per shard
+    summary = json.loads((tmp_path / "s.json").read_text())  # the summary is written where it can be
+    assert summary["status"] == "failed" and 1 <= summary["totals"]["committed"] < 8, summary["totals"]
+    assert not (out / "_SUCCESS").exists()

@@ -15,7 +15,7 @@ import sys
 from typing import Any, Sequence, TextIO
 
 from . import __version__, config, tick
-from .errors import ShardscoreError
+from .errors import OutputUnwritable, ShardscoreError
 
 _RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--input",), {"help": "Parquet dataset: a local directory, a file, or s3://bucket/prefix"}),
@@ -140,14 +140,28 @@ def cmd_run(cfg: config.RunConfig) -> int:
     # Joining a cluster that is up: connect and have its workers start now, while the input is planned and the
     # model loaded (they take longer than both). A local Ray is started only once every check has passed.
     workers = start_workers(cfg) if cfg.ray_address or os.environ.get("RAY_ADDRESS") else None
-    from .runner import execute, prepare
+    from .runner import execute, prepare, unwritable_message
 
     prep = prepare(cfg, for_run=True)
     prep.seconds.update(startup=round(started_seconds, 3), import_ray=round(ray_import_seconds, 3))
-    manifest = execute(prep, workers)
+    try:
+        manifest = execute(prep, workers)
+    except (OSError, OutputUnwritable) as exc:  # an OSError: what wrote after the manifest (the lease's release)
+        unwritable = _unwritable_cause(exc) or OutputUnwritable(unwritable_message(cfg.output, exc))
+        if unwritable.manifest:
+            print(_summary_text(unwritable.manifest), flush=True)
+            _write_summary(unwritable.manifest, cfg.summary_json, stdout)
+        raise unwritable from (None if unwritable is exc else exc)
     print(_summary_text(manifest), flush=True)
     _write_summary(manifest, cfg.summary_json, stdout)
     return 0 if manifest["status"] == "succeeded" else 1
+
+
+def _unwritable_cause(exc: BaseException | None) -> OutputUnwritable | None:
+    """exc, or the OutputUnwritable it was raised while handling (execute's `finally` releasing the lease)."""
+    while exc is not None and not isinstance(exc, OutputUnwritable):
+        exc = exc.__context__
+    return exc
 
 
 def _stdout_for_json_only() -> TextIO:

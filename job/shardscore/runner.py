@@ -22,7 +22,7 @@ from . import __version__
 from . import model as model_mod
 from .commit import OutputStore, Reconciliation, ShardResult, file_problem, options_identity, reconcile
 from .config import RunConfig
-from .errors import ConfigError, OutputError, RunAborted
+from .errors import ConfigError, OutputError, OutputUnwritable, RunAborted
 from .lease import Lease, ray_job_id, this_process
 from .planning import Plan, Shard, bundle, plan
 from .progress import Progress
@@ -336,7 +336,17 @@ def _finish(prep: Prepared, manifest: dict[str, Any]) -> None:
     if manifest["status"] == "failed" and manifest.get("verification"):
         manifest["failures"] += [{"shard_id": "", "path": prep.cfg.output, "reason": p}
                                  for p in manifest["verification"]]
-    prep.store.finish(manifest, success=manifest["status"] == "succeeded")
+    try:
+        prep.store.finish(manifest, success=manifest["status"] == "succeeded")
+    except OSError as exc:
+        manifest.update(status="failed", error=f"the manifest could not be written: {type(exc).__name__}: {exc}")
+        raise OutputUnwritable(unwritable_message(prep.cfg.output, exc), manifest) from exc
+
+
+def unwritable_message(output: str, exc: OSError) -> str:
+    return (f"the output {output} stopped taking writes during the run ({type(exc).__name__}: {exc}): made "
+            "read-only, or its disk full? Shards committed by this run stay committed; make it writable and rerun "
+            "to finish")
 
 
 def _remove_temporaries(loc: Location) -> None:
@@ -344,7 +354,10 @@ def _remove_temporaries(loc: Location) -> None:
     selector = pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)
     for entry in loc.fs.get_file_info(selector):
         if entry.base_name.startswith(TEMP_PREFIX):
-            delete(loc, entry.path)
+            try:
+                delete(loc, entry.path)
+            except OSError:  # an output that stopped taking writes: hidden, and the next run removes it
+                pass
 
 
 def _manifest(prep: Prepared, results: list[ShardResult], started: float, timings: dict[str, float],
