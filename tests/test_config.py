@@ -51,7 +51,7 @@ def test_bad_values_from_each_source_name_the_source(tmp_path: Path):
     (tmp_path / "c.yaml").write_text("bach_size: 3\n")
     with pytest.raises(ConfigError, match="unknown option 'bach_size'"):
         load({}, env={}, config_file=str(tmp_path / "c.yaml"))
-    with pytest.raises(ConfigError, match="--model-arg: .*'oops': expected KEY=VALUE"):
+    with pytest.raises(ConfigError, match="--model-arg 'oops': expected KEY=VALUE"):
         load({"model_args": ["oops"]}, env={})
 
 
@@ -121,7 +121,7 @@ def test_model_arg_numbers_that_would_not_read_back_as_typed_stay_text():
 
 
 def test_a_model_arg_that_is_not_yaml_is_refused_naming_it():
-    with pytest.raises(ConfigError, match=r"--model-arg: .*'\[1, 2' is not a YAML value: quote it as a string"):
+    with pytest.raises(ConfigError, match=r"--model-arg '\[1, 2' is not a YAML value: quote it as a string"):
         load({"model_args": ["xs=[1, 2"]}, env={})
 
 

@@ -238,6 +238,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
     try:
         return convert(value)
     except (TypeError, ValueError) as exc:
+        if isinstance(value, list):  # repeated items (--model-arg): the message names the one at fault
+            raise ConfigError(f"{source} {exc}") from exc
         raise ConfigError(f"{source}: invalid value {value!r} for {name} ({exc})") from exc
 
 
