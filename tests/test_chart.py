@@ -1110,7 +1110,8 @@ def notes(values: list[Path], sets: list[str] = ()) -> str:
 @pytest.mark.parametrize("values,needles", [
     (CPU, ["kubectl -n shardscore get rayjob scoring-shardscore", "logs -f job/scoring-shardscore", "ray job logs",
            "Output: s3://shardscore/output", "helm test scoring", "upgradeStrategy Recreate",
-           "get secret scoring-shardscore -o jsonpath='{.data.auth_token}'", "NetworkPolicies"]),
+           "get secret scoring-shardscore -o jsonpath='{.data.auth_token}'", "NetworkPolicies",
+           "export RAY_AUTH_MODE=token RAY_AUTH_TOKEN="]),  # the ray CLI sends the token only in token mode
     (CRONJOB, ["CronJob scoring-shardscore-tick", "s3://shardscore/scheduled/run=<UTC YYYYMMDDTHHMMZ>",
                "create job --from=cronjob/scoring-shardscore-tick", "each on its own cluster"]),
     (RAYCRONJOB, ["RayCronJob scoring-shardscore (needs the operator's RayCronJob feature gate)",

@@ -8,20 +8,23 @@ model, or output made by another model or input (nothing was scored); 3 the run 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Sequence, TextIO
 
 from . import __version__, config, tick
-from .errors import ShardscoreError
+from .errors import OutputUnwritable, ShardscoreError
 
 _RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--input",), {"help": "Parquet dataset: a local directory, a file, or s3://bucket/prefix"}),
     (("--output",), {"help": "where predictions go (local path or s3://bucket/prefix)"}),
     (("--model",), {"help": "model factory 'package.module:factory', e.g. shardscore.models.dummy:load_model"}),
     (("--model-arg",), {"dest": "model_args", "action": "append", "metavar": "KEY=VALUE",
-                        "help": "keyword argument for the factory (repeatable; values parsed as YAML)"}),
+                        "help": "keyword argument for the factory (repeatable). Values are read as YAML (8, 0.5, true, "
+                                "[1, 2]), but a number that would not read back as typed stays text (1.10, 010, "
+                                "0x1f); quote to force text: --model-arg \"v='8'\""}),
     (("--strategy",), {"choices": config.STRATEGIES, "help": "tasks: one Ray task per shard (default); "
                                                              "actors: a pool of actors that keep the model"}),
     (("--num-actors",), {"help": "actor pool size (default: as many as the cluster's resources hold)"}),
@@ -137,26 +140,52 @@ def cmd_run(cfg: config.RunConfig) -> int:
     from .session import start_workers  # imports Ray, before the heavier imports of the run: see session.py
 
     ray_import_seconds = process_age() - started_seconds
-    stdout = sys.stdout
-    if cfg.summary_json == "-":
-        # stdout carries the JSON document alone: every other line goes to stderr, Ray's copies of the workers'
-        # output included (ray/_private/worker.py print_to_stdstream writes to sys.stdout as it is at that moment).
-        sys.stdout = sys.stderr
-    try:
-        cfg.validate()
-        # Joining a cluster that is up: connect and have its workers start now, while the input is planned and the
-        # model loaded (they take longer than both). A local Ray is started only once every check has passed.
-        workers = start_workers(cfg) if cfg.ray_address or os.environ.get("RAY_ADDRESS") else None
-        from .runner import execute, prepare
+    stdout = _stdout_for_json_only() if cfg.summary_json == "-" else sys.stdout
+    cfg.validate()
+    # Joining a cluster that is up: connect and have its workers start now, while the input is planned and the
+    # model loaded (they take longer than both). A local Ray is started only once every check has passed.
+    workers = start_workers(cfg) if cfg.ray_address or os.environ.get("RAY_ADDRESS") else None
+    from .runner import execute, prepare, unwritable_message
 
-        prep = prepare(cfg, for_run=True)
-        prep.seconds.update(startup=round(started_seconds, 3), import_ray=round(ray_import_seconds, 3))
+    prep = prepare(cfg, for_run=True)
+    prep.seconds.update(startup=round(started_seconds, 3), import_ray=round(ray_import_seconds, 3))
+    try:
         manifest = execute(prep, workers)
-        print(_summary_text(manifest), flush=True)
-    finally:
-        sys.stdout = stdout
+    except (OSError, OutputUnwritable) as exc:  # an OSError: what wrote after the manifest (the lease's release)
+        unwritable = _unwritable_cause(exc) or OutputUnwritable(unwritable_message(cfg.output, exc))
+        if unwritable.manifest:
+            print(_summary_text(unwritable.manifest), flush=True)
+            _write_summary(unwritable.manifest, cfg.summary_json, stdout)
+        raise unwritable from (None if unwritable is exc else exc)
+    print(_summary_text(manifest), flush=True)
     _write_summary(manifest, cfg.summary_json, stdout)
     return 0 if manifest["status"] == "succeeded" else 1
+
+
+def _unwritable_cause(exc: BaseException | None) -> OutputUnwritable | None:
+    """exc, or the OutputUnwritable it was raised while handling (execute's `finally` releasing the lease)."""
+    while exc is not None and not isinstance(exc, OutputUnwritable):
+        exc = exc.__context__
+    return exc
+
+
+def _stdout_for_json_only() -> TextIO:
+    """Give `--summary-json -` the process's stdout alone, until the process ends; return it.
+
+    Everything else goes to stderr, for good: Ray's copies of the workers' output come from its log thread at any
+    time, also after the summary (ray/_private/worker.py: print_logs -> print_to_stdstream, which writes a worker's
+    stdout lines to sys.stdout as it is at that moment; disconnect flushes the deduplicated leftovers to sys.stdout
+    at ray.shutdown). So sys.stdout stays stderr and the file descriptor 1 is made a copy of 2 (for writes that
+    bypass sys.stdout, and for child processes); the JSON goes to a duplicate of the original descriptor.
+    """
+    sys.stdout.flush()
+    try:
+        json_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # no file descriptors (an embedding that replaced them)
+        json_out = sys.stdout
+    sys.stdout = sys.stderr
+    return json_out
 
 
 def process_age() -> float:

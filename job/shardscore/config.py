@@ -2,7 +2,9 @@
 
 Precedence, highest first: command-line flags, then `SHARDSCORE_<OPTION>` environment variables (for example
 `SHARDSCORE_NUM_GPUS_PER_WORKER=0.5`), then the YAML file given with `--config` (or `SHARDSCORE_CONFIG`), then
-the defaults. YAML keys are the option names with '_' or '-' (`num_gpus_per_worker: 0.5`).
+the defaults. YAML keys are the option names with '_' or '-' (`num_gpus_per_worker: 0.5`). A file's value is
+judged as the text it was written with, by the flag's own converter, so `batch_size: 2.9` or `batch_size: true` is
+refused as `--batch-size 2.9` is, never truncated or coerced; an empty value (`pool:` or `pool: ~`) means the default.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -97,13 +99,17 @@ class RunConfig:
         if self.pool is not None and not _POOL_NAME.match(self.pool):
             raise ConfigError(f"--pool {self.pool!r}: use lowercase letters, digits and '-' (at most 40)")
         _positive(self, "pool_idle_timeout")
+        twice = sorted({c for c in self.key_columns if self.key_columns.count(c) > 1})
+        if twice:
+            raise ConfigError(f"--key-columns {','.join(self.key_columns)}: {', '.join(twice)} given more than "
+                              "once; name each column once")
         if self.summary_json and self.summary_json != "-":
             _check_summary_path(self.summary_json)
         return self
 
 
 def _flag(name: str) -> str:
-    return name.replace("_", "-")
+    return "model-arg" if name == "model_args" else name.replace("_", "-")
 
 
 def _positive(cfg: RunConfig, name: str, allow_zero: bool = False) -> None:
@@ -125,15 +131,40 @@ def _check_summary_path(path: str) -> None:
         raise ConfigError(f"--summary-json {path}: not writable")
 
 
-def _boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
+def _boolean(value: str) -> bool:
+    text = value.strip().lower()
     if text in ("1", "true", "yes", "on"):
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("expected a boolean: true/false, yes/no, on/off or 1/0")
+
+
+def _whole(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _number(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def convert(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"choose one of {', '.join(choices)}")
+        return value
+    return convert
+
+
+def _columns(value: str | list[str]) -> list[str]:
+    parts = value.split(",") if isinstance(value, str) else value
+    return [c.strip() for c in parts if c.strip()]
 
 
 def parse_size(text: str | int) -> int:
@@ -147,8 +178,28 @@ def parse_size(text: str | int) -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+def model_arg_value(text: str) -> Any:
+    """A KEY=VALUE value as YAML reads it, unless YAML would turn a number into one written otherwise.
+
+    `8`, `-3`, `0.5`, `1.0`, `1.0e-3`, `true`, `no`, `null`, `[1, 2]` are typed as YAML types them; `1.10`
+    (not 1.1), `010` (not 8), `0x1f`, `1_000`, `1:20` stay the text typed, because a number must read back as
+    written (exponent forms, `.inf` and `.nan` aside). Quote to force a string: `--model-arg "v='8'"`.
+    """
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{text!r} is not a YAML value: quote it as a string ({exc.problem})") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    typed = text.strip().removeprefix("+")
+    if isinstance(value, int):
+        return value if str(value) == typed else text.strip()
+    reads_back = not math.isfinite(value) or "e" in typed.lower() or repr(value) == typed
+    return value if reads_back else text.strip()
+
+
 def parse_model_args(items: list[str] | str | Mapping[str, Any]) -> dict[str, Any]:
-    """KEY=VALUE pairs (values parsed as YAML: 8 is an int, true a bool), a JSON object, or a mapping."""
+    """KEY=VALUE pairs (values as model_arg_value reads them), a JSON object, or a mapping."""
     if isinstance(items, Mapping):
         return dict(items)
     if isinstance(items, str):
@@ -157,25 +208,26 @@ def parse_model_args(items: list[str] | str | Mapping[str, Any]) -> dict[str, An
             try:
                 return dict(json.loads(text))
             except ValueError as exc:
-                raise ConfigError(f"model args {text!r}: not a JSON object ({exc})") from exc
+                raise ValueError(f"not a JSON object ({exc})") from None
         items = [p for p in text.split(",") if p]
     args: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--model-arg {item!r}: expected KEY=VALUE")
-        args[key.strip()] = yaml.safe_load(value) if value else ""
+            raise ValueError(f"{item!r}: expected KEY=VALUE")
+        args[key.strip()] = model_arg_value(value)
     return args
 
 
-_CONVERTERS = {
-    "num_actors": int, "max_in_flight": int, "max_shards_per_task": int, "batch_size": int, "max_rows_per_shard": int,
-    "max_failed_shards": int, "max_retries": int, "num_cpus_per_worker": float,
-    "num_gpus_per_worker": float, "progress_interval": float, "pool_idle_timeout": float, "memory_per_worker": parse_size,
-    "grace_period": float, "lease_ttl": float,
-    "key_columns": lambda v: [c.strip() for c in v.split(",") if c.strip()] if isinstance(v, str) else list(v),
-    "model_args": parse_model_args,
-    "overwrite": _boolean,
+#: How an option's text (a flag's, an environment variable's, or a --config file's value as written) becomes its
+#: value. Options not named here are text: paths, URLs, the model spec, names.
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(("num_actors", "max_in_flight", "max_shards_per_task", "batch_size", "max_rows_per_shard",
+                     "max_failed_shards", "max_retries"), _whole),
+    **dict.fromkeys(("num_cpus_per_worker", "num_gpus_per_worker", "progress_interval", "pool_idle_timeout",
+                     "grace_period", "lease_ttl"), _number),
+    "memory_per_worker": parse_size, "key_columns": _columns, "model_args": parse_model_args, "overwrite": _boolean,
+    "strategy": _choice(STRATEGIES), "device": _choice(DEVICES), "overlap": _choice(OVERLAP),
 }
 
 
@@ -186,6 +238,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
     try:
         return convert(value)
     except (TypeError, ValueError) as exc:
+        if isinstance(value, list):  # repeated items (--model-arg): the message names the one at fault
+            raise ConfigError(f"{source} {exc}") from exc
         raise ConfigError(f"{source}: invalid value {value!r} for {name} ({exc})") from exc
 
 
@@ -228,19 +282,45 @@ def _warn_unknown_env(env: Mapping[str, str], names: set[str]) -> None:
 
 
 def _from_file(path: str, names: set[str]) -> dict[str, Any]:
+    """The file's options, each value as the text it was written with (yaml.compose keeps it), for _convert."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            root = yaml.compose(f)
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"--config {path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
+    if root is None:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
         raise ConfigError(f"--config {path}: expected a mapping of option names to values")
     values = {}
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
+    for key_node, value_node in root.value:
+        key = str(key_node.value)
+        name = key.replace("-", "_")
         if name not in names:
             raise ConfigError(f"--config {path}: unknown option {key!r}")
-        values[name] = _convert(name, value, f"--config {path}, option {key}")
+        if value_node.tag != _NULL:
+            source = f"--config {path}, option {key}"
+            values[name] = _convert(name, _file_value(name, value_node, source), source)
     return values
+
+
+_NULL = "tag:yaml.org,2002:null"
+
+
+def _file_value(name: str, node: yaml.Node, source: str) -> str | list[str] | dict[str, Any]:
+    """What the flag would carry: a scalar's text; a list of texts for key_columns and model_args (K=V items);
+    a mapping for model_args, its plain values read by model_arg_value as --model-arg's are."""
+    if isinstance(node, yaml.ScalarNode):
+        return node.value
+    if name == "model_args" and isinstance(node, yaml.MappingNode):
+        loader = yaml.SafeLoader("")
+        return {str(k.value): model_arg_value(v.value) if isinstance(v, yaml.ScalarNode) and v.style is None
+                else loader.construct_document(v) for k, v in node.value}
+    if name in ("key_columns", "model_args") and isinstance(node, yaml.SequenceNode) \
+            and all(isinstance(item, yaml.ScalarNode) for item in node.value):
+        return [item.value for item in node.value]
+    kind = "list" if isinstance(node, yaml.SequenceNode) else "mapping"
+    raise ConfigError(f"{source}: invalid value, a {kind} ({yaml.serialize(node).strip()}): expected a single "
+                      f"value{' or a list of them' if name == 'key_columns' else ''}")

@@ -19,6 +19,17 @@ class OutputError(ShardscoreError):
     """The output location cannot be written."""
 
 
+class OutputUnwritable(OutputError):
+    """The output stopped taking writes during the run (made read-only, the disk full): its manifest could not be
+    written. `manifest` is the run's summary when it got that far, for the summary line and --summary-json."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, manifest: dict | None = None):
+        super().__init__(message)
+        self.manifest = manifest
+
+
 class StaleOutputError(ShardscoreError):
     """Existing output was made from other input files or another model; mixing them would be silent corruption."""
 

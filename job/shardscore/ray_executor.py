@@ -7,6 +7,7 @@ decides where and when shards run, bounds what is in flight, and turns Ray failu
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import threading
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterable
 import ray
 from ray import cloudpickle
 from ray.exceptions import RayError
+from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get, _internal_kv_put
 
 from .commit import ShardResult
 from .errors import DeviceError, RunAborted, ShardError
@@ -142,16 +144,30 @@ def _score(bundle: list[Shard], model_box: list[ray.ObjectRef] | None, job: Scor
             withdrawn = True
 
     results = []
-    for shard in bundle:
-        result = _committed_this_run(shard, job) or _score_one(shard, scorer, job, info, expected_schema,
-                                                               attempts, before_publish)
-        if result.status == "committed" and not expected_schema:
-            expected_schema = result.prediction_schema  # the bundle's later shards must match its first
-        _count(result)
-        results.append(result)
-        if result.status == "fatal":
-            break  # the driver stops the run: the bundle's other shards are not started
+    try:
+        for shard in bundle:
+            result = _committed_this_run(shard, job)
+            if result is None:
+                _internal_kv_put(_scoring_key(bundle, job), shard.shard_id, overwrite=True, namespace=_KV)
+                result = _score_one(shard, scorer, job, info, expected_schema, attempts, before_publish)
+            if result.status == "committed" and not expected_schema:
+                expected_schema = result.prediction_schema  # the bundle's later shards must match its first
+            _count(result)
+            results.append(result)
+            if result.status == "fatal":
+                break  # the driver stops the run: the bundle's other shards are not started
+    finally:
+        _internal_kv_del(_scoring_key(bundle, job), namespace=_KV)
     return results
+
+
+#: Ray's internal key-value store (the GCS's) holds, per bundle in flight, the shard its worker is scoring: when the
+#: worker process dies (os._exit, a segfault, the OOM killer) the driver can name the shard it died on.
+_KV = "shardscore"
+
+
+def _scoring_key(bundle: list[Shard], job: ScoringJob) -> str:
+    return f"scoring:{job.run_id}:{bundle[0].shard_id}"
 
 
 @ray.remote
@@ -222,13 +238,32 @@ def warm(actors: list[ray.actor.ActorHandle], identity: str) -> bool:
 
 
 def _crashed(bundle: list[Shard], job: ScoringJob, exc: BaseException, attempts: int) -> list[ShardResult]:
-    """Results for a bundle whose worker process kept dying: shards it committed before dying count as committed."""
-    text = str(exc).strip().splitlines()
-    reason = (f"the worker process died {attempts} time(s) while scoring this shard's bundle: "
-              f"{exc.__class__.__name__}: {text[-1] if text else ''}")
+    """Results for a bundle whose worker process kept dying: shards it committed before dying count as committed;
+    the shard it was scoring is named as the one the process exited on, the others as not scored because of it."""
+    key = _scoring_key(bundle, job)
+    scoring = (_internal_kv_get(key, namespace=_KV) or b"").decode()
+    _internal_kv_del(key, namespace=_KV)
     loc = job.input()
-    return [_committed_this_run(shard, job) or failed(shard.shard_id, loc.display(shard.path), reason)
+    culprit = next((s for s in bundle if s.shard_id == scoring), None)
+    how = f"the worker process exited while scoring it, {attempts} time(s) ({_exit_detail(exc)})"
+    if culprit is None:  # it died before it began a shard, or between them
+        reason = f"the worker process exited while scoring this shard's bundle, {attempts} time(s) " \
+                 f"({_exit_detail(exc)})"
+    else:
+        reason = (f"not scored: the worker process scoring its bundle exited on shard {culprit.shard_id} "
+                  f"({loc.display(culprit.path)})")
+    return [_committed_this_run(shard, job) or failed(shard.shard_id, loc.display(shard.path),
+                                                      how if shard is culprit else reason)
             for shard in bundle]
+
+
+def _exit_detail(exc: BaseException) -> str:
+    """What Ray tells of the worker's end. ActorDiedError carries the raylet's "Worker exit detail" (the exit code
+    when the process exited by itself: ray/exceptions.py ActorDiedError.__init__, ActorDiedErrorContext.error_message);
+    WorkerCrashedError tells only that the worker died, and where its log is."""
+    text = " ".join(str(exc).split())
+    detail = re.search(r"exit detail: (.*?)(?: Some common causes|$)", text)
+    return f"{type(exc).__name__}: {detail.group(1) if detail else text}"
 
 
 @dataclass

@@ -24,7 +24,7 @@ from . import model as model_mod
 from .commit import (OutputStore, Reconciliation, ShardResult, SourceLedger, file_problem, options_identity,
                      reconcile)
 from .config import RunConfig
-from .errors import ConfigError, OutputError, RunAborted
+from .errors import ConfigError, OutputError, OutputUnwritable, RunAborted
 from .lease import Lease, holder_gone, ray_job_id, this_process
 from .planning import Plan, Shard, bundle, ignored_text, listed, partition_clashes, partition_keys, plan
 from .progress import Progress
@@ -403,7 +403,17 @@ def _finish(prep: Prepared, manifest: dict[str, Any]) -> None:
     if manifest["status"] == "failed" and manifest.get("verification"):
         manifest["failures"] += [{"shard_id": "", "path": prep.cfg.output, "reason": p}
                                  for p in manifest["verification"]]
-    prep.store.finish(manifest, success=manifest["status"] == "succeeded")
+    try:
+        prep.store.finish(manifest, success=manifest["status"] == "succeeded")
+    except OSError as exc:
+        manifest.update(status="failed", error=f"the manifest could not be written: {type(exc).__name__}: {exc}")
+        raise OutputUnwritable(unwritable_message(prep.cfg.output, exc), manifest) from exc
+
+
+def unwritable_message(output: str, exc: OSError) -> str:
+    return (f"the output {output} stopped taking writes during the run ({type(exc).__name__}: {exc}): made "
+            "read-only, or its disk full? Shards committed by this run stay committed; make it writable and rerun "
+            "to finish")
 
 
 def _remove_temporaries(loc: Location, lease: Lease) -> None:
@@ -420,7 +430,7 @@ def _remove_temporaries(loc: Location, lease: Lease) -> None:
         if 0 < generation < mine and generation not in gone:
             gone[generation] = holder_gone(loc, generation, lease.holder.host)
         if generation in (0, mine) or gone[generation]:
-            delete(loc, entry.path)
+            delete(loc, entry.path)  # quietly: on an output that stopped taking writes the next run removes it
 
 
 def _manifest(prep: Prepared, results: list[ShardResult], started: float, timings: dict[str, float],

@@ -351,6 +351,9 @@ def _predict(scorer: Scorer, table: pa.Table, rows: str, fail: Callable[[str], S
         raise fail(f"the model's answer for rows {rows} cannot be used: {exc}") from exc
     except Exception as exc:  # the user's model failed on these rows: the shard's own fault
         raise fail(f"the model failed on rows {rows}: {type(exc).__name__}: {exc}") from exc
+    except SystemExit as exc:  # not the worker's end: Ray would let it end the worker process
+        code = "" if exc.code is None else repr(exc.code)
+        raise fail(f"the model called sys.exit({code}) while scoring rows {rows}") from None
 
 
 def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str, Any],
