@@ -11,7 +11,8 @@ to stop the job and the garbage collector deletes the RayCluster, all pods inclu
 
 On the head the hook asks Ray to stop every unfinished job (JobManager.stop_job: JobSupervisor.run sends the driver
 SIGTERM and SIGKILL only after RAY_JOB_STOP_WAIT_TIME_S, which the chart sets above --grace-period); on a worker it
-only waits, so that the shards in flight there can finish. Then it runs `ray stop`, so that the pod ends when the
+only waits (at most Ray's job stop wait: a worker deleted alone serves the run meanwhile), so that the shards in
+flight there can finish. Then it runs `ray stop`, so that the pod ends when the
 jobs have, not at the end of its grace period.
 """
 
@@ -50,8 +51,8 @@ def drain(address: str, stop_jobs: bool, timeout: float, poll: float = 1.0) -> N
         while jobs and time.monotonic() < deadline:
             time.sleep(poll)
             jobs = unfinished(client)
-    except Exception as exc:  # noqa: BLE001 - an unreachable head has no job left to wait for
-        log(f"the dashboard at {address} cannot be reached ({type(exc).__name__}): nothing to wait for")
+    except Exception as exc:  # noqa: BLE001 - a head that is gone has no job left; the hook must end either way
+        log(f"cannot ask the dashboard at {address} ({type(exc).__name__}: {exc}): not waiting for its jobs")
         return
     log(f"jobs still unfinished after {timeout:g} s: {jobs}" if jobs else "no Ray job is running")
 

@@ -133,7 +133,8 @@ spec:
   GetContainerCommand in utils/util.go, v1.6.2 and v1.7.0): bash is PID 1 without a SIGTERM handler, so the
   kubelet's SIGTERM reaches no process (pid_namespaces(7)) and the driver, a child of Ray's job supervisor, would
   only be killed with the pod. The preStop hook gives it its --grace-period instead: on the head it stops the Ray
-  jobs (the driver gets SIGTERM) and waits for them, on a worker it waits for them; then it runs `ray stop`.
+  jobs (the driver gets SIGTERM) and waits for them; on a worker it waits for them, at most the job stop wait (a
+  worker deleted alone serves the run meanwhile, as it did for the 30 s its SIGTERM went unheard); then `ray stop`.
   */}}
   terminationGracePeriodSeconds: {{ include "shardscore.podGrace" $root }}
   containers:
@@ -153,7 +154,7 @@ spec:
       lifecycle:
         preStop:
           exec:
-            command: ["sh", "-c", "python -m shardscore.podstop {{ ternary "--stop-jobs" "" $head }} --timeout {{ include "shardscore.podGrace" $root }} >/proc/1/fd/1 2>&1"]
+            command: ["sh", "-c", "python -m shardscore.podstop {{ if $head }}--stop-jobs --timeout {{ include "shardscore.podGrace" $root }}{{ else }}--timeout {{ include "shardscore.jobStopWait" $root }}{{ end }} >/proc/1/fd/1 2>&1"]
       resources:
         {{- include "shardscore.resources" (dict "resources" $g.resources "extraLimits" (ternary (dict "nvidia.com/gpu" (int $g.gpusPerPod)) (dict) .gpu)) | nindent 8 }}
       {{- if $head }}
