@@ -1178,8 +1178,9 @@ def test_every_ray_pod_outlasts_the_runs_grace_period_by_the_derived_stop_wait(v
             container = tmpl["spec"]["containers"][0]
             assert tmpl["spec"]["terminationGracePeriodSeconds"] == stop_wait + 15, group
             hook = container["lifecycle"]["preStop"]["exec"]["command"]
-            hook_args = f"--stop-jobs --timeout {stop_wait + 15}" if head else f"--timeout {stop_wait}"
-            assert hook[:2] == ["sh", "-c"] and f"python -m shardscore.podstop {hook_args} " in hook[2], (group, hook)
+            assert hook == ["python", "-m", "shardscore.podstop", "--container-log",
+                            *(["--stop-jobs", "--timeout", str(stop_wait + 15)] if head else
+                              ["--timeout", str(stop_wait)])], (group, hook)
             env = c.env_of(container)
             if head:
                 assert env["RAY_JOB_STOP_WAIT_TIME_S"]["value"] == str(stop_wait), group

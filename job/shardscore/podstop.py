@@ -23,11 +23,23 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
+
+
+_out: TextIO = sys.stderr
 
 
 def log(message: str) -> None:
-    print(f"shardscore podstop: {message}", file=sys.stderr, flush=True)
+    print(f"shardscore podstop: {message}", file=_out, flush=True)
+
+
+def container_log() -> TextIO:
+    """The container's log, PID 1's stdout (the kubelet keeps a preStop hook's own output only when it fails), or
+    stderr where that cannot be opened."""
+    try:
+        return open("/proc/1/fd/1", "w", buffering=1)  # noqa: SIM115 - open for the life of the hook
+    except OSError:
+        return sys.stderr
 
 
 def unfinished(client: Any) -> list[str]:
@@ -61,12 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shardscore.podstop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stop-jobs", action="store_true", help="stop the jobs (the head's hook)")
     parser.add_argument("--timeout", type=float, required=True, help="seconds to wait at most")
+    parser.add_argument("--container-log", action="store_true", help="write to the container's log (PID 1's stdout)")
     args = parser.parse_args(argv)
+    global _out
+    _out = container_log() if args.container_log else sys.stderr
     # On the head, its own dashboard; on a worker, the head Service, which KubeRay's setContainerEnvVars puts in
     # FQ_RAY_IP (headless, with PublishNotReadyAddresses: it still resolves while the head terminates).
     host = "127.0.0.1" if args.stop_jobs else os.environ.get("FQ_RAY_IP", "127.0.0.1")
     drain(f"http://{host}:8265", args.stop_jobs, args.timeout)
-    subprocess.run(["ray", "stop"], check=False)
+    log("ray stop")
+    subprocess.run(["ray", "stop"], check=False, stdout=_out, stderr=_out)
     return 0
 
 

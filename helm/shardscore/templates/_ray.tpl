@@ -154,7 +154,7 @@ spec:
       lifecycle:
         preStop:
           exec:
-            command: ["sh", "-c", "python -m shardscore.podstop {{ if $head }}--stop-jobs --timeout {{ include "shardscore.podGrace" $root }}{{ else }}--timeout {{ include "shardscore.jobStopWait" $root }}{{ end }} >/proc/1/fd/1 2>&1"]
+            command: ["python", "-m", "shardscore.podstop", "--container-log", {{ if $head }}"--stop-jobs", "--timeout", "{{ include "shardscore.podGrace" $root }}"{{ else }}"--timeout", "{{ include "shardscore.jobStopWait" $root }}"{{ end }}]
       resources:
         {{- include "shardscore.resources" (dict "resources" $g.resources "extraLimits" (ternary (dict "nvidia.com/gpu" (int $g.gpusPerPod)) (dict) .gpu)) | nindent 8 }}
       {{- if $head }}
