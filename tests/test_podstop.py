@@ -5,7 +5,6 @@ them; with no dashboard to ask it returns at once. tests/e2e_cluster/test_stop_p
 from __future__ import annotations
 
 import sys
-import time
 import uuid
 
 import pytest
@@ -16,11 +15,12 @@ from support import free_port, wait_for
 pytestmark = [pytest.mark.ray]
 
 
-@pytest.fixture(autouse=True)
-def cluster_token(monkeypatch, ray_cluster):
+@pytest.fixture
+def cluster(monkeypatch, ray_cluster):
     """The hook runs in a Ray container, where KubeRay puts the cluster's token into the env: so here."""
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
         monkeypatch.setenv(name, ray_cluster.env[name])
+    return ray_cluster
 
 DRIVER = ("import signal, sys, time\n"
           "def stop(*_):\n"
@@ -51,28 +51,25 @@ def status(job_id: str, ray_cluster) -> str:
     return f"{info.status}: {info.message}"
 
 
-def test_the_heads_hook_stops_the_running_job_with_sigterm_and_returns_when_it_ended(ray_cluster):
-    job_id = submit(ray_cluster)
-    podstop.drain(ray_cluster.dashboard, stop_jobs=True, timeout=60)
-    assert status(job_id, ray_cluster).startswith("STOPPED")
-    assert "driver: SIGTERM received, writing the manifest" in logs(ray_cluster, job_id)
+def test_the_heads_hook_stops_the_running_job_with_sigterm_and_returns_when_it_ended(cluster):
+    job_id = submit(cluster)
+    podstop.drain(cluster.dashboard, stop_jobs=True, timeout=60)
+    assert status(job_id, cluster).startswith("STOPPED")
+    assert "driver: SIGTERM received, writing the manifest" in logs(cluster, job_id)
 
 
-def test_a_workers_hook_waits_for_the_running_job_without_stopping_it(ray_cluster):
-    job_id = submit(ray_cluster)
+def test_a_workers_hook_waits_for_the_running_job_without_stopping_it(cluster, capsys):
+    job_id = submit(cluster)
     try:
-        started = time.monotonic()
-        podstop.drain(ray_cluster.dashboard, stop_jobs=False, timeout=3, poll=0.5)
-        assert time.monotonic() - started >= 3
-        assert status(job_id, ray_cluster).startswith("RUNNING")
+        podstop.drain(cluster.dashboard, stop_jobs=False, timeout=3, poll=0.5)
+        assert f"jobs still unfinished after 3 s: ['{job_id}']" in capsys.readouterr().err
+        assert status(job_id, cluster).startswith("RUNNING")
     finally:
-        podstop.drain(ray_cluster.dashboard, stop_jobs=True, timeout=60)
-    assert status(job_id, ray_cluster).startswith("STOPPED")
+        podstop.drain(cluster.dashboard, stop_jobs=True, timeout=60)
+    assert status(job_id, cluster).startswith("STOPPED")
 
 
 def test_the_hook_returns_at_once_when_no_dashboard_answers(capsys):
     address = f"http://127.0.0.1:{free_port()}"
-    started = time.monotonic()
     podstop.drain(address, stop_jobs=True, timeout=60)
-    assert time.monotonic() - started < 30
     assert f"cannot ask the dashboard at {address}" in capsys.readouterr().err

@@ -26,11 +26,11 @@ import time
 from typing import Any, TextIO
 
 
-_out: TextIO = sys.stderr
+_out: TextIO | None = None  # the container's log when --container-log, else sys.stderr
 
 
 def log(message: str) -> None:
-    print(f"shardscore podstop: {message}", file=_out, flush=True)
+    print(f"shardscore podstop: {message}", file=_out or sys.stderr, flush=True)
 
 
 def container_log() -> TextIO:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--container-log", action="store_true", help="write to the container's log (PID 1's stdout)")
     args = parser.parse_args(argv)
     global _out
-    _out = container_log() if args.container_log else sys.stderr
+    _out = container_log() if args.container_log else None
     # On the head, its own dashboard; on a worker, the head Service, which KubeRay's setContainerEnvVars puts in
     # FQ_RAY_IP (headless, with PublishNotReadyAddresses: it still resolves while the head terminates).
     host = "127.0.0.1" if args.stop_jobs else os.environ.get("FQ_RAY_IP", "127.0.0.1")
