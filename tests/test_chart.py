@@ -808,7 +808,7 @@ def test_entrypoint_cpu(rendered):
     assert entrypoint_argv(c.one(rendered["cpu-values"], "RayJob")) == [
         "shardscore", "run", "--input", "s3://shardscore/input", "--output", "s3://shardscore/output",
         "--model", "shardscore.models.dummy:load_model", "--model-arg", "payload_mb=8", "--strategy", "tasks",
-        "--max-failed-shards", "0", "--num-cpus-per-worker", "1"]
+        "--max-failed-shards", "0", "--grace-period", "20", "--num-cpus-per-worker", "1"]
 
 
 def test_entrypoint_gpu(rendered):
@@ -816,7 +816,7 @@ def test_entrypoint_gpu(rendered):
         "shardscore", "run", "--input", "s3://shardscore/input", "--output", "s3://shardscore/output-gpu",
         "--model", "shardscore.models.torch_model:load_model", "--model-arg", "path=/models/model.pt",
         "--strategy", "actors", "--device", "cuda", "--batch-size", "4096", "--num-actors", "2",
-        "--num-gpus-per-worker", "1", "--key-columns", "id"]
+        "--grace-period", "20", "--num-gpus-per-worker", "1", "--key-columns", "id"]
 
 
 def test_entrypoint_every_flag():
@@ -827,7 +827,7 @@ def test_entrypoint_every_flag():
             "job.batchSize=1024", "job.maxRowsPerShard=500000", "job.keyColumns={id,ts}", "job.maxFailedShards=2",
             "job.maxShardsPerTask=8", "job.maxRetries=0",
             "job.overwrite=true", "job.progressInterval=30", "job.summaryJson=/tmp/summary.json",
-            "job.pool=nightly", "job.poolIdleTimeout=4000", "job.extraArgs={--foo,bar}"]
+            "job.pool=nightly", "job.poolIdleTimeout=4000", "job.gracePeriod=7.5", "job.extraArgs={--foo,bar}"]
     argv = entrypoint_argv(c.one(c.render([CPU], sets), "RayJob"))
     assert argv[:2] == ["shardscore", "run"]
     pairs = {}
@@ -851,7 +851,7 @@ def test_entrypoint_every_flag():
         "--memory-per-worker": "8589934592", "--max-in-flight": "16", "--device": "cuda", "--batch-size": "1024",
         "--max-rows-per-shard": "500000", "--key-columns": "id,ts", "--max-failed-shards": "2", "--overwrite": True,
         "--max-shards-per-task": "8", "--max-retries": "0", "--pool": "nightly", "--pool-idle-timeout": "4000",
-        "--progress-interval": "30", "--summary-json": "/tmp/summary.json"}
+        "--progress-interval": "30", "--summary-json": "/tmp/summary.json", "--grace-period": "7.5"}
 
 
 def test_large_integers_from_values_files_keep_their_digits(rendered):
@@ -1001,7 +1001,7 @@ def test_raycronjob(rendered):
     assert outputs == {m: f"s3://shardscore/hourly/run={utc_stamp(m)}" for m in outputs}
     rest = submitter_then_head_argv(job["entrypoint"], {"SHARDSCORE_TICK_JOB": f"{FULLNAME}-29395530"})
     assert rest[:5] == ["shardscore", "run", "--input", "s3://shardscore/input", "--output"]
-    assert rest[6:] == ["--model", "shardscore.models.dummy:load_model"]
+    assert rest[6:] == ["--model", "shardscore.models.dummy:load_model", "--grace-period", "20"]
 
 
 def test_tick_output_is_this_minute_for_a_fresh_tick(rendered):
@@ -1158,6 +1158,49 @@ def test_cluster_e2e_overlay_changes_only_sizes(values, rendered):
     assert not errors, errors
     assert _without_resources(docs) == _without_resources(rendered[values.stem])
     assert docs != rendered[values.stem], "the overlay changed no size"
+
+
+# ------------------------------------------------------------------------------------------- stopping a run
+
+@pytest.mark.parametrize("grace,stop_wait", [(None, 35), ("7.5", 23), ("0", 15), ("600", 615)])
+@pytest.mark.parametrize("values", [CPU, EPHEMERAL, CRONJOB], ids=lambda p: p.stem)
+def test_every_ray_pod_outlasts_the_runs_grace_period_by_the_derived_stop_wait(values, grace, stop_wait):
+    """One value, job.gracePeriod, sets the run's --grace-period, Ray's job stop wait on the head (JobSupervisor.run
+    SIGKILLs the driver after RAY_JOB_STOP_WAIT_TIME_S, default 3 s) and every Ray pod's termination grace, during
+    which the preStop hook stops the Ray jobs (head) or waits for them (workers)."""
+    docs = c.render([values], [f"job.gracePeriod={grace}"] if grace else [])
+    words = entrypoint_argv(c.tick_rayjob(docs) if values == CRONJOB else c.one(docs, "RayJob"))
+    assert words[words.index("--grace-period") + 1] == (grace or "20"), words
+    specs = clusters(docs)
+    assert specs
+    for spec in specs:
+        for group, tmpl in c.pod_templates(spec):
+            head = group == "head"
+            container = tmpl["spec"]["containers"][0]
+            assert tmpl["spec"]["terminationGracePeriodSeconds"] == stop_wait + 15, group
+            hook = container["lifecycle"]["preStop"]["exec"]["command"]
+            assert hook == ["python", "-m", "shardscore.podstop", "--container-log",
+                            *(["--stop-jobs", "--timeout", str(stop_wait + 15)] if head else
+                              ["--timeout", str(stop_wait)])], (group, hook)
+            env = c.env_of(container)
+            if head:
+                assert env["RAY_JOB_STOP_WAIT_TIME_S"]["value"] == str(stop_wait), group
+            else:
+                assert "RAY_JOB_STOP_WAIT_TIME_S" not in env, group
+
+
+@pytest.mark.parametrize("sets", [["extraEnv[0].name=RAY_JOB_STOP_WAIT_TIME_S", "extraEnv[0].value=3"],
+                                  ["cluster.head.env[0].name=RAY_JOB_STOP_WAIT_TIME_S", "cluster.head.env[0].value=3"]])
+def test_the_job_stop_wait_is_refused_beside_the_grace_period(sets):
+    err = c.render_error([CPU], sets)
+    assert "RAY_JOB_STOP_WAIT_TIME_S" in err and "job.gracePeriod" in err, err
+
+
+def test_the_grace_period_takes_seconds_from_0_to_3600():
+    for grace in ("0", "2.5", "3600"):
+        assert c.render([CPU], [f"job.gracePeriod={grace}"])
+    for grace in ("-1", "3601", "soon"):
+        assert "gracePeriod" in c.render_error([CPU], [f"job.gracePeriod={grace}"]), grace
 
 
 # ------------------------------------------------------------------------------------------- the job's own CLI

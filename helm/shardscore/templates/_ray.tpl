@@ -44,7 +44,7 @@ standalone RayCluster and by RayJobs that bring their own cluster (rayClusterSpe
 {{- end }}
 
 {{/*
-The env list of a Ray container as YAML text; call with (dict "root" $ "group" <values> "gpu" bool). Shared with
+The env list of a Ray container as YAML text; call with (dict "root" $ "group" <values> "gpu" bool "kind" K). Shared with
 _validate.tpl, which checks the head's env against KubeRay's rules.
 */}}
 {{- define "shardscore.rayContainerEnv" -}}
@@ -52,6 +52,10 @@ _validate.tpl, which checks the head's env against KubeRay's rules.
 {{- if not .gpu }}
 {{- /* CPU pods must not see GPUs even when they land on a GPU node. */}}
 {{- $env = printf "%s\n- name: NVIDIA_VISIBLE_DEVICES\n  value: void" $env | trim }}
+{{- end }}
+{{- if eq (.kind | default "") "head" }}
+{{- /* The driver runs on the head under Ray's job supervisor: its stop wait must outlast --grace-period. */}}
+{{- $env = printf "%s\n- name: RAY_JOB_STOP_WAIT_TIME_S\n  value: %s" $env (include "shardscore.jobStopWait" .root | quote) | trim }}
 {{- end }}
 {{- with .group.env }}
 {{- $env = printf "%s\n%s" $env (toYaml .) | trim }}
@@ -124,6 +128,15 @@ spec:
   topologySpreadConstraints:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- /*
+  KubeRay runs the Ray container as `/bin/bash -c -- "ulimit ...; ray start ... --block"` (BuildPod in common/pod.go,
+  GetContainerCommand in utils/util.go, v1.6.2 and v1.7.0): bash is PID 1 without a SIGTERM handler, so the
+  kubelet's SIGTERM reaches no process (pid_namespaces(7)) and the driver, a child of Ray's job supervisor, would
+  only be killed with the pod. The preStop hook gives it its --grace-period instead: on the head it stops the Ray
+  jobs (the driver gets SIGTERM) and waits for them; on a worker it waits for them, at most the job stop wait (a
+  worker deleted alone serves the run meanwhile, as it did for the 30 s its SIGTERM went unheard); then `ray stop`.
+  */}}
+  terminationGracePeriodSeconds: {{ include "shardscore.podGrace" $root }}
   containers:
     - name: {{ ternary "ray-head" "ray-worker" $head }}
       image: {{ include "shardscore.groupImage" (dict "root" $root "group" $g) }}
@@ -138,6 +151,10 @@ spec:
       envFrom:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      lifecycle:
+        preStop:
+          exec:
+            command: ["python", "-m", "shardscore.podstop", "--container-log", {{ if $head }}"--stop-jobs", "--timeout", "{{ include "shardscore.podGrace" $root }}"{{ else }}"--timeout", "{{ include "shardscore.jobStopWait" $root }}"{{ end }}]
       resources:
         {{- include "shardscore.resources" (dict "resources" $g.resources "extraLimits" (ternary (dict "nvidia.com/gpu" (int $g.gpusPerPod)) (dict) .gpu)) | nindent 8 }}
       {{- if $head }}

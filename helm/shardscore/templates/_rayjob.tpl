@@ -39,7 +39,7 @@ the tick's run folder there).
 {{- $val := index $j $key }}
 {{- if not (kindIs "invalid" $val) }}{{ $a = concat $a (list $flag (toString (int64 $val))) }}{{ end }}
 {{- end }}
-{{- range $flag, $key := dict "--num-cpus-per-worker" "numCpusPerWorker" "--num-gpus-per-worker" "numGpusPerWorker" "--progress-interval" "progressInterval" "--memory-per-worker" "memoryPerWorker" "--pool-idle-timeout" "poolIdleTimeout" }}
+{{- range $flag, $key := dict "--num-cpus-per-worker" "numCpusPerWorker" "--num-gpus-per-worker" "numGpusPerWorker" "--progress-interval" "progressInterval" "--memory-per-worker" "memoryPerWorker" "--pool-idle-timeout" "poolIdleTimeout" "--grace-period" "gracePeriod" }}
 {{- $val := index $j $key }}
 {{- if not (kindIs "invalid" $val) }}{{ $a = concat $a (list $flag (include "shardscore.num" $val)) }}{{ end }}
 {{- end }}

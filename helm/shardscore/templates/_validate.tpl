@@ -128,6 +128,11 @@ object the real operator must reject, for the cluster e2e.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- range $g := list $v.extraEnv ($v.cluster.head.env | default list) }}
+{{- if include "shardscore.hasEnv" (dict "env" $g "name" "RAY_JOB_STOP_WAIT_TIME_S") }}
+{{- fail "RAY_JOB_STOP_WAIT_TIME_S in extraEnv or cluster.head.env: the chart sets it from job.gracePeriod (the run's --grace-period plus 15 s); set job.gracePeriod instead" }}
+{{- end }}
+{{- end }}
 {{- $headEnv := include "shardscore.rayContainerEnv" (dict "root" . "group" $v.cluster.head "gpu" false) | fromYamlArray }}
 {{- /* ValidateRayClusterSpec: no redis username in rayStartParams or env (GcsFaultToleranceOptions only). */}}
 {{- if or (index ($v.cluster.head.rayStartParams | default dict) "redis-username") (include "shardscore.hasEnv" (dict "env" $headEnv "name" "REDIS_USERNAME")) }}
