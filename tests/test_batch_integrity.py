@@ -44,12 +44,16 @@ def _keyed(inp: Path, files: int = 2, rows: int = 300) -> Path:
 
 @pytest.mark.parametrize("how", ["sort_values", "sample", "frame", "arrow_series"])
 def test_a_reordered_pandas_answer_is_written_beside_its_own_keys(shardscore, tmp_path: Path, how: str):
-    inp, out = _keyed(tmp_path / "in"), tmp_path / "out"
+    _assert_each_key_beside_its_score(shardscore, _keyed(tmp_path / "in"), tmp_path / "out", how, rows=600)
+
+
+def _assert_each_key_beside_its_score(shardscore, inp: Path, out: Path, how: str, rows: int) -> None:
+    """reordering_model scores each row with its own id: a prediction written beside another row's key shows."""
     r = run(shardscore, inp, out, "--model", "reordering_model:load_model", "--model-arg", f"how={how}",
             "--key-columns", "id", "--batch-size", "100")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     table = read_output(out)
-    assert table.num_rows == 600
+    assert table.num_rows == rows
     assert [float(i) for i in table.column("id").to_pylist()] == table.column("score").to_pylist()
     assert_readable(out, manifest(out))
 
@@ -62,14 +66,7 @@ def test_a_batch_indexed_by_the_files_pandas_metadata_is_matched_by_its_labels_o
     ids = pd.Index(np.arange(3000, 3300), name="id")
     pq.write_table(pa.Table.from_pandas(pd.DataFrame({"x": ids / 2}, index=ids)), inp / "pandas.parquet")
     for how in ("sample", "positional_series"):  # labels of the batch's index, or positions 0..n-1
-        out = tmp_path / f"out-{how}"
-        r = run(shardscore, inp, out, "--model", "reordering_model:load_model", "--model-arg", f"how={how}",
-                "--key-columns", "id", "--batch-size", "100")
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        table = read_output(out)
-        assert table.num_rows == 300
-        assert [float(i) for i in table.column("id").to_pylist()] == table.column("score").to_pylist()
-        assert_readable(out, manifest(out))
+        _assert_each_key_beside_its_score(shardscore, inp, tmp_path / f"out-{how}", how, rows=300)
 
 
 @pytest.mark.parametrize("how, labels", [("set_index", "[1000, 1001, 1002, 1003, 1004, ...] is not a permutation "
