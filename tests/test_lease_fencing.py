@@ -196,7 +196,7 @@ def test_clean_up_leaves_a_newer_generations_temporaries_in_flight(tmp_path: Pat
     mine = Lease.acquire(loc, this_process(ttl=30))  # generation 2: generation 1 was released
     names = {gen: f".tmp-g{gen:08d}-part-00000.parquet-{uuid.uuid4().hex}" for gen in (1, 2, 3)}
     (tmp_path / "out" / "sub").mkdir()
-    for gen, name in names.items():
+    for name in names.values():
         (tmp_path / "out" / "sub" / name).write_bytes(b"x")
     (tmp_path / "out" / ".tmp-part-00001.parquet-untagged").write_bytes(b"x")  # a writer of an older version
     _remove_temporaries(loc, mine)  # generation 3 started writing after this run's lease check passed

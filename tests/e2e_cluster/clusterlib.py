@@ -353,6 +353,12 @@ class Helm:
             raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
         return proc
 
+    @property
+    def major(self) -> int:
+        """Helm's major version: Helm 4 applies server-side, so an upgrade of a RayCluster whose worker groups the
+        autoscaler patched needs --force-conflicts (test_gpu_release's upgrade test shows the conflict)."""
+        return int(re.search(r'Version:"v(\d+)', self("version").stdout).group(1))
+
     def template(self, release: str, namespace: str, args: list[str]) -> list[dict]:
         proc = subprocess.run([self.bin, "template", release, str(CHART), "--namespace", namespace, *args],
                               capture_output=True, text=True, timeout=120)

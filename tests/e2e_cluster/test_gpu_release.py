@@ -8,7 +8,6 @@ is shared by the tests of this module, each checking one behaviour of it; the la
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -302,10 +301,6 @@ def test_the_submitter_has_no_object_store_credentials(gpu, kube):
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= head_env, head_env  # the driver (on the head) has them
 
 
-def helm_major(helm) -> int:
-    return int(re.search(r'Version:"v(\d+)', helm("version").stdout).group(1))
-
-
 def test_helm_upgrade_replaces_the_clusters_pods(gpu, kube, helm, s3):
     """upgradeStrategy Recreate: `helm upgrade` that changes the pods (here the image tag, as a Ray upgrade does)
     makes KubeRay delete every pod of the long-lived cluster and create them anew, so no two Ray versions mix.
@@ -321,7 +316,7 @@ def test_helm_upgrade_replaces_the_clusters_pods(gpu, kube, helm, s3):
     log(f"before the upgrade: pods {sorted(before.values())}; replicas "
         f"{[(g['groupName'], g.get('replicas')) for g in rc['spec']['workerGroupSpecs']]}; spec managers {managers}")
     args = ["upgrade", RELEASE, str(CHART), "-n", ns, *install_values(ns, s3, gpu.data, **{"image.tag": GPU_IMAGE_TAG})]
-    if helm_major(helm) >= 4:
+    if helm.major >= 4:
         assert len(managers) > 1, f"the autoscaler never patched the RayCluster: {managers}"
         plain = helm(*args, check=False)
         log(f"plain helm upgrade: exit {plain.returncode}: {plain.stderr.strip()[-600:]}")
