@@ -131,7 +131,9 @@ def _check_summary_path(path: str) -> None:
         raise ConfigError(f"--summary-json {path}: not writable")
 
 
-def _boolean(value: str) -> bool:
+def _boolean(value: str | bool) -> bool:
+    if isinstance(value, bool):  # a store_true flag (--overwrite)
+        return value
     text = value.strip().lower()
     if text in ("1", "true", "yes", "on"):
         return True
