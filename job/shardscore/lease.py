@@ -106,14 +106,10 @@ class Lease:
     def _path(loc: Location, generation: int) -> str:
         return loc.join(LEASE_DIR, f"{generation:08d}.json")
 
-    @staticmethod
-    def _generations(loc: Location) -> list[int]:
-        return generations(loc)
-
     @classmethod
     def _current(cls, loc: Location) -> Holder | None:
         """The highest generation's holder. A file that cannot be parsed yet is read again (it is being written)."""
-        found = cls._generations(loc)
+        found = generations(loc)
         if not found:
             return None
         path = cls._path(loc, found[-1])
@@ -147,7 +143,7 @@ class Lease:
             mine = replace(me, generation=(current.generation if current else 0) + 1, heartbeat_at=time.time())
             if create_json(loc, cls._path(loc, mine.generation), asdict(mine), mine.generation):
                 lease = cls(loc, mine, took_over)
-                for old in cls._generations(loc):
+                for old in generations(loc):
                     if old < mine.generation - 1:
                         delete(loc, cls._path(loc, old))
                 return lease
@@ -155,8 +151,8 @@ class Lease:
 
     def heartbeat(self) -> bool:
         """Refresh the heartbeat; False (and `lost` set) when a newer generation has taken the lease."""
-        generations = self._generations(self.loc)
-        if generations and generations[-1] > self.holder.generation:
+        found = generations(self.loc)
+        if found and found[-1] > self.holder.generation:
             self.lost.set()
             return False
         self.holder = replace(self.holder, heartbeat_at=time.time())
@@ -172,7 +168,7 @@ class Lease:
         Called right before each of the driver's writes: after a pause (SIGSTOP, a frozen node) the heartbeat thread
         may not have run yet, so `lost` alone would let the first write through.
         """
-        newest = self._generations(self.loc)
+        newest = generations(self.loc)
         if not newest or newest[-1] <= self.holder.generation:
             return
         self.lost.set()
