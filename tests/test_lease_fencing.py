@@ -187,8 +187,8 @@ def test_on_s3_a_superseded_run_and_its_worker_write_nothing(shardscore, ray_clu
 
 def test_clean_up_leaves_a_newer_generations_temporaries_in_flight(tmp_path: Path):
     """The clean-up at a run's end removes its own leftovers and a gone older run's, never a newer run's files."""
+    from shardscore.folder import ParquetFolder
     from shardscore.lease import Lease, this_process
-    from shardscore.runner import _remove_temporaries
     from shardscore.storage import resolve
 
     loc = resolve(str(tmp_path / "out"))
@@ -199,6 +199,7 @@ def test_clean_up_leaves_a_newer_generations_temporaries_in_flight(tmp_path: Pat
     for name in names.values():
         (tmp_path / "out" / "sub" / name).write_bytes(b"x")
     (tmp_path / "out" / ".tmp-part-00001.parquet-untagged").write_bytes(b"x")  # a writer of an older version
-    _remove_temporaries(loc, mine)  # generation 3 started writing after this run's lease check passed
+    # generation 3 started writing after this run's lease check passed
+    ParquetFolder(loc).remove_temporaries(mine.holder.generation, mine.holder.host)
     left = sorted(p.name for p in (tmp_path / "out").rglob(".tmp-*"))
     assert left == [names[3]], left

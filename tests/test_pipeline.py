@@ -111,7 +111,7 @@ def test_a_reader_failure_in_the_background_is_the_shards_own(tmp_path: Path):
 
 
 def test_a_writer_failure_in_the_background_fails_the_shard_by_name(tmp_path: Path, monkeypatch):
-    from shardscore import ray_executor
+    from shardscore import ray_worker
 
     sample(tmp_path / "in", shards=1, rows=3000)
     scorer = load(ModelSpec("shardscore.models.dummy:load_model", {"payload_mb": 0}))
@@ -123,7 +123,7 @@ def test_a_writer_failure_in_the_background_fails_the_shard_by_name(tmp_path: Pa
         raise OSError("No space left on device")
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk)
-    result = ray_executor._score_one(shard, scorer, _job(tmp_path, "out", True), {}, "", 1, lambda: None)
+    result = ray_worker._score_one(shard, scorer, _job(tmp_path, "out", True), {}, "", 1, lambda: None)
     assert calls and calls[0] == "shardscore-write"  # it did fail in the writer thread
     assert result.status == "failed" and result.shard_id == "part-00000.parquet"
     assert result.reason == "input or output could not be read or written: OSError: No space left on device"

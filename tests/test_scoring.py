@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from datasets import empty, expected_even, sample
-from shardscore.commit import OutputStore, options_identity
+from shardscore.commit import options_identity
+from shardscore.folder import ParquetFolder
 from shardscore.errors import ShardError
 from shardscore.model import ModelSpec, load
 from shardscore.planning import plan
@@ -59,7 +60,7 @@ def test_output_appears_atomically_and_commit_follows(tmp_path: Path):
 
     score_shard(shard, scorer, job, {}, on_batch=watch)
     assert len(seen) == 20 and all("part-00000.parquet" not in names for names in seen)
-    store = OutputStore(resolve(str(tmp_path / "out")))
+    store = ParquetFolder(resolve(str(tmp_path / "out")))
     record = store.committed()["part-00000.parquet"]
     assert (record.rows_in, record.rows_out, record.output) == (2000, 2000, "part-00000.parquet")
     assert pq.ParquetFile(str(tmp_path / "out" / "part-00000.parquet")).metadata.num_rows == 2000
@@ -76,7 +77,7 @@ def test_empty_shard_and_model_failure_are_shard_errors_and_leave_nothing(tmp_pa
     with pytest.raises(ShardError, match=r"the model failed on rows 0\.\.255: ValueError: cannot score vendor"):
         score_shard(shards[0], load(ModelSpec("failing_model:load_model", {"bad_vendor": "VTS"})), job, {})
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
-    assert OutputStore(resolve(str(tmp_path / "out"))).committed() == {}
+    assert ParquetFolder(resolve(str(tmp_path / "out"))).committed() == {}
 
 
 def test_model_with_wrong_row_count_is_named(tmp_path: Path):

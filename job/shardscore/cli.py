@@ -137,7 +137,7 @@ def _write_summary(manifest: dict[str, Any], target: str | None, stdout: Any) ->
 
 def cmd_run(cfg: config.RunConfig) -> int:
     started_seconds = process_age()  # the interpreter and the CLI's imports
-    from .session import start_workers  # imports Ray, before the heavier imports of the run: see session.py
+    from .ray_session import start_workers  # imports Ray, before the heavier imports of the run: see ray_session.py
 
     ray_import_seconds = process_age() - started_seconds
     stdout = _stdout_for_json_only() if cfg.summary_json == "-" else sys.stdout
@@ -145,12 +145,13 @@ def cmd_run(cfg: config.RunConfig) -> int:
     # Joining a cluster that is up: connect and have its workers start now, while the input is planned and the
     # model loaded (they take longer than both). A local Ray is started only once every check has passed.
     workers = start_workers(cfg) if cfg.ray_address or os.environ.get("RAY_ADDRESS") else None
-    from .runner import execute, prepare, unwritable_message
+    from .run import Run, unwritable_message
 
-    prep = prepare(cfg, for_run=True)
-    prep.seconds.update(startup=round(started_seconds, 3), import_ray=round(ray_import_seconds, 3))
+    run = Run(cfg, workers)
+    run.prepare()
+    run.checked.seconds.update(startup=round(started_seconds, 3), import_ray=round(ray_import_seconds, 3))
     try:
-        manifest = execute(prep, workers)
+        manifest = run.execute()
     except (OSError, OutputUnwritable) as exc:  # an OSError: what wrote after the manifest (the lease's release)
         unwritable = _unwritable_cause(exc) or OutputUnwritable(unwritable_message(cfg.output, exc))
         if unwritable.manifest:
@@ -216,20 +217,22 @@ def _exit_now(code: int) -> None:
 
 def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
     from .planning import ignored_text, listed
-    from .runner import prepare
+    from .run import plan_view
 
-    prep = prepare(cfg, need_output=bool(cfg.output))
-    p, rec = prep.plan, prep.reconciliation
+    view = plan_view(cfg)
+    p, scorer, work = view.checked.plan, view.checked.scorer, view.work
     info = {
         "input": cfg.input, "shards": len(p.shards) + len(p.bad_files), "rows": p.total_rows,
-        "bytes": p.total_bytes, "model": cfg.model, "columns_read": prep.scorer.columns,
-        "batch_format": prep.scorer.batch_format,
+        "bytes": p.total_bytes, "model": cfg.model, "columns_read": scorer.columns,
+        "batch_format": scorer.batch_format,
         "schema": [f"{f.name}: {f.type}" for f in p.schema] if p.schema is not None else [],
-        "problems": [{"shard_id": r.shard_id, "path": r.input_path, "reason": r.reason} for r in prep.prefailed],
+        "problems": [{"shard_id": r.shard_id, "path": r.input_path, "reason": r.reason}
+                     for r in view.checked.problems],
         "ignored_files": listed(p.ignored),
     }
-    if rec is not None:
-        info.update(already_committed=len(rec.done), to_score=len(prep.todo) + len(prep.empty),
+    if work is not None:
+        rec = work.reconciliation
+        info.update(already_committed=len(rec.done), to_score=len(work.todo) + len(work.empty),
                     stale=len(rec.stale), orphans=len(rec.orphans), damaged=len(rec.damaged))
     info["warnings"] = [f"symbolic link {loop} not followed: it loops" for loop in p.loops]
     if as_json:
@@ -238,7 +241,7 @@ def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
         print(f"input {info['input']}: {info['shards']} shards, {info['rows']:,} rows, {info['bytes']:,} bytes")
         print(f"model {cfg.model}: reads {info['columns_read'] or 'all columns'} as {info['batch_format']}")
         print("schema: " + ", ".join(info["schema"]))
-        if rec is not None:
+        if work is not None:
             print(f"output {cfg.output}: {info['already_committed']} committed, {info['to_score']} to score")
         for problem in info["problems"]:
             print(f"PROBLEM shard {problem['shard_id']} ({problem['path']}): {problem['reason']}")

@@ -1,20 +1,15 @@
-"""The commit protocol: how a shard's output becomes durable, and how a rerun knows what is already done.
-
-Layout of an output location:
-    <relpath>.parquet              one predictions file per shard (input's relative path, so partitions survive)
-    _shardscore/commits/<id>.json  one commit record per shard, written after its data file is in place
-    _shardscore/run.json           the run's identity: model, output options, versions
-    _manifest.json, _SUCCESS       written last, when every shard is committed or accounted for
+"""The commit protocol's records and rules: a shard's outcome (also its commit record), and what a rerun keeps.
 
 A shard counts as done only when its commit record exists and names the same input fingerprint, model and
-output options. The data file is written atomically first, so a crash anywhere leaves either no commit (the
-shard is redone, its deterministic output rewritten in place: no duplicates) or a complete one (skipped: no gaps).
+output options, and its file is as committed. The data file is published atomically before its record, so a crash
+anywhere leaves either no commit (the shard is redone, its deterministic output rewritten in place: no duplicates)
+or a complete one (skipped: no gaps). Where records and files live is the output's business (output.py).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,13 +17,14 @@ import pyarrow.fs as pafs
 
 from .errors import OutputError, StaleOutputError
 from .planning import Shard
-from .storage import Location, delete, list_files, read_json, stamp, write_json
+from .storage import stamp
 
-META_DIR = "_shardscore"
-COMMITS_DIR = f"{META_DIR}/commits"
-RUN_RECORD = f"{META_DIR}/run.json"
-MANIFEST = "_manifest.json"
-SUCCESS = "_SUCCESS"
+
+class ShardStatus(str, enum.Enum):
+    """How a shard ended. A str enum: commit records and manifests hold its value ("committed", "failed")."""
+
+    COMMITTED = "committed"
+    FAILED = "failed"
 
 
 @dataclass
@@ -36,7 +32,7 @@ class ShardResult:
     """What happened to one shard. Committed results are also the commit record, stored as JSON."""
 
     shard_id: str
-    status: str  # "committed" | "failed"
+    status: ShardStatus
     input_path: str = ""
     input_fingerprint: str = ""
     model_identity: str = ""
@@ -60,8 +56,15 @@ class ShardResult:
     # (model.loaded_sources); a rerun re-digests them (model.current_sources) and recomputes the shard on a change.
     loaded_sources: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.status = ShardStatus(self.status)
+
+    @property
+    def committed(self) -> bool:
+        return self.status is ShardStatus.COMMITTED
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status.value}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ShardResult":
@@ -69,67 +72,14 @@ class ShardResult:
         return cls(**known)
 
 
+def failed(shard_id: str, path: str, reason: str, worker: dict[str, Any] | None = None) -> ShardResult:
+    return ShardResult(shard_id=shard_id, status=ShardStatus.FAILED, input_path=path, reason=reason,
+                       worker=worker or {})
+
+
 def options_identity(key_columns: list[str]) -> str:
     """The output options that change what a shard's file holds."""
     return hashlib.sha256(",".join(key_columns).encode()).hexdigest()[:12]
-
-
-class OutputStore:
-    """Reads and writes the commit protocol's files under one output location."""
-
-    def __init__(self, loc: Location, generation: int = 0):
-        self.loc = loc
-        self.generation = generation  # the writing run's lease generation: tags its temporary files
-
-    def data_path(self, shard: Shard) -> str:
-        return self.loc.join(shard.output_relpath)
-
-    def commit_path(self, shard_id: str) -> str:
-        return self.loc.join(COMMITS_DIR, hashlib.sha256(shard_id.encode()).hexdigest()[:32] + ".json")
-
-    def commit(self, result: ShardResult) -> None:
-        write_json(self.loc, self.commit_path(result.shard_id), result.to_dict(), self.generation)
-
-    def committed(self, threads: int = 16) -> dict[str, ShardResult]:
-        """Every commit record under the output, by shard id."""
-        commits = Location(self.loc.fs, self.loc.join(COMMITS_DIR), self.loc.uri)
-        paths = [i.path for rel, i in list_files(commits, recursive=False) if rel.endswith(".json")]
-        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
-            records = [r for r in pool.map(lambda p: read_json(self.loc, p), paths) if r]
-        return {r["shard_id"]: ShardResult.from_dict(r) for r in records}
-
-    def uncommit(self, shard_id: str) -> None:
-        """Withdraw a shard's commit record (before recomputing it), so a crash cannot leave a stale one."""
-        delete(self.loc, self.commit_path(shard_id))
-
-    def forget(self, result: ShardResult) -> None:
-        """Remove a shard's commit record first, then its data: never a data file that looks committed."""
-        delete(self.loc, self.commit_path(result.shard_id))
-        if result.output:
-            delete(self.loc, self.loc.join(result.output))
-
-    def withdraw_success(self) -> None:
-        """Remove _SUCCESS just before the output changes, so a reader who waits for it never sees a mix of runs.
-
-        Called by whoever is about to change a file of the output (the driver before it removes a stale shard, a
-        worker before it publishes a shard's file): a run that changes nothing leaves a good output as it was.
-        """
-        delete(self.loc, self.loc.join(SUCCESS))
-
-    def succeeded_before(self) -> bool:
-        return self.loc.fs.get_file_info(self.loc.join(SUCCESS)).type == pafs.FileType.File
-
-    def start(self, run_record: dict[str, Any]) -> None:
-        write_json(self.loc, self.loc.join(RUN_RECORD), run_record, self.generation)
-
-    def finish(self, manifest: dict[str, Any], success: bool) -> None:
-        write_json(self.loc, self.loc.join(MANIFEST), manifest, self.generation)
-        if success:
-            write_json(self.loc, self.loc.join(SUCCESS), {"shards": manifest["totals"]["shards"]}, self.generation)
-
-    def listing(self) -> dict[str, pafs.FileInfo]:
-        """Every visible file of the output by relative path: one listing, no reads."""
-        return dict(list_files(self.loc))
 
 
 @dataclass
@@ -164,7 +114,7 @@ def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_iden
     planned = {s.shard_id for s in shards}
     for shard in shards:
         record = committed.get(shard.shard_id)
-        if record is None or record.status != "committed":
+        if record is None or not record.committed:
             todo.append(shard)
             continue
         why = _staleness(shard, record, model_identity, output_options, sources or {})

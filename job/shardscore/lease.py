@@ -226,9 +226,9 @@ def check_fence(loc: Location, generation: int, what: str) -> None:
     listing of the lease folder. What it guarantees: no write that starts after the new holder created its lease
     file. The window it leaves is check-then-act: a worker paused between the check and the move (or the record
     write) and resumed after the takeover still lands that one write. What closes it: the new holder's final
-    `runner._verify` compares every file with its own results' size and mtime before `_SUCCESS`, so a late file
-    before it fails the run; a late record (of the old run_id and generation) is never taken as the new holder's
-    (`ray_executor._committed_this_run` compares both), and a rerun's `commit.reconcile` finds its size and mtime
+    `folder.ParquetFolder.verify` compares every file with its own results' size and mtime before `_SUCCESS`, so
+    a late file before it fails the run; a late record (of the old run_id and generation) is never taken as the new holder's
+    (`ray_worker.committed_this_run` compares both), and a rerun's `commit.reconcile` finds its size and mtime
     not matching the file there and scores the shard again. A late file after `_SUCCESS` is seen by the next run
     likewise (the record no longer matches it); until then `_SUCCESS` stands over it.
     """

@@ -285,19 +285,6 @@ class Scorer:
                  _sources_digest(module), str(getattr(self.model, "fingerprint", ""))]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
-    def pickled(self) -> bytes:
-        """The scorer as the bytes `ray.put` stores once; a model that cannot be pickled is named with the
-        attribute at fault, before Ray starts."""
-        from ray import cloudpickle
-
-        try:
-            return cloudpickle.dumps(self)
-        except Exception as exc:  # noqa: BLE001 - pickling raises many kinds
-            culprit = _unpicklable(self.model, "the model")
-            raise ModelError(f"--model {self.spec.target}: the model cannot be pickled, so it cannot be sent to the "
-                             f"workers: {culprit or f'{type(exc).__name__}: {exc}'}. Build such attributes in "
-                             "prepare(device), which runs on each worker, or drop them in __getstate__") from exc
-
     @property
     def has_device(self) -> bool:
         """Whether the model places itself on a device (declares prepare): its scorer overlaps reads and writes."""
@@ -330,21 +317,6 @@ class Scorer:
         batch = self._to_batch(table)
         index = batch.index if self.batch_format == "pandas" else None  # taken before the model may set another
         return _to_table(self.model(batch), table.num_rows, index)
-
-
-def _unpicklable(obj: Any, path: str, depth: int = 3) -> str:
-    """The deepest attribute of obj that cannot be pickled, e.g. "attribute the model.lock (a _thread.lock)"."""
-    from ray import cloudpickle
-
-    if depth == 0:
-        return ""
-    for name, value in sorted((getattr(obj, "__dict__", None) or {}).items()):
-        try:
-            cloudpickle.dumps(value)
-        except Exception as exc:  # noqa: BLE001
-            deeper = _unpicklable(value, f"{path}.{name}", depth - 1)
-            return deeper or f"attribute {path}.{name} (a {type(value).__module__}.{type(value).__qualname__}): {exc}"
-    return ""
 
 
 def load(spec: ModelSpec) -> Scorer:

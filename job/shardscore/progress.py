@@ -57,7 +57,7 @@ class Progress:
 
     def record(self, result: ShardResult) -> None:
         self.out.pop(result.shard_id, None)
-        if result.status == "committed":
+        if result.committed:
             self.shards_done += 1
             self.rows += result.rows_in
             if result.rows_in and result.seconds:

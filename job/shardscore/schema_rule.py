@@ -1,14 +1,22 @@
-"""The one rule for prediction types: a batch's or a shard's type may only widen, without loss, into the type the
-output already has (int32 into int64, float32 into float64, string into large_string); never narrow (int64 into
-int32, float64 into float32) or change kind (int into bool). A column that is all null (Arrow's null type, or every
-value null) fits any type. The lossless pairs themselves are planning.widen's, the rule for input columns.
+"""The one rule for prediction schemas. The first shard committed to an output fixes its columns and types
+(`SchemaGate`); every later batch and shard must have them. A batch's or a shard's type may only widen, without
+loss, into the type the output has (int32 into int64, float32 into float64, string into large_string); never narrow
+(int64 into int32, float64 into float32) or change kind (int into bool). A column that is all null (Arrow's null
+type, or every value null) fits any type. The lossless pairs themselves are planning.widen's, the rule for input
+columns.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 
 from .planning import widen
+
+if TYPE_CHECKING:
+    from .commit import ShardResult
 
 ADVICE = ("A model must return the same columns and types for every batch and shard; only a lossless widening of "
           "the type the output has is cast (int32 into int64, float32 into float64)")
@@ -51,7 +59,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def from_text(text: str, like: pa.Schema) -> pa.Schema:
-    """The schema whose scoring.schema_text is `text`, its types rebuilt from `like` where they read the same and
+    """The schema whose schema_text is `text`, its types rebuilt from `like` where they read the same and
     from pyarrow's type aliases (pyarrow.type_for_alias) otherwise; raises SchemaConflict for a type that neither
     gives (a nested or time-zoned type that differs from the batch's: only the same type fits then)."""
     fields = []
@@ -67,3 +75,65 @@ def from_text(text: str, like: pa.Schema) -> pa.Schema:
             got = like.field(idx).type if idx >= 0 else "missing"
             raise SchemaConflict(f"column {name!r} is {got} here but {type_text} in the others. {ADVICE}") from None
     return pa.schema(fields)
+
+
+def schema_text(schema: pa.Schema) -> str:
+    """A schema's columns and types, the form predictions are compared in (metadata and nullability aside)."""
+    return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+
+def schema_difference(expected: str, actual: str) -> str:
+    """Which columns differ between two schema_text forms, named with both types."""
+    def columns(text: str) -> dict[str, str]:
+        return dict(part.split(": ", 1) for part in text.split(", ") if part)
+
+    want, got = columns(expected), columns(actual)
+    diffs = [f"column {name!r} is {got[name]} here but {want[name]} in the others"
+             for name in want if name in got and got[name] != want[name]]
+    diffs += [f"column {name!r} is missing here" for name in want if name not in got]
+    diffs += [f"column {name!r} is extra here" for name in got if name not in want]
+    return "; ".join(diffs) or f"{actual} instead of {expected}"
+
+
+@dataclass
+class SchemaGate:
+    """The output's prediction schema (as schema_text) and the shard that fixed it.
+
+    The driver keeps one for the run, started from the shards already committed; each worker keeps one for its
+    bundle. Shards scored while it is fixed are conformed to it in the worker (scoring's predictions file); a
+    shard of the first wave, scored before any was committed, is checked here.
+    """
+
+    text: str = ""
+    fixed_by: str = ""
+
+    @classmethod
+    def of(cls, results: "list[ShardResult]") -> "SchemaGate":
+        """The gate fixed by the first of these results that wrote predictions."""
+        gate = cls()
+        for result in results:
+            if gate.text:
+                break
+            gate.admit(result)
+        return gate
+
+    def admit(self, result: "ShardResult") -> str | None:
+        """Why the committed `result` breaks the output's schema, or None (the first one with predictions fixes it)."""
+        if not (result.committed and result.output and result.prediction_schema):
+            return None
+        if not self.text:
+            self.text, self.fixed_by = result.prediction_schema, result.shard_id
+            return None
+        if result.prediction_schema == self.text:
+            return None
+        return (f"the model's predictions have another schema than those of shard {self.fixed_by}: "
+                + schema_difference(self.text, result.prediction_schema)
+                + ". A model must return the same columns and types for every shard")
+
+    @staticmethod
+    def problems(committed: "list[ShardResult]") -> list[str]:
+        """The verification's view: committed shards of more than one prediction schema."""
+        schemas = {r.prediction_schema for r in committed if r.prediction_schema}
+        if len(schemas) > 1:
+            return ["the committed shards have different prediction schemas: " + " | ".join(sorted(schemas))]
+        return []

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import schema_rule
-from .commit import OutputStore, ShardResult
+from .commit import ShardResult, ShardStatus
 from .errors import InputChanged, PartitionColumnClash, ShardError
 from .lease import check_fence
 from .model import BatchError, Scorer, loaded_sources
+from .output import Output, open_output
 from .pipeline import BackgroundWriter, prefetch
 from .planning import INT96_UNIT, Footer, Shard, file_stamp, footer_of, partition_clashes, read_footer, widen_table
 from .storage import Location, StorageOptions, resolve, stamp, write_atomic
@@ -46,14 +47,14 @@ class ScoringJob:
     run_id: str = ""
     overlap: bool = False  # read ahead and write behind in threads while the model scores (pipeline.py)
     partition_keys: tuple[tuple[str, str], ...] = ()  # (key, a folder naming it): planning.partition_keys
-    columns: tuple[str, ...] = ()  # the columns every batch gives the model, in this order (runner.model_columns)
+    columns: tuple[str, ...] = ()  # the columns every batch gives the model, in this order (run.model_columns)
     lease_generation: int = 0  # the run's generation of the output's lease: fences its publishes (check_fence)
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)
 
-    def output(self) -> OutputStore:
-        return OutputStore(resolve(self.output_uri, self.storage), self.lease_generation)
+    def output(self) -> Output:
+        return open_output(resolve(self.output_uri, self.storage), self.lease_generation)
 
     def fence(self, loc: Location, what: str) -> None:
         """Raise LeaseLost when another run has taken the output's lease over: one listing of the lease folder."""
@@ -67,24 +68,6 @@ class ReadError(Exception):
         super().__init__(str(cause))
         self.cause = cause
         self.first_row = first_row
-
-
-def schema_text(schema: pa.Schema) -> str:
-    """A schema's columns and types, the form predictions are compared in (metadata and nullability aside)."""
-    return ", ".join(f"{f.name}: {f.type}" for f in schema)
-
-
-def schema_difference(expected: str, actual: str) -> str:
-    """Which columns differ between two schema_text forms, named with both types."""
-    def columns(text: str) -> dict[str, str]:
-        return dict(part.split(": ", 1) for part in text.split(", ") if part)
-
-    want, got = columns(expected), columns(actual)
-    diffs = [f"column {name!r} is {got[name]} here but {want[name]} in the others"
-             for name in want if name in got and got[name] != want[name]]
-    diffs += [f"column {name!r} is missing here" for name in want if name not in got]
-    diffs += [f"column {name!r} is extra here" for name in got if name not in want]
-    return "; ".join(diffs) or f"{actual} instead of {expected}"
 
 
 def _read_columns(scorer: Scorer, job: ScoringJob, schema: pa.Schema, shard: Shard) -> list[str] | None:
@@ -285,7 +268,7 @@ class _PredictionsFile:
         first, tables = self.pending[0][0].schema, [table for table, _ in self.pending]
         if self.expected:
             try:
-                like = first if schema_text(first) == self.expected else schema_rule.from_text(self.expected, first)
+                like = first if schema_rule.schema_text(first) == self.expected else schema_rule.from_text(self.expected, first)
             except schema_rule.SchemaConflict as exc:
                 raise self.fail(f"the model's predictions for rows {_rows(self.pending[0][1], tables[0])} do not "
                                 f"fit the output's types (fixed by the output's other shards): {exc}") from None
@@ -323,7 +306,7 @@ class _PredictionsFile:
             self._flush()
         if self.behind is not None:
             self.behind.close()
-        return schema_text(self.schema) if self.schema is not None else ""
+        return schema_rule.schema_text(self.schema) if self.schema is not None else ""
 
     def close(self) -> None:
         if self.behind is not None:
@@ -356,6 +339,73 @@ def _predict(scorer: Scorer, table: pa.Table, rows: str, fail: Callable[[str], S
         raise fail(f"the model called sys.exit({code}) while scoring rows {rows}") from None
 
 
+@dataclass
+class Written:
+    """What a shard's predictions file holds once written."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    prediction_schema: str = ""  # as schema_rule.schema_text
+    sha256: str = ""  # of the file's bytes
+    first_batch_seconds: float = 0.0  # from the shard's start to its first batch scored
+    loaded_sources: dict[str, str] = field(default_factory=dict)  # model.loaded_sources after the first batch
+
+
+class ShardWriter:
+    """Writes one shard's predictions file, as storage.write_atomic's `write`: reads the shard batch by batch
+    (checked to be the planned file), scores each batch, appends the predictions, and checks before the file is
+    published that the input did not change meanwhile. `written` says what the file holds."""
+
+    def __init__(self, shard: Shard, scorer: Scorer, job: ScoringJob, expected_schema: str = "",
+                 on_batch: Callable[[int], None] | None = None):
+        self.shard, self.scorer, self.job = shard, scorer, job
+        self.expected_schema, self.on_batch = expected_schema, on_batch
+        self.input = job.input()
+        self.started = time.time()
+        self.written = Written()
+
+    def fail(self, reason: str) -> ShardError:
+        return ShardError(self.shard.shard_id, self.shard.path, reason)
+
+    def __call__(self, out: pa.NativeFile) -> None:
+        sink = _HashingSink(out)
+        f, parquet, footer = _open_parquet(self.input, self.shard)
+        with f:
+            columns = _read_columns(self.scorer, self.job, parquet.schema_arrow, self.shard)
+            self._write_batches(_batches(parquet, self.shard, self.job, columns),
+                                _PredictionsFile(sink, self.job, self.expected_schema, self.fail))
+        if self.written.rows_in == 0:
+            raise self.fail("empty shard: it has no rows to score")
+        check_unchanged(self.input, self.shard, footer)
+        self.written.sha256 = sink.sha256.hexdigest()
+
+    def _write_batches(self, batches: Iterator[pa.Table], output: _PredictionsFile) -> None:
+        if self.job.overlap:
+            batches = prefetch(batches)
+        try:
+            for table in batches:
+                self._score(table, output)
+            self.written.prediction_schema = output.finish()
+        finally:
+            if hasattr(batches, "close"):
+                batches.close()  # a reader thread must be done before its file closes
+            output.close()
+
+    def _score(self, table: pa.Table, output: _PredictionsFile) -> None:
+        written = self.written
+        predictions = _with_keys(_predict(self.scorer, table, _rows(written.rows_in, table), self.fail), table,
+                                 self.job.key_columns, self.shard)
+        if not written.rows_in:  # the first batch: what the model answers and loads is known now
+            refuse_partition_columns(predictions, self.job, self.shard)
+            written.loaded_sources = loaded_sources(self.scorer)
+        output.add(predictions, written.rows_in)
+        written.rows_in += table.num_rows
+        written.rows_out += predictions.num_rows
+        if self.on_batch:
+            self.on_batch(table.num_rows)
+        written.first_batch_seconds = written.first_batch_seconds or time.time() - self.started
+
+
 def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str, Any],
                 on_batch: Callable[[int], None] | None = None, expected_schema: str = "",
                 before_publish: Callable[[], None] | None = None) -> ShardResult:
@@ -368,95 +418,49 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
     they widen into it without loss (schema_rule), and a model that returns anything else fails the shard before
     anything is written.
     """
-    started = time.time()
-    in_loc, store = job.input(), job.output()
-    out_path = store.data_path(shard)
-    rows_in = rows_out = 0
-    first_batch = 0.0
-    predictions_schema = ""
-    sources: dict[str, str] = {}  # the project modules the model loaded beyond its identity's (model.loaded_sources)
-    digest = hashlib.sha256()
-
-    def fail(reason: str) -> ShardError:
-        return ShardError(shard.shard_id, shard.path, reason)
-
-    def write(out: pa.NativeFile) -> None:
-        nonlocal rows_in, rows_out, predictions_schema, digest, first_batch, sources
-        sink = _HashingSink(out)
-        digest = sink.sha256
-        f, parquet, footer = _open_parquet(in_loc, shard)
-        with f:
-            output = _PredictionsFile(sink, job, expected_schema, fail)
-            batches = _batches(parquet, shard, job, _read_columns(scorer, job, parquet.schema_arrow, shard))
-            if job.overlap:
-                batches = prefetch(batches)
-            try:
-                for table in batches:
-                    predictions = _with_keys(_predict(scorer, table, _rows(rows_in, table), fail), table,
-                                             job.key_columns, shard)
-                    if not rows_in:  # the first batch: what the model answers and loads is known now
-                        refuse_partition_columns(predictions, job, shard)
-                        sources = loaded_sources(scorer)
-                    output.add(predictions, rows_in)
-                    rows_in += table.num_rows
-                    rows_out += predictions.num_rows
-                    if on_batch:
-                        on_batch(table.num_rows)
-                    first_batch = first_batch or time.time() - started
-                predictions_schema = output.finish()
-            finally:
-                if hasattr(batches, "close"):
-                    batches.close()  # a reader thread must be done before its file closes
-                output.close()
-        if rows_in == 0:
-            raise fail("empty shard: it has no rows to score")
-        check_unchanged(in_loc, shard, footer)
+    output = job.output()
+    out_path = output.data_path(shard)
+    writer = ShardWriter(shard, scorer, job, expected_schema, on_batch)
 
     def publish() -> None:
-        job.fence(store.loc, f"shard {shard.shard_id}'s file {store.loc.display(out_path)}")
+        job.fence(output.loc, f"shard {shard.shard_id}'s file {output.loc.display(out_path)}")
         if before_publish is not None:
             before_publish()
 
     try:
-        write_atomic(store.loc, out_path, write, publish, job.lease_generation)
+        write_atomic(output.loc, out_path, writer, publish, job.lease_generation)
     except ReadError as exc:
         cause = exc.cause
         where = f"reading rows from {exc.first_row}" if exc.first_row else "reading it"
-        if isinstance(cause, DATA_ERRORS) or in_loc.is_local:  # a local file that fails to decode is its data
-            raise fail(f"unreadable data ({where}): {type(cause).__name__}: {cause}") from cause
+        if isinstance(cause, DATA_ERRORS) or writer.input.is_local:  # a local file that fails to decode is its data
+            raise writer.fail(f"unreadable data ({where}): {type(cause).__name__}: {cause}") from cause
         raise cause from None  # an object store that did not answer: worth another attempt
-    return _commit(shard, job, store, in_loc.display(shard.path), worker, started, rows_in, rows_out,
-                   digest.hexdigest(), predictions_schema, first_batch, sources)
+    return _commit(shard, job, output, writer, worker)
 
 
-def _commit(shard: Shard, job: ScoringJob, store: OutputStore, input_display: str, worker: dict[str, Any],
-            started: float, rows_in: int, rows_out: int, sha256: str, prediction_schema: str,
-            first_batch: float, sources: dict[str, str]) -> ShardResult:
+def _commit(shard: Shard, job: ScoringJob, output: Output, writer: ShardWriter, worker: dict[str, Any]) -> ShardResult:
     """The shard's commit record, written once its file is in place."""
-    size, mtime_ns = stamp(store.loc.fs.get_file_info(store.data_path(shard)))
+    size, mtime_ns = stamp(output.loc.fs.get_file_info(output.data_path(shard)))
+    w = writer.written
     result = ShardResult(
-        shard_id=shard.shard_id, status="committed", input_path=input_display,
+        shard_id=shard.shard_id, status=ShardStatus.COMMITTED, input_path=writer.input.display(shard.path),
         input_fingerprint=shard.fingerprint, model_identity=job.model_identity,
-        output_options=job.output_options, output=shard.output_relpath, rows_in=rows_in, rows_out=rows_out,
-        seconds=round(time.time() - started, 4), attempt_started_at=started, worker=worker,
-        output_size=size, output_mtime_ns=mtime_ns, output_sha256=sha256,
-        prediction_schema=prediction_schema, run_id=job.run_id, first_batch_seconds=round(first_batch, 4),
-        loaded_sources=sources, lease_generation=job.lease_generation,
+        output_options=job.output_options, output=shard.output_relpath, rows_in=w.rows_in, rows_out=w.rows_out,
+        seconds=round(time.time() - writer.started, 4), attempt_started_at=writer.started, worker=worker,
+        output_size=size, output_mtime_ns=mtime_ns, output_sha256=w.sha256,
+        prediction_schema=w.prediction_schema, run_id=job.run_id, first_batch_seconds=round(w.first_batch_seconds, 4),
+        loaded_sources=w.loaded_sources, lease_generation=job.lease_generation,
     )
-    job.fence(store.loc, f"shard {shard.shard_id}'s commit record")
-    store.commit(result)
+    job.fence(output.loc, f"shard {shard.shard_id}'s commit record")
+    output.commit(result)
     return result
 
 
 def commit_empty(shard: Shard, job: ScoringJob, input_display: str) -> ShardResult:
     """A zero-row shard (Spark writes such files): committed with no output file, since there is nothing to score."""
-    result = ShardResult(shard_id=shard.shard_id, status="committed", input_path=input_display,
+    result = ShardResult(shard_id=shard.shard_id, status=ShardStatus.COMMITTED, input_path=input_display,
                          input_fingerprint=shard.fingerprint, model_identity=job.model_identity,
                          output_options=job.output_options, run_id=job.run_id, reason="zero rows: no output file",
                          lease_generation=job.lease_generation)
     job.output().commit(result)
     return result
-
-
-def failed(shard_id: str, path: str, reason: str, worker: dict[str, Any] | None = None) -> ShardResult:
-    return ShardResult(shard_id=shard_id, status="failed", input_path=path, reason=reason, worker=worker or {})

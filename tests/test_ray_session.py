@@ -1,8 +1,8 @@
-"""The run's in-flight bound (session.InFlightBound): what the autoscaler is shown of a run's work."""
+"""The run's in-flight bound (ray_session.InFlightBound): what the autoscaler is shown of a run's work."""
 
 from __future__ import annotations
 
-from shardscore.session import InFlightBound
+from shardscore.ray_session import InFlightBound
 
 
 class Clock:

@@ -8,7 +8,6 @@ workers' start.
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
@@ -69,40 +68,42 @@ class InFlightBound:
 
 
 class RunControl:
-    """How the driver stops a run early: at once (a fatal error), or after a grace period (a signal)."""
+    """How the driver stops a run early: after a grace period (a signal), or at once (`fail`: an error that ends
+    the run, whose reason then wins over a signal's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.deadline: float | None = None
-        self.reason = ""
+        self._clock = clock
+        self._stopped_by = ""
+        self.fatal = ""
 
     def stop(self, reason: str, grace: float) -> None:
         """Submit nothing more; give what is in flight `grace` seconds to finish."""
         if self.deadline is None:
-            self.deadline, self.reason = time.monotonic() + grace, reason
+            self.deadline, self._stopped_by = self._clock() + grace, reason
+
+    def fail(self, reason: str) -> None:
+        """Stop now: nothing more is submitted and nothing in flight is waited for."""
+        self.fatal = self.fatal or reason
+        self.deadline = self._clock()
+
+    @property
+    def reason(self) -> str:
+        return self.fatal or self._stopped_by
 
     @property
     def stopping(self) -> bool:
         return self.deadline is not None
 
     def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-
-def _import_quietly(module: str) -> None:
-    """Import the model's module ahead of its first shard (pandas, torch, ...). A failure is left for the model's
-    own loading to report, with the spec and the worker named."""
-    if module:
-        try:
-            importlib.import_module(module)
-        except Exception:  # noqa: BLE001 - reported when the model is loaded
-            pass
+        return self.deadline is not None and self._clock() >= self.deadline
 
 
 @ray.remote
 def _warm(module: str) -> int:
-    import shardscore.ray_executor  # noqa: F401 - pyarrow and the scoring code, which every shard needs
+    from shardscore import ray_worker  # pyarrow and the scoring code, which every shard needs
 
-    _import_quietly(module)
+    ray_worker.import_quietly(module)
     return os.getpid()
 
 
@@ -179,9 +180,12 @@ def start_workers(cfg: RunConfig) -> Workers:
     module = cfg.model.partition(":")[0]
     workers = Workers(seconds, placement, slots, control)
     if cfg.strategy == "actors":
-        from .ray_executor import start_actors
+        from .ray_worker import start_actors
 
-        workers.actors = start_actors(placement, cfg.num_actors or slots, module, cfg.pool, cfg.pool_idle_timeout)
+        options = dict(max_restarts=placement.max_retries, max_task_retries=placement.max_retries,
+                       **placement.options())
+        workers.actors = start_actors(options, placement.device, cfg.num_actors or slots, module, cfg.pool,
+                                      cfg.pool_idle_timeout)
     else:
         warm_up(placement, slots, module)
     return workers

@@ -1,0 +1,122 @@
+"""The first kind of output: a folder of Parquet files, one per shard, published by `_SUCCESS`.
+
+Layout:
+    <relpath>.parquet              one predictions file per shard (input's relative path, so partitions survive)
+    _shardscore/commits/<id>.json  one commit record per shard, written after its data file is in place
+    _shardscore/run.json           the run's identity: model, output options, versions
+    _shardscore/lease/             the output's lease (lease.py)
+    _manifest.json, _SUCCESS       written last, when every shard is committed or accounted for
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from .commit import Reconciliation, ShardResult, file_problem, reconcile
+from .lease import holder_gone
+from .planning import Shard
+from .schema_rule import SchemaGate
+from .storage import Location, delete, list_files, read_json, temp_generation, write_json
+
+META_DIR = "_shardscore"
+COMMITS_DIR = f"{META_DIR}/commits"
+RUN_RECORD = f"{META_DIR}/run.json"
+MANIFEST = "_manifest.json"
+SUCCESS = "_SUCCESS"
+
+
+class ParquetFolder:
+    """The commit protocol's files under one output folder (local or on an object store): output.Output."""
+
+    def __init__(self, loc: Location, generation: int = 0):
+        self.loc = loc
+        self.generation = generation
+
+    def data_path(self, shard: Shard) -> str:
+        return self.loc.join(shard.output_relpath)
+
+    def _record_path(self, shard_id: str) -> str:
+        return self.loc.join(COMMITS_DIR, hashlib.sha256(shard_id.encode()).hexdigest()[:32] + ".json")
+
+    def commit(self, result: ShardResult) -> None:
+        write_json(self.loc, self._record_path(result.shard_id), result.to_dict(), self.generation)
+
+    def record(self, shard_id: str) -> ShardResult | None:
+        data = read_json(self.loc, self._record_path(shard_id))
+        return ShardResult.from_dict(data) if data else None
+
+    def committed(self, threads: int = 16) -> dict[str, ShardResult]:
+        commits = Location(self.loc.fs, self.loc.join(COMMITS_DIR), self.loc.uri)
+        paths = [i.path for rel, i in list_files(commits, recursive=False) if rel.endswith(".json")]
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
+            records = [r for r in pool.map(lambda p: read_json(self.loc, p), paths) if r]
+        return {r["shard_id"]: ShardResult.from_dict(r) for r in records}
+
+    def reconcile(self, shards: list[Shard], committed: dict[str, ShardResult], model_identity: str,
+                  output_options: str, overwrite: bool, sources: dict[str, str | None]) -> Reconciliation:
+        """commit.reconcile against this folder's records and its listing (foreign files refused, damaged ones
+        redone)."""
+        return reconcile(shards, committed, model_identity, output_options, overwrite, self.listing(), sources)
+
+    def forget(self, result: ShardResult) -> None:
+        """The record first, then the data: never a data file that looks committed."""
+        delete(self.loc, self._record_path(result.shard_id))
+        if result.output:
+            delete(self.loc, self.loc.join(result.output))
+
+    def published(self) -> bool:
+        return self.loc.fs.get_file_info(self.loc.join(SUCCESS)).type == pafs.FileType.File
+
+    def unpublish(self) -> None:
+        """Remove _SUCCESS just before the output changes, so a reader who waits for it never sees a mix of runs.
+
+        Called by whoever is about to change a file of the output (the driver before it removes a stale shard, a
+        worker before it publishes a shard's file): a run that changes nothing leaves a good output as it was.
+        """
+        delete(self.loc, self.loc.join(SUCCESS))
+
+    def start(self, run_record: dict[str, Any]) -> None:
+        write_json(self.loc, self.loc.join(RUN_RECORD), run_record, self.generation)
+
+    def listing(self) -> dict[str, pafs.FileInfo]:
+        """Every visible file of the output by relative path: one listing, no reads."""
+        return dict(list_files(self.loc))
+
+    def verify(self, committed: list[ShardResult]) -> list[str]:
+        """What makes the folder's files differ from the committed shards: one listing, no reads."""
+        listing = self.listing()
+        problems = [f"shard {r.shard_id}: {why}" for r in committed if (why := file_problem(r, listing))]
+        expected = {r.output for r in committed if r.output}
+        problems += [f"file {rel} is in the output but in no shard of the manifest" for rel in sorted(listing)
+                     if rel not in expected]
+        return problems + SchemaGate.problems(committed)
+
+    def same_as_published(self, manifest: dict[str, Any]) -> bool:
+        previous = read_json(self.loc, self.loc.join(MANIFEST)) or {}
+        return ({s["shard_id"]: s.get("output_mtime_ns") for s in previous.get("shards", [])}
+                == {s["shard_id"]: s.get("output_mtime_ns") for s in manifest["shards"]})
+
+    def publish(self, manifest: dict[str, Any], success: bool) -> None:
+        write_json(self.loc, self.loc.join(MANIFEST), manifest, self.generation)
+        if success:
+            write_json(self.loc, self.loc.join(SUCCESS), {"shards": manifest["totals"]["shards"]}, self.generation)
+
+    def remove_temporaries(self, generation: int, host: str) -> None:
+        """Temporary files of writers killed mid-write (hidden names; readers never saw them): this run's own,
+        untagged ones, and those of older lease generations whose holder is gone (`lease.holder_gone`). A newer
+        generation's are another run's files in flight: never touched, also when this run's check passed just
+        before that run took over."""
+        gone: dict[int, bool] = {}
+        selector = pafs.FileSelector(self.loc.path, recursive=True, allow_not_found=True)
+        for entry in self.loc.fs.get_file_info(selector):
+            found = temp_generation(entry.base_name)
+            if found is None or found > generation:
+                continue
+            if 0 < found < generation and found not in gone:
+                gone[found] = holder_gone(self.loc, found, host)
+            if found in (0, generation) or gone[found]:
+                delete(self.loc, entry.path)  # quietly: on an output that stopped taking writes the next run does

@@ -1,0 +1,70 @@
+"""Where a run's predictions go: the interface every kind of output implements, and the choice among them.
+
+A run asks four things of its output, in this order (docs/design.md has the protocol):
+- where a shard's file goes (`data_path`; workers write it atomically, fenced by the lease);
+- how a shard commits (`commit` its record once the file is in place; `record` reads one back);
+- how a rerun reconciles (`committed` records, `reconcile` them with the plan, `forget` what is redone);
+- how a run is published (`unpublish` before the first change, `start`, `verify`, then `publish` once).
+A folder of Parquet files with `_SUCCESS` (folder.py) is the first implementation. A table (Iceberg, Delta) is a
+second one: its shards' files go under the table's data location, `commit` keeps the same records, and `publish`
+makes one table commit of exactly the committed files, tagged with the run id, instead of writing `_SUCCESS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .commit import Reconciliation, ShardResult
+from .folder import ParquetFolder
+from .planning import Shard
+from .storage import Location
+
+
+class Output(Protocol):
+    loc: Location  # the output's root: its lease lives there, and workers fence their writes against it
+    generation: int  # the writing run's lease generation: tags its temporary files
+
+    def data_path(self, shard: Shard) -> str:
+        """Where the shard's predictions file is published (a full path under `loc`)."""
+
+    def commit(self, result: ShardResult) -> None:
+        """Make a shard durable: its record, written once its file is in place."""
+
+    def record(self, shard_id: str) -> ShardResult | None:
+        """The shard's commit record, if it has one."""
+
+    def committed(self) -> dict[str, ShardResult]:
+        """Every commit record, by shard id."""
+
+    def reconcile(self, shards: list[Shard], committed: dict[str, ShardResult], model_identity: str,
+                  output_options: str, overwrite: bool, sources: dict[str, str | None]) -> Reconciliation:
+        """What a run must still do, given the output's `committed` records (commit.reconcile's rules)."""
+
+    def forget(self, result: ShardResult) -> None:
+        """Withdraw a committed shard: its record first, then its file."""
+
+    def published(self) -> bool:
+        """Whether readers are told the output is complete now."""
+
+    def unpublish(self) -> None:
+        """Stop telling readers the output is complete: called before whatever changes it first."""
+
+    def start(self, run_record: dict[str, Any]) -> None:
+        """Record who is writing: the run, its model and options."""
+
+    def verify(self, committed: list[ShardResult]) -> list[str]:
+        """What makes the output differ from these committed shards (nothing: it may be published)."""
+
+    def same_as_published(self, manifest: dict[str, Any]) -> bool:
+        """Whether the published run holds exactly the shards this manifest lists (then nothing need be written)."""
+
+    def publish(self, manifest: dict[str, Any], success: bool) -> None:
+        """Write the run's manifest and, when `success`, tell readers the output is complete."""
+
+    def remove_temporaries(self, generation: int, host: str) -> None:
+        """Remove files of writers killed mid-write that no run can still publish."""
+
+
+def open_output(loc: Location, generation: int = 0) -> Output:
+    """The output at `loc`: today always a folder of Parquet files."""
+    return ParquetFolder(loc, generation)
