@@ -157,7 +157,7 @@ def test_killing_a_worker_mid_run_loses_and_duplicates_nothing(shardscore, ray_c
     driver = start_driver(ray_cluster, "run", "--input", str(inp), "--output", str(out), "--model",
                      "slow_model:load_model", "--model-arg", "delay=0.25", "--batch-size", "500",
                      "--strategy", strategy)
-    _kill_a_worker_mid_run(out, "ray::_score_task" if strategy == "tasks" else "ray::ShardScorer")
+    _kill_a_worker_mid_run(out, "ray::score_task" if strategy == "tasks" else "ray::ShardScorer")
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, output[-3000:]
     assert commit_count(out) == 8
@@ -212,7 +212,7 @@ def test_a_worker_that_keeps_dying_fails_its_shard_by_name_and_a_rerun_completes
             "--model-arg", "delay=0.25", "--batch-size", "500"]
     driver = start_driver(ray_cluster, *args, "--max-retries", "0")
 
-    _kill_a_worker_mid_run(out, "ray::_score_task")
+    _kill_a_worker_mid_run(out, "ray::score_task")
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 1, output[-3000:]
     failures = manifest(out)["failures"]
