@@ -931,7 +931,7 @@ def test_cronjob(rendered):
 
 
 def test_the_tick_job_fails_at_once_when_a_retry_cannot_help():
-    tick = pytest.importorskip("shardscore.tick", reason="the shardscore job package is not installed (make venv)")
+    tick = pytest.importorskip("shardscore.k8s.tick", reason="the shardscore job package is not installed (make venv)")
     job = c.one(c.render([CRONJOB]), "CronJob")["spec"]["jobTemplate"]["spec"]
     rules = job["podFailurePolicy"]["rules"]
     fail = [r for r in rules if r["action"] == "FailJob"][0]["onExitCodes"]
@@ -1179,7 +1179,7 @@ def test_every_ray_pod_outlasts_the_runs_grace_period_by_the_derived_stop_wait(v
             container = tmpl["spec"]["containers"][0]
             assert tmpl["spec"]["terminationGracePeriodSeconds"] == stop_wait + 15, group
             hook = container["lifecycle"]["preStop"]["exec"]["command"]
-            assert hook == ["python", "-m", "shardscore.podstop", "--container-log",
+            assert hook == ["python", "-m", "shardscore.k8s.podstop", "--container-log",
                             *(["--stop-jobs", "--timeout", str(stop_wait + 15)] if head else
                               ["--timeout", str(stop_wait)])], (group, hook)
             env = c.env_of(container)

@@ -1,4 +1,4 @@
-"""`shardscore tick` (job/shardscore/tick.py): its decisions, and its loop against an in-memory RayJob API.
+"""`shardscore tick` (job/shardscore/k8s/tick.py): its decisions, and its loop against an in-memory RayJob API.
 
 The in-memory API stands in for the Kubernetes API server only in these unit tests: it keeps objects by name,
 answers AlreadyExists, and deletes through a finalizer the way KubeRay's does (the object lingers with a
@@ -15,7 +15,8 @@ import subprocess
 
 import pytest
 
-from shardscore import cli, tick
+from shardscore import cli
+from shardscore.k8s import tick
 
 MINUTES = 29395530  # 2025-11-21T13:30Z
 JOB = f"scoring-shardscore-tick-{MINUTES}"

@@ -14,7 +14,8 @@ import os
 import sys
 from typing import Any, Sequence, TextIO
 
-from . import __version__, config, tick
+from . import __version__, config
+from .k8s import tick
 from .errors import OutputUnwritable, ShardscoreError
 
 _RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--s3-endpoint", default=None)
 
-    # `shardscore tick`: the Helm chart's CronJob tick (scheduleMode cronJob); see tick.py.
+    # `shardscore tick`: the Helm chart's CronJob tick (scheduleMode cronJob); see k8s/tick.py.
     tick.add_parser(sub)
     return parser
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
-from .errors import ShardscoreError
+from ..errors import ShardscoreError
 
 TICK_LABEL = "shardscore.io/tick"
 SCHEDULED_ANNOTATION = "shardscore.io/scheduled-time"
