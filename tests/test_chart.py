@@ -945,7 +945,7 @@ def test_the_tick_rayjob(rendered):
     docs = rendered["cronjob-values"]
     cfg = c.tick_config(docs)
     assert cfg["namePrefix"] == FULLNAME and cfg["output"] == "s3://shardscore/scheduled"
-    assert cfg["argv"][cfg["outputArgIndex"] - 1] == "--output"
+    assert cfg["argv"][cfg["argv"].index("--output") + 1] == "s3://shardscore/scheduled"
     assert cfg["wait"] is True and cfg["pollSeconds"] == 15 and cfg["deadlineSeconds"] is None
     assert "entrypoint" not in cfg["rayJob"]["spec"] and "name" not in cfg["rayJob"]["metadata"]
     job = c.tick_rayjob(docs)

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from shardscore import cli
-from shardscore.k8s import tick
+from shardscore.k8s import rayjobs, tick, tickconfig
 
 MINUTES = 29395530  # 2025-11-21T13:30Z
 JOB = f"scoring-shardscore-tick-{MINUTES}"
@@ -26,14 +26,14 @@ ARGV = ["shardscore", "run", "--input", "s3://b/in", "--output", "s3://b/schedul
         "--key-columns", "id,ts"]
 
 
-def config(**overrides) -> tick.TickConfig:
-    data = {"namePrefix": "scoring-shardscore", "output": "s3://b/scheduled", "argv": ARGV, "outputArgIndex": 5,
+def config(**overrides) -> tickconfig.TickConfig:
+    data = {"namePrefix": "scoring-shardscore", "output": "s3://b/scheduled", "argv": ARGV,
             "rayJob": {"apiVersion": "ray.io/v1", "kind": "RayJob",
                        "metadata": {"namespace": "ignored", "labels": {"app.kubernetes.io/instance": "scoring"}},
                        "spec": {"submissionMode": "K8sJobMode", "clusterSelector": {"ray.io/cluster": "c"}}},
             "wait": True, "pollSeconds": 15, "deadlineSeconds": None}
     data.update(overrides)
-    return tick.TickConfig.from_dict(data)
+    return tickconfig.TickConfig.from_dict(data)
 
 
 # ------------------------------------------------------------------------------------------- pure functions
@@ -42,7 +42,7 @@ def test_scheduled_minutes_come_from_the_job_name():
     assert tick.scheduled_minutes(JOB) == MINUTES
     assert tick.scheduled_minutes("x-0") == 0
     for bad in ("manual-run", "scoring-shardscore-tick", "tick-12345678901", "", "tick-12a"):
-        with pytest.raises(tick.TickError, match="scheduled minute"):
+        with pytest.raises(tickconfig.TickError, match="scheduled minute"):
             tick.scheduled_minutes(bad)
 
 
@@ -82,15 +82,25 @@ def test_build_rayjob_fills_in_the_template_only():
     assert tick.build_rayjob(cfg, "scoring", JOB, "other-uid", MINUTES)["metadata"]["name"] == NAME
 
 
+def test_the_output_is_found_by_name_in_argv():
+    """tick.json's argv may hold --output anywhere (tickconfig.FIELDS); the first one's value is the tick's."""
+    moved = ["shardscore", "run", "--model", "pkg.mod:load", "--output", "s3://b/scheduled/", "--input", "s3://b/in",
+             "--output", "s3://b/other"]
+    cfg = config(argv=moved)
+    assert cfg.output_arg_index == 5
+    obj = tick.build_rayjob(cfg, "scoring", JOB, UID, MINUTES)
+    assert shlex.split(obj["spec"]["entrypoint"]) == [*moved[:5], "s3://b/scheduled/run=20251121T1330Z", *moved[6:]]
+
+
 @pytest.mark.parametrize("change,needle", [
-    ({"outputArgIndex": 4}, "not the value of --output"),
-    ({"outputArgIndex": 50}, "not the value of --output"),
+    ({"argv": ARGV[:4] + ARGV[6:]}, "argv has no value of --output"),
+    ({"argv": ARGV[:5]}, "argv has no value of --output"),
     ({"rayJob": {"kind": "RayCluster", "spec": {}}}, "not a RayJob template"),
     ({"pollSeconds": -1}, "pollSeconds"),
     ({"namePrefix": None, "argv": None}, "missing or bad field"),
 ])
 def test_bad_configuration_is_refused(change, needle):
-    with pytest.raises(tick.TickError, match=needle):
+    with pytest.raises(tickconfig.TickError, match=needle):
         config(**change)
 
 
@@ -286,7 +296,7 @@ def test_a_rayjob_from_an_earlier_attempt_being_deleted_is_waited_for():
 def test_a_foreign_rayjob_of_the_same_name_is_not_touched():
     foreign = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": NAME}, "spec": {}}
     api = FakeRayJobs(existing=foreign)
-    with pytest.raises(tick.TickError, match="does not belong"):
+    with pytest.raises(tickconfig.TickError, match="does not belong"):
         run(api)
     assert api.count("create") == 0 and api.count("delete") == 0
 
@@ -315,9 +325,9 @@ def test_a_rayjob_deleted_by_someone_else_fails_the_tick():
 
 def test_a_tick_outside_a_job_or_with_a_bad_name_does_nothing():
     api = FakeRayJobs()
-    with pytest.raises(tick.TickError, match="controller-uid"):
+    with pytest.raises(tickconfig.TickError, match="controller-uid"):
         run(api, uid="")
-    with pytest.raises(tick.TickError, match="scheduled minute"):
+    with pytest.raises(tickconfig.TickError, match="scheduled minute"):
         run(api, job="manual-run")
     assert not api.calls
 
@@ -409,7 +419,7 @@ def test_the_kubernetes_client_layer_calls_the_rayjob_endpoints(tmp_path, monkey
             "users": [{"name": "t", "user": {"token": "tick-token"}}]}))
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        api = tick.KubeRayJobs("scoring")
+        api = rayjobs.KubeRayJobs("scoring")
         body = tick.build_rayjob(config(), "scoring", JOB, UID, MINUTES)
         assert api.get(NAME) is None
         assert api.create(body) is True
