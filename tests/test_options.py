@@ -79,7 +79,7 @@ def job_values() -> tuple[dict, dict]:
 def test_readmes_option_table_is_the_one_runconfig_renders():
     readme = (c.ROOT / "README.md").read_text()
     assert options.with_table(readme, RunConfig) == readme, \
-        "README's option table is not RunConfig's: regenerate it with `PYTHONPATH=job python -m shardscore.options README.md`"
+        "README's option table is not RunConfig's: regenerate it with `PYTHONPATH=job python scripts/render-options-table.py`"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,19 +1,19 @@
 """The run options described once: each field of `RunConfig` carries an `Option` (its help, choices, converter),
 from which come the flags of `shardscore run` and `plan`, their help texts with the default, and README's table.
 
-`python -m shardscore.options README.md` rewrites README's table from it (tests/test_options.py checks it).
+`PYTHONPATH=job python scripts/render-options-table.py` rewrites README's table from it (tests/test_options.py
+checks it).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
 #: The lines around README's generated table.
-TABLE_START = "<!-- run options: generated from RunConfig by `python -m shardscore.options README.md` -->"
+TABLE_START = "<!-- run options: generated from RunConfig by `PYTHONPATH=job python scripts/render-options-table.py` -->"
 TABLE_END = "<!-- end of run options -->"
 
 
@@ -129,17 +129,3 @@ def with_table(readme: str, config_class: type) -> str:
         raise ValueError(f"the README has no {TABLE_START!r} ... {TABLE_END!r} block")
     return readme[:start + len(TABLE_START)] + "\n" + markdown_table(config_class) + "\n" + readme[end:]
 
-
-def main(argv: list[str]) -> int:
-    from .config import RunConfig
-
-    for path in argv:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(with_table(text, RunConfig))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
