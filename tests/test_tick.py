@@ -436,3 +436,23 @@ def test_the_kubernetes_client_layer_calls_the_rayjob_endpoints(tmp_path, monkey
         assert {auth for _, _, auth in server.requests} == {"Bearer tick-token"}
     finally:
         server.close()
+
+
+# ------------------------------------------------------------------------------------------- the package boundary
+
+def test_only_the_cli_imports_the_k8s_package():
+    """shardscore.k8s (the tick, the preStop hook) is no part of a run: no module of the core imports it."""
+    import ast
+    from pathlib import Path
+
+    package = Path(tick.__file__).resolve().parents[1]
+    importers = set()
+    for path in package.rglob("*.py"):
+        if "k8s" in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
+            module = (node.module or "") if isinstance(node, ast.ImportFrom) else ""
+            if any("k8s" in f"{module}.{name}".split(".") for name in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"cli.py"}
