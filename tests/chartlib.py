@@ -245,9 +245,11 @@ def tick_config(docs: list[dict]) -> dict:
 
 
 def tick_rayjob(docs: list[dict], job_name: str = TICK_JOB, uid: str = TICK_JOB_UID) -> dict:
-    """The RayJob the CronJob tick creates, built by the tick's own code (shardscore.tick) from the chart's tick.json."""
-    tick = pytest.importorskip("shardscore.tick", reason="the shardscore job package is not installed (make venv)")
-    cfg = tick.TickConfig.from_dict(tick_config(docs))
+    """The RayJob the CronJob tick creates, built by the tick's own code (shardscore.k8s.tick) from the chart's tick.json."""
+    tick = pytest.importorskip("shardscore.k8s.tick", reason="the shardscore job package is not installed (make venv)")
+    from shardscore.k8s.tickconfig import TickConfig
+
+    cfg = TickConfig.from_dict(tick_config(docs))
     return tick.build_rayjob(cfg, NAMESPACE, job_name, uid, tick.scheduled_minutes(job_name))
 
 

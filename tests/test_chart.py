@@ -931,7 +931,7 @@ def test_cronjob(rendered):
 
 
 def test_the_tick_job_fails_at_once_when_a_retry_cannot_help():
-    tick = pytest.importorskip("shardscore.tick", reason="the shardscore job package is not installed (make venv)")
+    tick = pytest.importorskip("shardscore.k8s.tick", reason="the shardscore job package is not installed (make venv)")
     job = c.one(c.render([CRONJOB]), "CronJob")["spec"]["jobTemplate"]["spec"]
     rules = job["podFailurePolicy"]["rules"]
     fail = [r for r in rules if r["action"] == "FailJob"][0]["onExitCodes"]
@@ -945,7 +945,7 @@ def test_the_tick_rayjob(rendered):
     docs = rendered["cronjob-values"]
     cfg = c.tick_config(docs)
     assert cfg["namePrefix"] == FULLNAME and cfg["output"] == "s3://shardscore/scheduled"
-    assert cfg["argv"][cfg["outputArgIndex"] - 1] == "--output"
+    assert cfg["argv"][cfg["argv"].index("--output") + 1] == "s3://shardscore/scheduled"
     assert cfg["wait"] is True and cfg["pollSeconds"] == 15 and cfg["deadlineSeconds"] is None
     assert "entrypoint" not in cfg["rayJob"]["spec"] and "name" not in cfg["rayJob"]["metadata"]
     job = c.tick_rayjob(docs)
@@ -1179,7 +1179,7 @@ def test_every_ray_pod_outlasts_the_runs_grace_period_by_the_derived_stop_wait(v
             container = tmpl["spec"]["containers"][0]
             assert tmpl["spec"]["terminationGracePeriodSeconds"] == stop_wait + 15, group
             hook = container["lifecycle"]["preStop"]["exec"]["command"]
-            assert hook == ["python", "-m", "shardscore.podstop", "--container-log",
+            assert hook == ["python", "-m", "shardscore.k8s.podstop", "--container-log",
                             *(["--stop-jobs", "--timeout", str(stop_wait + 15)] if head else
                               ["--timeout", str(stop_wait)])], (group, hook)
             env = c.env_of(container)

@@ -1,4 +1,4 @@
-"""The Ray pods' preStop hook (shardscore.podstop), against the test cluster's real Jobs API: on the head it stops
+"""The Ray pods' preStop hook (shardscore.k8s.podstop), against the test cluster's real Jobs API: on the head it stops
 the running jobs (the driver gets SIGTERM) and returns when they have ended; on a worker it waits without stopping
 them; with no dashboard to ask it returns at once. tests/e2e_cluster/test_stop_paths.py runs it in the real pods."""
 
@@ -19,7 +19,7 @@ def drain(address: str, stop_jobs: bool, timeout: float, env: dict[str, str], po
     """podstop.drain in a process of its own, as the pod runs it, with the env KubeRay gives a Ray container (the
     cluster's token): Ray reads RAY_AUTH_MODE once per process, so the test process's own Ray state must not decide
     it. Not podstop.main, whose `ray stop` would stop every Ray process of this machine. Returns its stderr."""
-    code = f"from shardscore import podstop; podstop.drain({address!r}, {stop_jobs}, {timeout}, poll={poll})"
+    code = f"from shardscore.k8s import podstop; podstop.drain({address!r}, {stop_jobs}, {timeout}, poll={poll})"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout + 60)
     assert proc.returncode == 0, proc.stderr
     return proc.stderr

@@ -1,4 +1,4 @@
-"""`shardscore tick` (job/shardscore/tick.py): its decisions, and its loop against an in-memory RayJob API.
+"""`shardscore tick` (job/shardscore/k8s/tick.py): its decisions, and its loop against an in-memory RayJob API.
 
 The in-memory API stands in for the Kubernetes API server only in these unit tests: it keeps objects by name,
 answers AlreadyExists, and deletes through a finalizer the way KubeRay's does (the object lingers with a
@@ -15,7 +15,8 @@ import subprocess
 
 import pytest
 
-from shardscore import cli, tick
+from shardscore import cli
+from shardscore.k8s import rayjobs, tick, tickconfig
 
 MINUTES = 29395530  # 2025-11-21T13:30Z
 JOB = f"scoring-shardscore-tick-{MINUTES}"
@@ -25,14 +26,14 @@ ARGV = ["shardscore", "run", "--input", "s3://b/in", "--output", "s3://b/schedul
         "--key-columns", "id,ts"]
 
 
-def config(**overrides) -> tick.TickConfig:
-    data = {"namePrefix": "scoring-shardscore", "output": "s3://b/scheduled", "argv": ARGV, "outputArgIndex": 5,
+def config(**overrides) -> tickconfig.TickConfig:
+    data = {"namePrefix": "scoring-shardscore", "output": "s3://b/scheduled", "argv": ARGV,
             "rayJob": {"apiVersion": "ray.io/v1", "kind": "RayJob",
                        "metadata": {"namespace": "ignored", "labels": {"app.kubernetes.io/instance": "scoring"}},
                        "spec": {"submissionMode": "K8sJobMode", "clusterSelector": {"ray.io/cluster": "c"}}},
             "wait": True, "pollSeconds": 15, "deadlineSeconds": None}
     data.update(overrides)
-    return tick.TickConfig.from_dict(data)
+    return tickconfig.TickConfig.from_dict(data)
 
 
 # ------------------------------------------------------------------------------------------- pure functions
@@ -41,7 +42,7 @@ def test_scheduled_minutes_come_from_the_job_name():
     assert tick.scheduled_minutes(JOB) == MINUTES
     assert tick.scheduled_minutes("x-0") == 0
     for bad in ("manual-run", "scoring-shardscore-tick", "tick-12345678901", "", "tick-12a"):
-        with pytest.raises(tick.TickError, match="scheduled minute"):
+        with pytest.raises(tickconfig.TickError, match="scheduled minute"):
             tick.scheduled_minutes(bad)
 
 
@@ -81,15 +82,25 @@ def test_build_rayjob_fills_in_the_template_only():
     assert tick.build_rayjob(cfg, "scoring", JOB, "other-uid", MINUTES)["metadata"]["name"] == NAME
 
 
+def test_the_output_is_found_by_name_in_argv():
+    """tick.json's argv may hold --output anywhere (tickconfig.FIELDS); the first one's value is the tick's."""
+    moved = ["shardscore", "run", "--model", "pkg.mod:load", "--output", "s3://b/scheduled/", "--input", "s3://b/in",
+             "--output", "s3://b/other"]
+    cfg = config(argv=moved)
+    assert cfg.output_arg_index == 5
+    obj = tick.build_rayjob(cfg, "scoring", JOB, UID, MINUTES)
+    assert shlex.split(obj["spec"]["entrypoint"]) == [*moved[:5], "s3://b/scheduled/run=20251121T1330Z", *moved[6:]]
+
+
 @pytest.mark.parametrize("change,needle", [
-    ({"outputArgIndex": 4}, "not the value of --output"),
-    ({"outputArgIndex": 50}, "not the value of --output"),
+    ({"argv": ARGV[:4] + ARGV[6:]}, "argv has no value of --output"),
+    ({"argv": ARGV[:5]}, "argv has no value of --output"),
     ({"rayJob": {"kind": "RayCluster", "spec": {}}}, "not a RayJob template"),
     ({"pollSeconds": -1}, "pollSeconds"),
     ({"namePrefix": None, "argv": None}, "missing or bad field"),
 ])
 def test_bad_configuration_is_refused(change, needle):
-    with pytest.raises(tick.TickError, match=needle):
+    with pytest.raises(tickconfig.TickError, match=needle):
         config(**change)
 
 
@@ -285,7 +296,7 @@ def test_a_rayjob_from_an_earlier_attempt_being_deleted_is_waited_for():
 def test_a_foreign_rayjob_of_the_same_name_is_not_touched():
     foreign = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": NAME}, "spec": {}}
     api = FakeRayJobs(existing=foreign)
-    with pytest.raises(tick.TickError, match="does not belong"):
+    with pytest.raises(tickconfig.TickError, match="does not belong"):
         run(api)
     assert api.count("create") == 0 and api.count("delete") == 0
 
@@ -314,9 +325,9 @@ def test_a_rayjob_deleted_by_someone_else_fails_the_tick():
 
 def test_a_tick_outside_a_job_or_with_a_bad_name_does_nothing():
     api = FakeRayJobs()
-    with pytest.raises(tick.TickError, match="controller-uid"):
+    with pytest.raises(tickconfig.TickError, match="controller-uid"):
         run(api, uid="")
-    with pytest.raises(tick.TickError, match="scheduled minute"):
+    with pytest.raises(tickconfig.TickError, match="scheduled minute"):
         run(api, job="manual-run")
     assert not api.calls
 
@@ -408,7 +419,7 @@ def test_the_kubernetes_client_layer_calls_the_rayjob_endpoints(tmp_path, monkey
             "users": [{"name": "t", "user": {"token": "tick-token"}}]}))
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        api = tick.KubeRayJobs("scoring")
+        api = rayjobs.KubeRayJobs("scoring")
         body = tick.build_rayjob(config(), "scoring", JOB, UID, MINUTES)
         assert api.get(NAME) is None
         assert api.create(body) is True
@@ -425,3 +436,23 @@ def test_the_kubernetes_client_layer_calls_the_rayjob_endpoints(tmp_path, monkey
         assert {auth for _, _, auth in server.requests} == {"Bearer tick-token"}
     finally:
         server.close()
+
+
+# ------------------------------------------------------------------------------------------- the package boundary
+
+def test_only_the_cli_imports_the_k8s_package():
+    """shardscore.k8s (the tick, the preStop hook) is no part of a run: no module of the core imports it."""
+    import ast
+    from pathlib import Path
+
+    package = Path(tick.__file__).resolve().parents[1]
+    importers = set()
+    for path in package.rglob("*.py"):
+        if "k8s" in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
+            module = (node.module or "") if isinstance(node, ast.ImportFrom) else ""
+            if any("k8s" in f"{module}.{name}".split(".") for name in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"cli.py"}

@@ -14,49 +14,9 @@ import os
 import sys
 from typing import Any, Sequence, TextIO
 
-from . import __version__, config, tick
+from . import __version__, config, options
 from .errors import OutputUnwritable, ShardscoreError
-
-_RUN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("--input",), {"help": "Parquet dataset: a local directory, a file, or s3://bucket/prefix"}),
-    (("--output",), {"help": "where predictions go (local path or s3://bucket/prefix)"}),
-    (("--model",), {"help": "model factory 'package.module:factory', e.g. shardscore.models.dummy:load_model"}),
-    (("--model-arg",), {"dest": "model_args", "action": "append", "metavar": "KEY=VALUE",
-                        "help": "keyword argument for the factory (repeatable). Values are read as YAML (8, 0.5, true, "
-                                "[1, 2]), but a number that would not read back as typed stays text (1.10, 010, "
-                                "0x1f); quote to force text: --model-arg \"v='8'\""}),
-    (("--strategy",), {"choices": config.STRATEGIES, "help": "tasks: one Ray task per shard (default); "
-                                                             "actors: a pool of actors that keep the model"}),
-    (("--num-actors",), {"help": "actor pool size (default: as many as the cluster's resources hold)"}),
-    (("--num-cpus-per-worker",), {"help": "CPUs each task or actor asks for (default 1)"}),
-    (("--num-gpus-per-worker",), {"help": "GPUs each task or actor asks for; fractions allowed (default 0)"}),
-    (("--memory-per-worker",), {"help": "memory each task or actor reserves, e.g. 2GiB (default: none)"}),
-    (("--max-in-flight",), {"help": "tasks submitted at once (default: twice what the cluster runs, as it grows)"}),
-    (("--device",), {"choices": config.DEVICES, "help": "auto (default), cpu or cuda (fails without CUDA)"}),
-    (("--batch-size",), {"help": "rows per batch handed to the model (default 65536)"}),
-    (("--max-rows-per-shard",), {"help": "split files larger than this by row groups"}),
-    (("--max-shards-per-task",), {"help": "most small shards one task scores in a row (default 64; "
-                                           "1: a task per shard); shards of 128k+ rows always go alone"}),
-    (("--pool",), {"help": "with --strategy actors: keep the actors (and the loaded model) for the next run on "
-                           "this cluster, under this name"}),
-    (("--pool-idle-timeout",), {"help": "seconds a --pool actor waits for work before it ends (default 600)"}),
-    (("--key-columns",), {"help": "input columns copied next to the predictions, comma-separated"}),
-    (("--max-failed-shards",), {"help": "failed shards tolerated before the run fails (default 0)"}),
-    (("--max-retries",), {"help": "retries of a shard whose worker crashed (default 3)"}),
-    (("--overwrite",), {"action": "store_const", "const": True,
-                        "help": "recompute shards whose input or model changed instead of refusing"}),
-    (("--s3-endpoint",), {"help": "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, else AWS)"}),
-    (("--ray-address",), {"help": "cluster to join (default: RAY_ADDRESS, else a local Ray)"}),
-    (("--progress-interval",), {"help": "seconds between progress lines (default 10)"}),
-    (("--summary-json",), {"help": "also write the summary as JSON to this file ('-': stdout, and every other "
-                                   "line goes to stderr)"}),
-    (("--overlap",), {"choices": config.OVERLAP, "help": "read the next batches and write predictions in "
-                                                         "background threads while the model scores: auto (default: "
-                                                         "for models with a device, prepare(device)), on or off"}),
-    (("--grace-period",), {"help": "seconds shards in flight get to finish after SIGTERM or SIGINT (default 20)"}),
-    (("--lease-ttl",), {"help": "seconds without a heartbeat after which a run's hold on the output expires "
-                                "(default 60)"}),
-]
+from .k8s import tick
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,8 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="dry run: shards, rows, bytes, schema check; no scoring")
     for p in (run, plan):
         p.add_argument("--config", help="YAML file of options")
-        for names, kwargs in _RUN_OPTIONS:
-            p.add_argument(*names, default=None, **kwargs)
+        options.add_arguments(p, config.RunConfig)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     demo = sub.add_parser("demo", help="generate sample data, score it on a local Ray, show the output")
@@ -87,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--s3-endpoint", default=None)
 
-    # `shardscore tick`: the Helm chart's CronJob tick (scheduleMode cronJob); see tick.py.
+    # `shardscore tick`: the Helm chart's CronJob tick (scheduleMode cronJob); see k8s/tick.py.
     tick.add_parser(sub)
     return parser
 

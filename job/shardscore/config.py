@@ -2,9 +2,11 @@
 
 Precedence, highest first: command-line flags, then `SHARDSCORE_<OPTION>` environment variables (for example
 `SHARDSCORE_NUM_GPUS_PER_WORKER=0.5`), then the YAML file given with `--config` (or `SHARDSCORE_CONFIG`), then
-the defaults. YAML keys are the option names with '_' or '-' (`num_gpus_per_worker: 0.5`). A file's value is
-judged as the text it was written with, by the flag's own converter, so `batch_size: 2.9` or `batch_size: true` is
-refused as `--batch-size 2.9` is, never truncated or coerced; an empty value (`pool:` or `pool: ~`) means the default.
+the defaults. Each option is a field of `RunConfig`, described once by its Option (options.py): the flag, the
+environment variable and the YAML key all come from it. YAML keys are the option names with '_' or '-'
+(`num_gpus_per_worker: 0.5`). A file's value is judged as the text it was written with, by the flag's own
+converter, so `batch_size: 2.9` or `batch_size: true` is refused as `--batch-size 2.9` is, never truncated or
+coerced; an empty value (`pool:` or `pool: ~`) means the default.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 import yaml
 
 from .errors import ConfigError
+from .options import flag, option, options
 
 ENV_PREFIX = "SHARDSCORE_"
 STRATEGIES = ("tasks", "actors")
@@ -30,105 +33,6 @@ _POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-@dataclass
-class RunConfig:
-    """Every option of `shardscore run` and `shardscore plan`, with its default."""
-
-    input: str = ""
-    output: str = ""
-    model: str = ""
-    model_args: dict[str, Any] = field(default_factory=dict)
-    strategy: str = "tasks"
-    num_actors: int | None = None
-    num_cpus_per_worker: float = 1.0
-    num_gpus_per_worker: float = 0.0
-    memory_per_worker: int | None = None
-    max_in_flight: int | None = None
-    device: str = "auto"
-    batch_size: int = 65536
-    max_rows_per_shard: int | None = None
-    max_shards_per_task: int = 64
-    key_columns: list[str] = field(default_factory=list)
-    max_failed_shards: int = 0
-    max_retries: int = 3
-    pool: str | None = None
-    pool_idle_timeout: float = 600.0
-    overwrite: bool = False
-    s3_endpoint: str | None = None
-    ray_address: str | None = None
-    progress_interval: float = 10.0
-    summary_json: str | None = None
-    grace_period: float = 20.0
-    lease_ttl: float = 60.0
-    overlap: str = "auto"
-
-    def validate(self, need_output: bool = True) -> "RunConfig":
-        """Check every option before anything runs; errors name the option and the value."""
-        for name in ("input", "model") + (("output",) if need_output else ()):
-            if not getattr(self, name):
-                raise ConfigError(f"--{_flag(name)} is required")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"--strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
-        if self.overlap not in OVERLAP:
-            raise ConfigError(f"--overlap {self.overlap!r}: choose one of {', '.join(OVERLAP)}")
-        _positive(self, "num_cpus_per_worker", allow_zero=True)
-        _positive(self, "num_gpus_per_worker", allow_zero=True)
-        if self.num_cpus_per_worker == 0 and self.num_gpus_per_worker == 0:
-            raise ConfigError("--num-cpus-per-worker and --num-gpus-per-worker are both 0: a worker needs one")
-        if self.num_gpus_per_worker > 1 and self.num_gpus_per_worker != int(self.num_gpus_per_worker):
-            raise ConfigError(f"--num-gpus-per-worker {self.num_gpus_per_worker}: above 1 it must be whole")
-        for name in ("batch_size", "num_actors", "max_in_flight", "max_rows_per_shard", "memory_per_worker",
-                     "max_shards_per_task"):
-            if getattr(self, name) is not None:
-                _positive(self, name)
-        for name in ("max_failed_shards", "max_retries", "progress_interval", "grace_period"):
-            _positive(self, name, allow_zero=True)
-        _positive(self, "lease_ttl")
-        if self.lease_ttl < 2:
-            raise ConfigError(f"--lease-ttl {self.lease_ttl}: must be at least 2 seconds (heartbeats come every ttl/4)")
-        if self.device == "cuda" and self.num_gpus_per_worker == 0:
-            raise ConfigError("--device cuda needs --num-gpus-per-worker > 0, so that Ray places the work on "
-                              "GPU nodes and gives it a GPU")
-        for name in ("num_actors", "pool"):
-            if getattr(self, name) is not None and self.strategy != "actors":
-                raise ConfigError(f"--{_flag(name)} applies to --strategy actors only")
-        if self.pool is not None and not _POOL_NAME.match(self.pool):
-            raise ConfigError(f"--pool {self.pool!r}: use lowercase letters, digits and '-' (at most 40)")
-        _positive(self, "pool_idle_timeout")
-        twice = sorted({c for c in self.key_columns if self.key_columns.count(c) > 1})
-        if twice:
-            raise ConfigError(f"--key-columns {','.join(self.key_columns)}: {', '.join(twice)} given more than "
-                              "once; name each column once")
-        if self.summary_json and self.summary_json != "-":
-            _check_summary_path(self.summary_json)
-        return self
-
-
-def _flag(name: str) -> str:
-    return "model-arg" if name == "model_args" else name.replace("_", "-")
-
-
-def _positive(cfg: RunConfig, name: str, allow_zero: bool = False) -> None:
-    value = getattr(cfg, name)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"--{_flag(name)} {value}: must be a finite number")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"--{_flag(name)} {value}: must be {'>= 0' if allow_zero else '> 0'}")
-
-
-def _check_summary_path(path: str) -> None:
-    """--summary-json is written after the run: a path that cannot take it must fail now, not after _SUCCESS."""
-    parent = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ConfigError(f"--summary-json {path}: is a directory")
-    if not os.path.isdir(parent):
-        raise ConfigError(f"--summary-json {path}: its folder {parent} does not exist")
-    if not os.access(path if os.path.exists(path) else parent, os.W_OK):
-        raise ConfigError(f"--summary-json {path}: not writable")
 
 
 def _boolean(value: str | bool) -> bool:
@@ -221,16 +125,135 @@ def parse_model_args(items: list[str] | str | Mapping[str, Any]) -> dict[str, An
     return args
 
 
-#: How an option's text (a flag's, an environment variable's, or a --config file's value as written) becomes its
-#: value. Options not named here are text: paths, URLs, the model spec, names.
+@dataclass
+class RunConfig:
+    """Every option of `shardscore run` and `shardscore plan`, with its default. Each field's Option (options.py)
+    is the one description of the option: its flag, help, converter, environment variable and --config key."""
+
+    input: str = option("", "Parquet dataset: a local directory, a file, or s3://bucket/prefix (any pyarrow "
+                        "filesystem URI works)", required=True)
+    output: str = option("", "where predictions go: a local path or s3://bucket/prefix (any pyarrow filesystem URI "
+                         "works)", required=True)
+    model: str = option("", "model factory 'package.module:factory', e.g. shardscore.models.dummy:load_model",
+                        required=True)
+    model_args: dict[str, Any] = option(
+        {}, "keyword argument for the factory (repeatable). Values are read as YAML (8, 0.5, true, [1, 2]), but a "
+        "number that would not read back as typed stays text (1.10, 010, 0x1f); quote to force text: "
+        "--model-arg \"v='8'\"", convert=parse_model_args, flag="model-arg", metavar="KEY=VALUE", repeated=True)
+    strategy: str = option("tasks", "tasks: one Ray task per shard; actors: a pool of actors that keep the model "
+                           "(--num-actors)", choices=STRATEGIES)
+    num_actors: int | None = option(None, "actor pool size", convert=_whole,
+                                    none_means="as many as the cluster's resources hold")
+    num_cpus_per_worker: float = option(1.0, "CPUs each task or actor asks for", convert=_number)
+    num_gpus_per_worker: float = option(0.0, "GPUs each task or actor asks for; fractions allowed", convert=_number)
+    memory_per_worker: int | None = option(None, "memory each task or actor reserves, e.g. 2GiB", convert=parse_size,
+                                           none_means="none")
+    max_in_flight: int | None = option(None, "tasks submitted at once", convert=_whole,
+                                       none_means="twice what the cluster runs, re-read every 5 s, so that an "
+                                                  "autoscaler sees the queue and grows the cluster")
+    device: str = option("auto", "cpu, cuda (an error where there is no CUDA, never a silent CPU run) or auto",
+                         choices=DEVICES)
+    batch_size: int = option(65536, "rows per batch handed to the model", convert=_whole)
+    max_rows_per_shard: int | None = option(None, "split files larger than this by row groups", convert=_whole)
+    max_shards_per_task: int = option(64, "most small shards one task scores in a row (1: a task per shard); shards "
+                                      "of 128k+ rows always go alone", convert=_whole)
+    key_columns: list[str] = option([], "input columns copied next to the predictions, comma-separated",
+                                    convert=_columns)
+    max_failed_shards: int = option(0, "failed shards tolerated before the run fails", convert=_whole)
+    max_retries: int = option(3, "retries of a shard whose worker crashed", convert=_whole)
+    pool: str | None = option(None, "with --strategy actors: keep the actors (and the loaded model) for the next run "
+                              "on this cluster, under this name")
+    pool_idle_timeout: float = option(600.0, "seconds a --pool actor waits for work before it ends", convert=_number)
+    overwrite: bool = option(False, "recompute shards whose input or model changed instead of refusing",
+                             convert=_boolean, switch=True)
+    s3_endpoint: str | None = option(None, "S3-compatible endpoint URL; credentials and region come from the standard "
+                                     "AWS variables", none_means="AWS_ENDPOINT_URL, else AWS")
+    ray_address: str | None = option(None, "cluster to join", none_means="RAY_ADDRESS, else a local Ray")
+    progress_interval: float = option(10.0, "seconds between progress lines", convert=_number)
+    summary_json: str | None = option(None, "also write the summary as JSON to this file ('-': stdout, which then "
+                                      "carries only the JSON; every other line, the workers' prints included, goes "
+                                      "to stderr)")
+    grace_period: float = option(20.0, "seconds shards in flight get to finish after SIGTERM or SIGINT",
+                                 convert=_number)
+    lease_ttl: float = option(60.0, "seconds without a heartbeat after which a run's hold on the output expires",
+                              convert=_number)
+    overlap: str = option("auto", "read the next batches and write predictions in background threads while the "
+                          "model scores: on, off, or auto: for models with a device, prepare(device)",
+                          choices=OVERLAP)
+
+    def validate(self, need_output: bool = True) -> "RunConfig":
+        """Check every option before anything runs; errors name the option and the value."""
+        for name in sorted(_REQUIRED, key=lambda name: name == "output"):  # --output last: plan may go without it
+            if not getattr(self, name) and (need_output or name != "output"):
+                raise ConfigError(f"--{_flag(name)} is required")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.overlap not in OVERLAP:
+            raise ConfigError(f"--overlap {self.overlap!r}: choose one of {', '.join(OVERLAP)}")
+        _positive(self, "num_cpus_per_worker", allow_zero=True)
+        _positive(self, "num_gpus_per_worker", allow_zero=True)
+        if self.num_cpus_per_worker == 0 and self.num_gpus_per_worker == 0:
+            raise ConfigError("--num-cpus-per-worker and --num-gpus-per-worker are both 0: a worker needs one")
+        if self.num_gpus_per_worker > 1 and self.num_gpus_per_worker != int(self.num_gpus_per_worker):
+            raise ConfigError(f"--num-gpus-per-worker {self.num_gpus_per_worker}: above 1 it must be whole")
+        for name in ("batch_size", "num_actors", "max_in_flight", "max_rows_per_shard", "memory_per_worker",
+                     "max_shards_per_task"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
+        for name in ("max_failed_shards", "max_retries", "progress_interval", "grace_period"):
+            _positive(self, name, allow_zero=True)
+        _positive(self, "lease_ttl")
+        if self.lease_ttl < 2:
+            raise ConfigError(f"--lease-ttl {self.lease_ttl}: must be at least 2 seconds (heartbeats come every ttl/4)")
+        if self.device == "cuda" and self.num_gpus_per_worker == 0:
+            raise ConfigError("--device cuda needs --num-gpus-per-worker > 0, so that Ray places the work on "
+                              "GPU nodes and gives it a GPU")
+        for name in ("num_actors", "pool"):
+            if getattr(self, name) is not None and self.strategy != "actors":
+                raise ConfigError(f"--{_flag(name)} applies to --strategy actors only")
+        if self.pool is not None and not _POOL_NAME.match(self.pool):
+            raise ConfigError(f"--pool {self.pool!r}: use lowercase letters, digits and '-' (at most 40)")
+        _positive(self, "pool_idle_timeout")
+        twice = sorted({c for c in self.key_columns if self.key_columns.count(c) > 1})
+        if twice:
+            raise ConfigError(f"--key-columns {','.join(self.key_columns)}: {', '.join(twice)} given more than "
+                              "once; name each column once")
+        if self.summary_json and self.summary_json != "-":
+            _check_summary_path(self.summary_json)
+        return self
+
+
+#: From RunConfig's Options: how each option's text becomes its value (options not named here are text), and
+#: which options are required.
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    **dict.fromkeys(("num_actors", "max_in_flight", "max_shards_per_task", "batch_size", "max_rows_per_shard",
-                     "max_failed_shards", "max_retries"), _whole),
-    **dict.fromkeys(("num_cpus_per_worker", "num_gpus_per_worker", "progress_interval", "pool_idle_timeout",
-                     "grace_period", "lease_ttl"), _number),
-    "memory_per_worker": parse_size, "key_columns": _columns, "model_args": parse_model_args, "overwrite": _boolean,
-    "strategy": _choice(STRATEGIES), "device": _choice(DEVICES), "overlap": _choice(OVERLAP),
-}
+    f.name: opt.convert or _choice(opt.choices) for f, opt in options(RunConfig) if opt.convert or opt.choices}
+_REQUIRED = tuple(f.name for f, opt in options(RunConfig) if opt.required)
+
+
+def _flag(name: str) -> str:
+    """The option's flag without '--', for messages."""
+    return flag(RunConfig.__dataclass_fields__[name])
+
+
+def _positive(cfg: RunConfig, name: str, allow_zero: bool = False) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"--{_flag(name)} {value}: must be a finite number")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"--{_flag(name)} {value}: must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _check_summary_path(path: str) -> None:
+    """--summary-json is written after the run: a path that cannot take it must fail now, not after _SUCCESS."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ConfigError(f"--summary-json {path}: is a directory")
+    if not os.path.isdir(parent):
+        raise ConfigError(f"--summary-json {path}: its folder {parent} does not exist")
+    if not os.access(path if os.path.exists(path) else parent, os.W_OK):
+        raise ConfigError(f"--summary-json {path}: not writable")
 
 
 def _convert(name: str, value: Any, source: str) -> Any:

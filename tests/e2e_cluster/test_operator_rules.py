@@ -118,9 +118,9 @@ def tick_rayjob(docs: list[dict], kube, ns: str) -> dict | None:
     cms = [d for d in docs if d.get("kind") == "ConfigMap" and "tick.json" in d.get("data", {})]
     if not cms:
         return None
-    from shardscore import tick
+    from shardscore.k8s import tick, tickconfig
 
-    cfg = tick.TickConfig.from_dict(json.loads(cms[0]["data"]["tick.json"]))
+    cfg = tickconfig.TickConfig.from_dict(json.loads(cms[0]["data"]["tick.json"]))
     cron = next(d for d in docs if d.get("kind") == "CronJob")
     minutes = 29395530
     job_name = f"{cron['metadata']['name']}-{minutes}"

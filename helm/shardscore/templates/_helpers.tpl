@@ -136,8 +136,8 @@ The stop timeouts, all derived from job.gracePeriod (the run's --grace-period, G
   ray 2.60.0 dashboard/modules/job/job_supervisor.py; default 3 s) between the SIGTERM it sends the driver and its
   SIGKILL. The 15 s are for the driver to write the `aborted` manifest and release the lease after the grace.
 - shardscore.podGrace = jobStopWait + 15: the Ray pods' terminationGracePeriodSeconds, which bounds their preStop
-  hook (python -m shardscore.podstop): the head's hook stops the Ray jobs and waits for them (the stop wait, then Ray's
-  status update), and the kubelet kills the pod at the latest at the end of this.
+  hook (python -m shardscore.k8s.podstop): the head's hook stops the Ray jobs and waits for them (the stop wait, then
+  Ray's status update), and the kubelet kills the pod at the latest at the end of this.
 */}}
 {{- define "shardscore.jobStopWait" -}}
 {{- $g := .Values.job.gracePeriod -}}

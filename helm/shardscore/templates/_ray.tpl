@@ -154,7 +154,7 @@ spec:
       lifecycle:
         preStop:
           exec:
-            command: ["python", "-m", "shardscore.podstop", "--container-log", {{ if $head }}"--stop-jobs", "--timeout", "{{ include "shardscore.podGrace" $root }}"{{ else }}"--timeout", "{{ include "shardscore.jobStopWait" $root }}"{{ end }}]
+            command: ["python", "-m", "shardscore.k8s.podstop", "--container-log", {{ if $head }}"--stop-jobs", "--timeout", "{{ include "shardscore.podGrace" $root }}"{{ else }}"--timeout", "{{ include "shardscore.jobStopWait" $root }}"{{ end }}]
       resources:
         {{- include "shardscore.resources" (dict "resources" $g.resources "extraLimits" (ternary (dict "nvidia.com/gpu" (int $g.gpusPerPod)) (dict) .gpu)) | nindent 8 }}
       {{- if $head }}

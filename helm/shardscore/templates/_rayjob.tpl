@@ -22,8 +22,8 @@ the child's name). The CronJob tick writes the literal path itself instead.
 {{- end }}
 
 {{/*
-The argv of `shardscore run ...` as a JSON list, unquoted. --output is always at index 5 (the CronJob tick puts
-the tick's run folder there).
+The argv of `shardscore run ...` as a JSON list, unquoted. --output's value is always at index 5, where
+shardscore.entrypoint puts a RayCronJob child's derived output (the CronJob tick finds --output by name).
 */}}
 {{- define "shardscore.entrypointArgs" -}}
 {{- $j := .Values.job -}}

@@ -70,7 +70,7 @@ def drain(address: str, stop_jobs: bool, timeout: float, poll: float = 1.0) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shardscore.podstop", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m shardscore.k8s.podstop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stop-jobs", action="store_true", help="stop the jobs (the head's hook)")
     parser.add_argument("--timeout", type=float, required=True, help="seconds to wait at most")
     parser.add_argument("--container-log", action="store_true", help="write to the container's log (PID 1's stdout)")

@@ -18,15 +18,14 @@ Exit codes: 0 the run succeeded (or was created, without waiting); 1 it failed a
 or the operator refused the RayJob (the chart's podFailurePolicy fails the Job at once on 2 and 3).
 
 The decisions (names, the RayJob object, what each status means) are pure functions below; `run_tick` is the
-loop around them and `KubeRayJobs` the thin layer over the official `kubernetes` client (an optional dependency:
-`pip install shardscore[kubernetes]`; the image has it).
+loop around them. What the chart gives the tick (tick.json) is tickconfig's; the calls to the Kubernetes API are
+rayjobs'.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import re
 import shlex
@@ -35,62 +34,16 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
-from .errors import ShardscoreError
+from .rayjobs import KubeRayJobs, RayJobs
+from .tickconfig import TickConfig, TickError
 
 TICK_LABEL = "shardscore.io/tick"
 SCHEDULED_ANNOTATION = "shardscore.io/scheduled-time"
 OUTPUT_ANNOTATION = "shardscore.io/output"
 _MINUTES = re.compile(r"-([0-9]{1,10})$")
 EXIT_RETRY, EXIT_FINAL = 1, 3
-
-
-class TickError(ShardscoreError):
-    """The tick cannot start: bad configuration, a Job name without minutes, a RayJob that is not this tick's."""
-
-
-# ----------------------------------------------------------------------------------------------- configuration
-
-@dataclass(frozen=True)
-class TickConfig:
-    """What the chart renders into tick.json."""
-
-    name_prefix: str
-    output: str
-    argv: list[str]
-    output_arg_index: int
-    rayjob: dict[str, Any]
-    wait: bool = True
-    poll_seconds: float = 15.0
-    deadline_seconds: float | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TickConfig":
-        try:
-            cfg = cls(name_prefix=data["namePrefix"], output=data["output"], argv=list(data["argv"]),
-                      output_arg_index=int(data["outputArgIndex"]), rayjob=data["rayJob"],
-                      wait=bool(data.get("wait", True)), poll_seconds=float(data.get("pollSeconds") or 15),
-                      deadline_seconds=None if data.get("deadlineSeconds") is None else float(data["deadlineSeconds"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TickError(f"tick configuration: missing or bad field: {exc}") from exc
-        if not 0 <= cfg.output_arg_index < len(cfg.argv) or cfg.argv[cfg.output_arg_index - 1] != "--output":
-            raise TickError(f"tick configuration: argv[{cfg.output_arg_index}] is not the value of --output: {cfg.argv}")
-        if cfg.rayjob.get("kind") != "RayJob" or not isinstance(cfg.rayjob.get("spec"), dict):
-            raise TickError("tick configuration: rayJob is not a RayJob template")
-        if cfg.poll_seconds <= 0:
-            raise TickError(f"tick configuration: pollSeconds must be positive, got {cfg.poll_seconds}")
-        return cfg
-
-    @classmethod
-    def from_file(cls, path: str) -> "TickConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                return cls.from_dict(json.load(f))
-        except OSError as exc:
-            raise TickError(f"--config {path}: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
-            raise TickError(f"--config {path}: not JSON: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------------------------- pure decisions
@@ -203,19 +156,6 @@ def decide(obj: dict[str, Any], now: float, deadline: float | None) -> Decision:
 
 # ----------------------------------------------------------------------------------------------- the loop
 
-class RayJobs(Protocol):
-    """The three calls the tick makes (and its Role allows): create, get, delete RayJobs in one namespace."""
-
-    def create(self, body: dict[str, Any]) -> bool:
-        """Create; False when a RayJob of that name already exists."""
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        """The RayJob, or None when there is none."""
-
-    def delete(self, name: str) -> None:
-        """Delete (no error when it is already gone)."""
-
-
 def log(message: str) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"{stamp} shardscore tick: {message}", flush=True)
@@ -228,119 +168,110 @@ def run_tick(cfg: TickConfig, api: RayJobs, namespace: str, job_name: str, job_u
     if not job_uid:
         raise TickError("the pod has no batch.kubernetes.io/controller-uid label: it must run in a Job")
     minutes = scheduled_minutes(job_name)
-    body = build_rayjob(cfg, namespace, job_name, job_uid, minutes)
-    name = body["metadata"]["name"]
     deadline = None if cfg.deadline_seconds is None else minutes * 60 + cfg.deadline_seconds
-    say(f"tick {utc_stamp(minutes)} (Job {job_name}): RayJob {namespace}/{name}, output "
-        f"{body['metadata']['annotations'][OUTPUT_ANNOTATION]}")
-
-    def wait_gone(why: str) -> bool:
-        end = clock() + gone_timeout
-        while clock() < end:
-            if api.get(name) is None:
-                return True
-            say(f"RayJob {name} {why}; waiting until it is gone")
-            sleep(min(cfg.poll_seconds, 5.0))
-        return api.get(name) is None
-
-    while True:  # create, or find this tick's RayJob
-        existing = api.get(name)
-        if existing is None:
-            if deadline is not None and clock() >= deadline:
-                say(f"the tick's deadline ({cfg.deadline_seconds:.0f} s after the scheduled time) has passed; "
-                    "not starting the run")
-                return EXIT_FINAL
-            if api.create(body):
-                say(f"created RayJob {name}")
-                break
-            sleep(1.0)  # AlreadyExists: created meanwhile, or still being deleted; look again
-            continue
-        owner = ownership(existing, job_name, job_uid)
-        if owner == "ours":
-            say(f"RayJob {name} exists already (a retried tick): waiting for it, not starting a second run")
-            break
-        if owner == "foreign":
-            raise TickError(f"RayJob {namespace}/{name} exists and does not belong to Job {job_name}; delete it "
-                            "or run the tick under another Job name")
-        if not wait_gone("from an earlier attempt is being deleted"):
-            say(f"RayJob {name} was not deleted within {gone_timeout:.0f} s")
-            return EXIT_RETRY
-
+    tick = _Tick(cfg, api, build_rayjob(cfg, namespace, job_name, job_uid, minutes), job_name, job_uid, deadline,
+                 clock, sleep, say, gone_timeout)
+    say(f"tick {utc_stamp(minutes)} (Job {job_name}): RayJob {namespace}/{tick.name}, output "
+        f"{tick.body['metadata']['annotations'][OUTPUT_ANNOTATION]}")
+    code = tick.start()
+    if code is not None:
+        return code
     if not cfg.wait:
         say("not waiting (cronJob.waitForCompletion=false)")
         return 0
-
-    last = None
-    while True:
-        obj = api.get(name)
-        if obj is None:
-            say(f"RayJob {name} was deleted by someone else")
-            return EXIT_FINAL
-        decision = decide(obj, clock(), deadline)
-        if decision.message != last and not decision.done:
-            say(f"RayJob {name}: {decision.message}")
-            last = decision.message
-        if decision.done:
-            break
-        sleep(cfg.poll_seconds)
-
-    if decision.succeeded:
-        say(f"RayJob {name} succeeded")
-        return 0
-    say(f"RayJob {name} {decision.message}" + ("" if decision.retry else " (not retried)"))
-    if decision.delete:
-        say(f"deleting RayJob {name}, so that KubeRay stops its Ray job and a retried tick can start it again")
-        api.delete(name)
-        if wait_gone("is being deleted (KubeRay stops its Ray job first)"):
-            say(f"RayJob {name} deleted")
-        else:
-            say(f"RayJob {name} still exists after {gone_timeout:.0f} s; its owner Job's deletion removes it later")
-    return decision.exit_code
+    decision = tick.watch()
+    if decision is None:
+        say(f"RayJob {tick.name} was deleted by someone else")
+        return EXIT_FINAL
+    return tick.finish(decision)
 
 
-# ----------------------------------------------------------------------------------------------- Kubernetes
+@dataclass
+class _Tick:
+    """One tick's RayJob (`body`) and what looking after it takes: the API, the clock, the log."""
 
-class KubeRayJobs:
-    """RayJobs (ray.io/v1) of one namespace through the official `kubernetes` client."""
+    cfg: TickConfig
+    api: RayJobs
+    body: dict[str, Any]
+    job_name: str
+    job_uid: str
+    deadline: float | None
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    say: Callable[[str], None]
+    gone_timeout: float
 
-    def __init__(self, namespace: str):
-        try:
-            from kubernetes import client, config
-        except ImportError as exc:
-            raise TickError("the `kubernetes` package is missing: pip install 'shardscore[kubernetes]'") from exc
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # outside a pod, trying it by hand
-        self._api = client.CustomObjectsApi()
-        self._error = client.ApiException
-        self._namespace = namespace
-        self._where = {"group": "ray.io", "version": "v1", "namespace": namespace, "plural": "rayjobs"}
+    @property
+    def name(self) -> str:
+        return self.body["metadata"]["name"]
 
-    def create(self, body: dict[str, Any]) -> bool:
-        try:
-            # Strict: an unknown field fails the create instead of being dropped by the API server.
-            self._api.create_namespaced_custom_object(body=body, field_validation="Strict", **self._where)
-            return True
-        except self._error as exc:
-            if exc.status == 409:
-                return False
-            raise
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self._api.get_namespaced_custom_object(name=name, **self._where)
-        except self._error as exc:
-            if exc.status == 404:
+    def start(self) -> int | None:
+        """Create this tick's RayJob, or find it (a retried tick). An exit code when the tick ends here."""
+        while True:
+            existing = self.api.get(self.name)
+            if existing is None:
+                if self.deadline is not None and self.clock() >= self.deadline:
+                    self.say(f"the tick's deadline ({self.cfg.deadline_seconds:.0f} s after the scheduled time) has "
+                             "passed; not starting the run")
+                    return EXIT_FINAL
+                if self.api.create(self.body):
+                    self.say(f"created RayJob {self.name}")
+                    return None
+                self.sleep(1.0)  # AlreadyExists: created meanwhile, or still being deleted; look again
+                continue
+            owner = ownership(existing, self.job_name, self.job_uid)
+            if owner == "ours":
+                self.say(f"RayJob {self.name} exists already (a retried tick): waiting for it, not starting a "
+                         "second run")
                 return None
-            raise
+            if owner == "foreign":
+                raise TickError(f"RayJob {self.body['metadata']['namespace']}/{self.name} exists and does not belong "
+                                f"to Job {self.job_name}; delete it or run the tick under another Job name")
+            if not self.wait_gone("from an earlier attempt is being deleted"):
+                self.say(f"RayJob {self.name} was not deleted within {self.gone_timeout:.0f} s")
+                return EXIT_RETRY
 
-    def delete(self, name: str) -> None:
-        try:
-            self._api.delete_namespaced_custom_object(name=name, **self._where)
-        except self._error as exc:
-            if exc.status != 404:
-                raise
+    def watch(self) -> Decision | None:
+        """Follow the RayJob's status, logging each change, until it ends the tick; None when it is gone."""
+        last = None
+        while True:
+            obj = self.api.get(self.name)
+            if obj is None:
+                return None
+            decision = decide(obj, self.clock(), self.deadline)
+            if decision.done:
+                return decision
+            if decision.message != last:
+                self.say(f"RayJob {self.name}: {decision.message}")
+                last = decision.message
+            self.sleep(self.cfg.poll_seconds)
+
+    def finish(self, decision: Decision) -> int:
+        """Log how the run ended and delete its RayJob when the decision says so. Returns the exit code."""
+        if decision.succeeded:
+            self.say(f"RayJob {self.name} succeeded")
+            return 0
+        self.say(f"RayJob {self.name} {decision.message}" + ("" if decision.retry else " (not retried)"))
+        if decision.delete:
+            self.say(f"deleting RayJob {self.name}, so that KubeRay stops its Ray job and a retried tick can start "
+                     "it again")
+            self.api.delete(self.name)
+            if self.wait_gone("is being deleted (KubeRay stops its Ray job first)"):
+                self.say(f"RayJob {self.name} deleted")
+            else:
+                self.say(f"RayJob {self.name} still exists after {self.gone_timeout:.0f} s; its owner Job's "
+                         "deletion removes it later")
+        return decision.exit_code
+
+    def wait_gone(self, why: str) -> bool:
+        """Wait up to gone_timeout for the RayJob to disappear (KubeRay's finalizer stops its Ray job first)."""
+        end = self.clock() + self.gone_timeout
+        while self.clock() < end:
+            if self.api.get(self.name) is None:
+                return True
+            self.say(f"RayJob {self.name} {why}; waiting until it is gone")
+            self.sleep(min(self.cfg.poll_seconds, 5.0))
+        return self.api.get(self.name) is None
 
 
 # ----------------------------------------------------------------------------------------------- command line

@@ -1,0 +1,82 @@
+"""tick.json: the contract between the chart and `shardscore tick`, stated here and nowhere else.
+
+The chart's helm/shardscore/templates/cronjob.yaml renders tick.json into the ConfigMap `<fullname>-tick`, which the
+tick pod mounts at /etc/shardscore/tick.json; `TickConfig.from_file` reads it. Its fields are `FIELDS`;
+tests/test_tick_contract.py renders the chart and checks that it writes exactly these and that this loader takes
+them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ShardscoreError
+
+#: Every field of tick.json, with what the chart puts there and what the tick does with it.
+FIELDS: dict[str, str] = {
+    "namePrefix": "the chart's full name; each tick's RayJob is <namePrefix>-<unix minutes of the scheduled time>",
+    "output": "job.output without a trailing '/'; a tick's run writes to <output>/run=<UTC YYYYMMDDTHHMMZ>",
+    "argv": "the words of the RayJob entrypoint, `shardscore run ... --output <job.output> ...`, unquoted; the tick "
+            "sets the value of its first --output to the tick's run folder and quotes the words for the shells",
+    "rayJob": "the RayJob of every tick (kind RayJob, with a spec) without metadata.name and spec.entrypoint, "
+              "which the tick sets with its labels, annotations and ownerReference",
+    "wait": "cronJob.waitForCompletion: wait for the run to end (default true)",
+    "pollSeconds": "cronJob.pollSeconds: seconds between looks at the RayJob's status (> 0; default 15)",
+    "deadlineSeconds": "cronJob.deadlineSeconds: the tick deletes its RayJob this long after the scheduled time "
+                       "(null: no deadline)",
+}
+
+
+class TickError(ShardscoreError):
+    """The tick cannot start: bad configuration, a Job name without minutes, a RayJob that is not this tick's."""
+
+
+def output_value_index(argv: list[str]) -> int:
+    """Where in argv the value of --output is: after the first `--output` word (the chart renders one, as
+    `--output VALUE`, never `--output=VALUE`)."""
+    index = argv.index("--output") + 1 if "--output" in argv else len(argv)
+    if index >= len(argv):
+        raise TickError(f"tick configuration: argv has no value of --output: {argv}")
+    return index
+
+
+@dataclass(frozen=True)
+class TickConfig:
+    """tick.json, read (`FIELDS` says what each field is)."""
+
+    name_prefix: str
+    output: str
+    argv: list[str]
+    output_arg_index: int
+    rayjob: dict[str, Any]
+    wait: bool = True
+    poll_seconds: float = 15.0
+    deadline_seconds: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TickConfig":
+        try:
+            argv = list(data["argv"])
+            cfg = cls(name_prefix=data["namePrefix"], output=data["output"], argv=argv,
+                      output_arg_index=output_value_index(argv), rayjob=data["rayJob"],
+                      wait=bool(data.get("wait", True)), poll_seconds=float(data.get("pollSeconds") or 15),
+                      deadline_seconds=None if data.get("deadlineSeconds") is None else float(data["deadlineSeconds"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TickError(f"tick configuration: missing or bad field: {exc}") from exc
+        if cfg.rayjob.get("kind") != "RayJob" or not isinstance(cfg.rayjob.get("spec"), dict):
+            raise TickError("tick configuration: rayJob is not a RayJob template")
+        if cfg.poll_seconds <= 0:
+            raise TickError(f"tick configuration: pollSeconds must be positive, got {cfg.poll_seconds}")
+        return cfg
+
+    @classmethod
+    def from_file(cls, path: str) -> "TickConfig":
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls.from_dict(json.load(f))
+        except OSError as exc:
+            raise TickError(f"--config {path}: {exc.strerror}") from exc
+        except json.JSONDecodeError as exc:
+            raise TickError(f"--config {path}: not JSON: {exc}") from exc
