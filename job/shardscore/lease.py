@@ -125,22 +125,25 @@ class Lease:
                         "remove it if no run writes this output")
 
     @classmethod
-    def acquire(cls, loc: Location, me: Holder) -> "Lease":
-        """Take the output's lease, or raise LeaseHeld naming the live holder."""
+    def acquire(cls, loc: Location, me: Holder, clock: Callable[[], float] = time.time) -> "Lease":
+        """Take the output's lease, or raise LeaseHeld naming the live holder.
+
+        `clock` gives the time of day by which the current holder's heartbeat is judged and this one's stamped (a
+        test passes a later one rather than wait for a ttl to pass)."""
         while True:
             current = cls._current(loc)
             took_over = ""
             if current is not None:
-                why = why_free(current, time.time(), me.host)
+                why = why_free(current, clock(), me.host)
                 if not why:
                     raise LeaseHeld(
                         f"output {loc.uri} is being written by another run ({current.describe()}, last heartbeat "
-                        f"{time.time() - current.heartbeat_at:.0f} s ago). Refusing to write it too: wait for that "
+                        f"{clock() - current.heartbeat_at:.0f} s ago). Refusing to write it too: wait for that "
                         f"run to end, or choose another --output. A run that died is taken over once its lease "
                         f"expires ({current.ttl:.0f} s without a heartbeat).")
                 if not current.released:
                     took_over = f"took over the output's lease from {current.describe()}: {why}"
-            mine = replace(me, generation=(current.generation if current else 0) + 1, heartbeat_at=time.time())
+            mine = replace(me, generation=(current.generation if current else 0) + 1, heartbeat_at=clock())
             if create_json(loc, cls._path(loc, mine.generation), asdict(mine), mine.generation):
                 lease = cls(loc, mine, took_over)
                 for old in generations(loc):
