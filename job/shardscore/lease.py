@@ -10,8 +10,8 @@ Layout: `<output>/_shardscore/lease/<generation>.json`, generations 1, 2, 3, ...
 - A run that finds it held is refused, naming the holder. It takes over a dead or expired holder's lease by
   creating the next generation, and says so.
 - A holder that finds a higher generation than its own was presumed dead and has lost the lease: it stops, and
-  writes nothing more to the output (`Lease.check` before each of the driver's writes, `check_fence` before each of
-  a worker's publishes). See `check_fence` for what the fence guarantees and the window it leaves.
+  writes nothing more to the output (`Lease.check` where the driver is about to change it, `check_fence` before each
+  of a worker's publishes). See `check_fence` for what the fence guarantees and the window it leaves.
 """
 
 from __future__ import annotations
@@ -168,8 +168,8 @@ class Lease:
     def check(self) -> None:
         """Raise LeaseLost, naming the run that took over, when a newer generation exists: one listing.
 
-        Called right before each of the driver's writes: after a pause (SIGSTOP, a frozen node) the heartbeat thread
-        may not have run yet, so `lost` alone would let the first write through.
+        Called by the driver right before it changes the output: after a pause (SIGSTOP, a frozen node) the heartbeat
+        thread may not have run yet, so `lost` alone would let the first write through.
         """
         newest = generations(self.loc)
         if not newest or newest[-1] <= self.holder.generation:
