@@ -10,7 +10,7 @@ HELM := $(TOOLS)/bin/helm
 PYTEST_ARGS ?=
 E2E_ARGS ?=
 
-.PHONY: venv demo test test-unit bench image manifests e2e-cluster e2e-kind helm clean
+.PHONY: venv demo test bench image manifests e2e-cluster e2e-kind helm clean
 
 venv: $(STAMP)
 

@@ -5,7 +5,7 @@
 #
 # Each manifest is `helm template` of helm/shardscore with release "shardscore" in namespace "shardscore",
 # manifests/values/common.yaml plus manifests/values/<manifest>.yaml, limited to the templates listed below.
-# tests/test_chart.py renders into a temporary directory and fails when manifests/ differs.
+# tests/test_chart_manifests.py renders into a temporary directory and fails when manifests/ differs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

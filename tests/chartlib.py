@@ -6,11 +6,13 @@ KubeRay v1.7.0 CRDs (SHARDSCORE_CRD_DIR, default ../shared/kuberay-crds beside t
 
 from __future__ import annotations
 
+import ast
 import copy
 import functools
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -90,6 +92,17 @@ def render_error(values: list[Path | str] = (), sets: list[str] = (), helm: str 
 
 def ci_values_files() -> list[Path]:
     return sorted(CI_DIR.glob("*-values.yaml"))
+
+
+CI_FILES = ci_values_files()
+CI_IDS = [p.stem for p in CI_FILES]
+CPU = CI_DIR / "cpu-values.yaml"
+GPU = CI_DIR / "gpu-values.yaml"
+EPHEMERAL = CI_DIR / "ephemeral-values.yaml"
+CRONJOB = CI_DIR / "cronjob-values.yaml"
+RAYCRONJOB = CI_DIR / "raycronjob-values.yaml"
+FULLNAME = f"{RELEASE}-shardscore"
+IMAGE = "shardscore:0.1.0"
 
 
 # ---------------------------------------------------------------- CRD schemas
@@ -268,6 +281,47 @@ def pod_templates(cluster_spec: dict) -> list[tuple[str, dict]]:
     return out
 
 
+def clusters(docs: list[dict]) -> list[dict]:
+    """Every RayCluster spec: standalone, inside RayJobs, RayCronJob templates and the tick template."""
+    specs = []
+    for cr in custom_resources(docs):
+        if cr["kind"] == "RayCluster":
+            specs.append(cr["spec"])
+        job = cr["spec"]["jobTemplate"] if cr["kind"] == "RayCronJob" else cr["spec"]
+        if cr["kind"] != "RayCluster" and "rayClusterSpec" in job:
+            specs.append(job["rayClusterSpec"])
+    return specs
+
+
+def all_pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
+    out = []
+    for spec in clusters(docs):
+        out += [(f"ray {g}", t["spec"]) for g, t in pod_templates(spec)]
+    for cr in custom_resources(docs):
+        job = cr["spec"].get("jobTemplate", cr["spec"])
+        if "submitterPodTemplate" in job:
+            out.append(("submitter", job["submitterPodTemplate"]["spec"]))
+    for d in docs:
+        if d["kind"] == "Pod":
+            out.append((d["metadata"]["name"], d["spec"]))
+        if d["kind"] == "CronJob":
+            out.append(("cronjob", d["spec"]["jobTemplate"]["spec"]["template"]["spec"]))
+    return out
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions In/NotIn/Exists/DoesNotExist)."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        has, val = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": has and val in e.get("values", []), "NotIn": not has or val not in e.get("values", []),
+              "Exists": has, "DoesNotExist": not has}[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
 def env_of(container: dict) -> dict:
     return {e["name"]: e for e in container.get("env", [])}
 
@@ -305,7 +359,7 @@ EXAMPLE_RULES = ('rayJob.deletionStrategy={"deletionRules": ['
                  '{"condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 300}, "policy": "DeleteCluster"}, '
                  '{"condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 86400}, "policy": "DeleteSelf"}]}')
 # Every combination that values.yaml or docs/kubernetes.md advertise, on top of the defaults and the required
-# values: each must render objects that the CRDs accept (tests/test_chart.py) and that the real operator reconciles
+# values: each must render objects that the CRDs accept (tests/test_chart_crds.py) and that the real operator reconciles
 # without ValidationFailed or a Warning event (the cluster e2e). (id, --set, --set-json, release)
 ADVERTISED = [
     ("defaults", (), (), RELEASE),
@@ -354,3 +408,31 @@ ADVERTISED = [
 def render_advertised(sets=(), set_json=(), release: str = RELEASE, helm: str | None = None) -> list[dict]:
     extra = [a for j in set_json for a in ("--set-json", j)]
     return render(sets=[*REQUIRED, *sets], release=release, extra=extra, helm=helm)
+
+
+def all_renders(rendered, advertised) -> dict[str, list[dict]]:
+    """The `rendered` and `advertised` fixtures (tests/conftest.py) as one mapping, each render named by its origin."""
+    return {**{f"ci:{k}": v for k, v in rendered.items()}, **{f"advertised:{k}": v for k, v in advertised.items()}}
+
+
+# ---------------------------------------------------------------- the entrypoint
+
+def entrypoint_argv(job: dict) -> list[str]:
+    return shlex.split(job["spec"]["entrypoint"])
+
+
+def submitter_then_head_argv(entrypoint: str, env: dict | None = None) -> list[str]:
+    """The argv the head runs: the submitter's bash expands the entrypoint (KubeRay puts it after `ray job submit
+    ... --`), `ray job submit` joins the words with shlex.join (Ray 2.60 on Linux), the head runs it with sh -c."""
+    words = subprocess.run(["bash", "-c", f'printf "%s\\0" {entrypoint}'], capture_output=True, text=True, check=True,
+                           env={"PATH": os.environ["PATH"], **(env or {})}).stdout.split("\0")[:-1]
+    joined = shlex.join(words)
+    return subprocess.run(["sh", "-c", f'printf "%s\\0" {joined}'], capture_output=True, text=True,
+                          check=True).stdout.split("\0")[:-1]
+
+
+def chart_test_names() -> set[str]:
+    """The test functions of every tests/test_chart*.py: the tests a KubeRay rejection's chart_note may name."""
+    return {node.name for path in (ROOT / "tests").glob("test_chart*.py")
+            for node in ast.parse(path.read_text()).body
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}

@@ -1,4 +1,5 @@
-"""Session fixtures: the real Ray cluster and S3 server, started once and shared by the tests that need them."""
+"""Session fixtures: the real Ray cluster and S3 server, started once and shared by the tests that need them; the
+chart rendered with its ci values files and its advertised combinations, shared by the tests/test_chart*.py files."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import chartlib
 from support import (BIN, RayCluster, S3Server, base_env, make_tempdir, rmtree, start_ray_cluster, start_s3,
                      stop_process, stop_ray_cluster)
 
@@ -55,3 +57,17 @@ def cli():
                               text=True, timeout=timeout, cwd=cwd)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, list[dict]]:
+    """Every ci values file, and the defaults with only the required values."""
+    out = {p.stem: chartlib.render([p]) for p in chartlib.CI_FILES}
+    out["defaults"] = chartlib.render_advertised()
+    return out
+
+
+@pytest.fixture(scope="session")
+def advertised() -> dict[str, list[dict]]:
+    return {name: chartlib.render_advertised(sets, set_json, release)
+            for name, sets, set_json, release in chartlib.ADVERTISED}

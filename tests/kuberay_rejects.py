@@ -4,8 +4,8 @@ keeps it from being rendered.
 Each `Rejection` pairs the two halves of one rule:
 
 - the chart's half: values that `helm template` refuses with a message naming the value (`chart`, run by
-  tests/test_chart.py::test_the_chart_refuses_what_kuberay_rejects), or, for objects the chart cannot render at all,
-  a note saying which render-time test shows it (`chart_note`);
+  tests/test_chart_kuberay_rules.py::test_the_chart_refuses_what_kuberay_rejects), or, for objects the chart cannot
+  render at all, a note saying which render-time test (in tests/test_chart_*.py) shows it (`chart_note`);
 - the operator's half: a hand-written object that the real operator must reject (`manifest`), with where the
   rejection shows (`rejected_by`, `event_reason`, `event_on`) and a piece of its message (`message`, copied from
   ray-operator/controllers/ray/utils/validation.go or the CRD at v1.7.0). The cluster e2e (issue 12) creates each
@@ -19,8 +19,8 @@ Each `Rejection` pairs the two halves of one rule:
   With `event_on: "RayCluster"` the event is on the RayCluster that the RayJob creates (label
   ray.io/originated-from-cr-name=<RayJob>), not on the RayJob.
 
-Nothing here re-implements the operator's rules: tests/test_chart.py only checks that the manifests are well-formed
-(the CRD schema accepts the operator-level ones, so that it is the operator's rule that rejects them).
+Nothing here re-implements the operator's rules: tests/test_chart_kuberay_rules.py only checks that the manifests are
+well-formed (the CRD schema accepts the operator-level ones, so that it is the operator's rule that rejects them).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -214,6 +215,29 @@ def start_driver(cluster: RayCluster, *args: str, env: dict[str, str] | None = N
     full_env = {**cluster.env, "RAY_ADDRESS": cluster.address, **(env or {})}
     return subprocess.Popen([str(BIN / "shardscore"), *args], env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+class DriverOutput:
+    """A start_driver process's output (stderr merged into stdout), read by a thread as it is printed, so that a test
+    can wait for a line (`wait_for(lambda: "..." in output.text(), ...)`) while the driver runs."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self._lines.append(line)
+
+    def text(self) -> str:
+        """What the driver has printed so far."""
+        return "".join(self._lines)
+
+    def all(self, timeout: float) -> str:
+        """Everything the driver printed, once its output is closed (it exited), waiting up to `timeout` seconds."""
+        self._reader.join(timeout)
+        return self.text()
 
 
 def commit_count(out: Path) -> int:

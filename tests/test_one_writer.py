@@ -19,7 +19,7 @@ import pytest
 
 from datasets import add_shard, mark, read_output, sample
 from shardscore.lease import LEASE_DIR
-from support import commit_count, start_driver, wait_for
+from support import DriverOutput, commit_count, start_driver, wait_for
 
 pytestmark = pytest.mark.ray
 SLOW = ["--model", "slow_model:load_model", "--model-arg", "delay=0.25", "--batch-size", "500"]
@@ -184,13 +184,14 @@ def test_a_second_signal_exits_at_once(ray_cluster, tmp_path: Path):
     driver = start_driver(ray_cluster, "run", "--input", str(inp), "--output", str(out), *SLOW,
                           "--grace-period", "120")
     wait_for(lambda: commit_count(out) >= 1 or driver.poll() is not None, 120, "a committed shard")
+    output = DriverOutput(driver)
     driver.send_signal(signal.SIGINT)
-    time.sleep(1)
+    wait_for(lambda: "SIGINT received" in output.text(), 60, "the driver to take the first SIGINT")
     sent = time.monotonic()
     driver.send_signal(signal.SIGINT)
-    output, _ = driver.communicate(timeout=30)
-    assert driver.returncode == 3 and time.monotonic() - sent < 5, output[-2000:]
-    assert "SIGINT again: exiting now" in output
+    driver.wait(timeout=30)
+    assert driver.returncode == 3 and time.monotonic() - sent < 5, output.all(10)[-2000:]
+    assert "SIGINT again: exiting now" in output.all(10)
 
 
 @pytest.mark.s3

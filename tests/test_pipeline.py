@@ -4,7 +4,6 @@ in either background thread reported as the shard's own. Runs on the CPU; the GP
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from shardscore.pipeline import BackgroundWriter, prefetch
 from shardscore.planning import plan
 from shardscore.scoring import ScoringJob, score_shard
 from shardscore.storage import StorageOptions, resolve
+from support import wait_for
 
 
 def _job(tmp_path: Path, out: str, overlap: bool, batch_size: int = 500) -> ScoringJob:
@@ -37,8 +37,10 @@ def test_prefetch_keeps_order_and_runs_at_most_depth_ahead():
 
     taken = []
     for item in prefetch(source(), depth=2):
-        time.sleep(0.002)  # a slow model
         taken.append(item)
+        # A slow model: the reader gets as far ahead as it may before the next item is taken.
+        wait_for(lambda: len(produced) >= min(50, len(taken) + 2 + 1), 10, "the reader to fill its queue",
+                 interval=0.001)
         assert len(produced) - len(taken) <= 2 + 1  # the queue, plus the one being put
     assert taken == list(range(50))
 

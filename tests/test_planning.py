@@ -1,6 +1,6 @@
 """Shard planning: deterministic shards, row-group splitting, fingerprints, bad files, schema checks."""
 
-import time
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -59,8 +59,10 @@ def test_fingerprint_sees_an_edit_that_keeps_size_and_footer(tmp_path: Path):
     assert data.count(old) == 1
     swapped = data.replace(old, new)
     assert len(swapped) == len(data) and swapped[-200:] == data[-200:]
-    time.sleep(0.01)
+    written = (d / "a.parquet").stat()
     (d / "a.parquet").write_bytes(swapped)
+    # Dated 10 ms after the first write: a coarse file-system clock may not have ticked between the two writes.
+    os.utime(d / "a.parquet", ns=(written.st_atime_ns, written.st_mtime_ns + 10_000_000))
     assert pq.read_table(d / "a.parquet").column("x").to_pylist() == [2, 1, 3, 4]
     assert _fingerprints(d) != before
 

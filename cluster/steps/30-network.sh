@@ -6,7 +6,7 @@
 #   host:     $NODE_BRIDGE $HOST_IP/24; routes to each node's pod CIDR via that node; the service CIDR via the
 #             CPU node (whose kube-proxy translates ClusterIPs for host processes too)
 #   node N:   eth0 NODE_IP/24, default route via the host; the other nodes' pod CIDRs via those nodes;
-#             pods on its own CNI bridge cni0 (cluster/steps/40-containerd.sh)
+#             pods on its own CNI bridge cni0 (cluster/steps/50-containerd.sh)
 #
 # Pod traffic between nodes is routed (no overlay, no NAT): a pod's address is the same everywhere, as Ray
 # expects. The host's FORWARD chain is Docker's (policy DROP once dockerd runs, and br_netfilter makes bridged

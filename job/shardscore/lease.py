@@ -10,8 +10,8 @@ Layout: `<output>/_shardscore/lease/<generation>.json`, generations 1, 2, 3, ...
 - A run that finds it held is refused, naming the holder. It takes over a dead or expired holder's lease by
   creating the next generation, and says so.
 - A holder that finds a higher generation than its own was presumed dead and has lost the lease: it stops, and
-  writes nothing more to the output (`Lease.check` before each of the driver's writes, `check_fence` before each of
-  a worker's publishes). See `check_fence` for what the fence guarantees and the window it leaves.
+  writes nothing more to the output (`Lease.check` where the driver is about to change it, `check_fence` before each
+  of a worker's publishes). See `check_fence` for what the fence guarantees and the window it leaves.
 """
 
 from __future__ import annotations
@@ -125,22 +125,25 @@ class Lease:
                         "remove it if no run writes this output")
 
     @classmethod
-    def acquire(cls, loc: Location, me: Holder) -> "Lease":
-        """Take the output's lease, or raise LeaseHeld naming the live holder."""
+    def acquire(cls, loc: Location, me: Holder, clock: Callable[[], float] = time.time) -> "Lease":
+        """Take the output's lease, or raise LeaseHeld naming the live holder.
+
+        `clock` gives the time of day by which the current holder's heartbeat is judged and this one's stamped (a
+        test passes a later one rather than wait for a ttl to pass)."""
         while True:
             current = cls._current(loc)
             took_over = ""
             if current is not None:
-                why = why_free(current, time.time(), me.host)
+                why = why_free(current, clock(), me.host)
                 if not why:
                     raise LeaseHeld(
                         f"output {loc.uri} is being written by another run ({current.describe()}, last heartbeat "
-                        f"{time.time() - current.heartbeat_at:.0f} s ago). Refusing to write it too: wait for that "
+                        f"{clock() - current.heartbeat_at:.0f} s ago). Refusing to write it too: wait for that "
                         f"run to end, or choose another --output. A run that died is taken over once its lease "
                         f"expires ({current.ttl:.0f} s without a heartbeat).")
                 if not current.released:
                     took_over = f"took over the output's lease from {current.describe()}: {why}"
-            mine = replace(me, generation=(current.generation if current else 0) + 1, heartbeat_at=time.time())
+            mine = replace(me, generation=(current.generation if current else 0) + 1, heartbeat_at=clock())
             if create_json(loc, cls._path(loc, mine.generation), asdict(mine), mine.generation):
                 lease = cls(loc, mine, took_over)
                 for old in generations(loc):
@@ -165,8 +168,8 @@ class Lease:
     def check(self) -> None:
         """Raise LeaseLost, naming the run that took over, when a newer generation exists: one listing.
 
-        Called right before each of the driver's writes: after a pause (SIGSTOP, a frozen node) the heartbeat thread
-        may not have run yet, so `lost` alone would let the first write through.
+        Called by the driver right before it changes the output: after a pause (SIGSTOP, a frozen node) the heartbeat
+        thread may not have run yet, so `lost` alone would let the first write through.
         """
         newest = generations(self.loc)
         if not newest or newest[-1] <= self.holder.generation:

@@ -1,8 +1,8 @@
 """Shard planning: which files make the dataset, how they split into shards, what each shard holds.
 
-Knows nothing of Ray. A shard is one Parquet file, or a run of its row groups when the file is larger than
-`max_rows_per_shard`. Shard ids derive from the file's relative path and row-group range only, so the same
-input always gives the same shard ids (which is what makes resume and retries safe).
+Knows nothing of Ray. A shard is one Parquet file, or a run of its row groups when the file has more rows than
+`max_rows_per_shard` and more than one row group. Shard ids derive from the file's relative path and row-group
+range only, so the same input always gives the same shard ids (which is what makes resume and retries safe).
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ def read_footer(loc: Location, path: str, mtime_ns: int | None = None) -> Footer
 
 
 def footer_of(loc: Location, f: pa.NativeFile, mtime_ns: Callable[[], int | None]) -> Footer:
-    """Read only the Parquet footer of an open file (one ranged read on object stores) and fingerprint the file.
+    """Read only the Parquet footer of an open file and fingerprint the file: one ranged read of its last
+    FOOTER_PROBE_BYTES on object stores, a second one for a larger footer.
 
     The fingerprint covers the size, the footer (every row group's offsets, sizes and statistics) and the file's
     version (`file_version`). So an edit that keeps the size and the footer's bytes, such as two values swapped,
@@ -373,8 +374,8 @@ def _unify(schemas: list[pa.Schema], columns: list[str]) -> tuple[dict[str, pa.D
 
 def plan(loc: Location, max_rows_per_shard: int | None = None, columns: list[str] | None = None,
          threads: int = 16) -> Plan:
-    """List the dataset, read every visible file's footer (in parallel: one small read per file) and cut it into
-    shards.
+    """List the dataset, read every visible file's footer (one small read per file, in threads on object stores)
+    and cut it into shards.
 
     Whether a file is Parquet is told by its content, not its name: Hive (`000000_0`) and Athena write Parquet
     without a suffix. A file that is neither named nor shaped as Parquet is ignored and listed, as are the files

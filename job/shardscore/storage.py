@@ -1,8 +1,10 @@
 """Where data lives: local paths and object stores behind one pyarrow filesystem API, plus atomic writes.
 
-Atomicity: on a local filesystem a file is written under a hidden temporary name in the same directory and
-renamed into place (rename is atomic). On object stores an object becomes visible only when its upload
-completes, so it is written to its final key directly. Either way no reader ever sees half a file.
+Atomicity (`write_atomic`): a file is written under a hidden temporary name beside its final one and moved into
+place, a rename on local disks and a server-side copy on object stores. Not to the final key directly: pyarrow's
+S3 stream completes its upload when it is closed, also after a failed write, and would publish half a file. Small
+JSON files (`write_json`) are renamed into place on local disks and sent as one PUT of the whole body to object
+stores. Either way no reader ever sees half a file.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@
    Warning event. Their pods need more CPU than the test cluster's nodes have (the chart's default sizes), so they
    stay Pending: the operator's reconcile is what is tested, not a run.
 2. Both halves of every refusal: for each hand-written object of tests/kuberay_rejects.py the real operator or API
-   server rejects it where the entry says (its other half, the chart's refusal, is in tests/test_chart.py).
+   server rejects it where the entry says (its other half, the chart's refusal, is in
+   tests/test_chart_kuberay_rules.py).
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ def in_namespace(manifest: dict, ns: str) -> dict:
 @pytest.mark.parametrize("rejection", kuberay_rejects.REJECTIONS, ids=[r.id for r in kuberay_rejects.REJECTIONS])
 def test_the_operator_rejects_what_the_chart_refuses(rejection, kube, fresh_namespace, target):
     """The operator's half of each refusal of tests/kuberay_rejects.py; the chart's half is
-    tests/test_chart.py::test_the_chart_refuses_what_kuberay_rejects."""
+    tests/test_chart_kuberay_rules.py::test_the_chart_refuses_what_kuberay_rejects."""
     r = rejection
     if r.id in V17_ONLY and target.kuberay < (1, 7, 0):
         function, fragment, reason = V17_ONLY[r.id]
