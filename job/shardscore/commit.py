@@ -48,7 +48,7 @@ class ShardResult:
     output_size: int = 0
     output_mtime_ns: int = 0
     output_sha256: str = ""  # of the file's bytes, computed while writing it
-    prediction_schema: str = ""  # the predictions' columns and types (see scoring.schema_text)
+    prediction_schema: str = ""  # the predictions' columns and types (see schema_rule.schema_text)
     run_id: str = ""
     lease_generation: int = 0  # the writing run's generation of the output's lease (lease.check_fence)
     first_batch_seconds: float = 0.0  # from the shard's start to its first batch scored
