@@ -10,7 +10,7 @@ HELM := $(TOOLS)/bin/helm
 PYTEST_ARGS ?=
 E2E_ARGS ?=
 
-.PHONY: venv demo test bench image manifests e2e-cluster e2e-kind helm clean
+.PHONY: venv demo test bench image manifests e2e-cluster e2e-kind helm crds clean
 
 venv: $(STAMP)
 
@@ -26,12 +26,17 @@ helm: $(HELM)
 $(HELM):
 	bash scripts/install-helm.sh $(TOOLS)
 
+## crds: the CRDs of the KubeRay release the chart targets, into .tools/kuberay-crds (SHARDSCORE_KUBERAY_ARCHIVE:
+## from a release archive instead of the Go module proxy; scripts/kuberay-crds.py).
+crds:
+	@$(PYTHON) scripts/kuberay-crds.py $(TOOLS)
+
 ## demo: score generated sample data on a local Ray cluster (the quick start).
 demo: $(STAMP)
 	$(VENV)/bin/shardscore demo
 
 ## test: the whole test suite (Ray cluster on loopback, S3 server, helm, charts).
-test: $(STAMP) $(HELM)
+test: $(STAMP) $(HELM) crds
 	PATH="$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: side-by-side benchmarks, results in bench/RESULTS.md.
@@ -48,11 +53,11 @@ manifests: $(HELM)
 
 ## e2e-cluster: the cluster e2e (tests/e2e_cluster) on the local cluster: make cluster, the suite, make cluster-down
 ## (also on failure; SHARDSCORE_E2E_KEEP_CLUSTER=1 keeps it up).
-e2e-cluster: $(STAMP) $(HELM)
+e2e-cluster: $(STAMP) $(HELM) crds
 	bash tests/e2e_cluster/run.sh $(E2E_ARGS)
 
 ## e2e-kind: the same suite on a kind cluster with the KubeRay operator 1.7.0 (skips where kind is missing).
-e2e-kind: $(STAMP) $(HELM)
+e2e-kind: $(STAMP) $(HELM) crds
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" bash tests/e2e_kind/run.sh $(E2E_ARGS)
 
 ## cluster: a local Kubernetes cluster (2 nodes, KubeRay operator, the project's image); prints KUBECONFIG=<path>.

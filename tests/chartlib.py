@@ -1,7 +1,8 @@
 """Helpers for the chart tests: the real helm binary, the KubeRay CRD schemas, Kubernetes name rules.
 
 No mocks: charts are rendered by `helm`, custom resources are validated against the openAPIV3Schema of the
-KubeRay v1.7.0 CRDs (SHARDSCORE_CRD_DIR, default ../shared/kuberay-crds beside the project).
+CRDs of the KubeRay release the chart targets (SHARDSCORE_CRD_DIR, default .tools/kuberay-crds, which `make test`
+fills: scripts/kuberay-crds.py).
 """
 
 from __future__ import annotations
@@ -109,11 +110,12 @@ IMAGE = "shardscore:0.1.0"
 
 def crd_dir() -> Path:
     env = os.environ.get("SHARDSCORE_CRD_DIR")
-    path = Path(env) if env else (ROOT.parent / "shared" / "kuberay-crds")
+    path = Path(env) if env else (ROOT / ".tools" / "kuberay-crds")
     missing = [f for f in CRD_FILES.values() if not (path / f).is_file()]
     if missing:
-        pytest.fail(f"KubeRay CRDs not found: {path} lacks {missing}. Set SHARDSCORE_CRD_DIR to a directory with the "
-                    "KubeRay v1.7.0 CRDs (ray-operator/config/crd/bases of the KubeRay release).", pytrace=False)
+        pytest.fail(f"KubeRay CRDs not found: {path} lacks {missing}. Run the tests with `make test`, which fetches "
+                    "them (scripts/kuberay-crds.py), or set SHARDSCORE_CRD_DIR to a directory with the CRDs of the "
+                    "KubeRay release in cluster/versions.env (ray-operator/config/crd/bases).", pytrace=False)
     return path
 
 

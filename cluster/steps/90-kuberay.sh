@@ -10,7 +10,7 @@
 #                                    which the host cannot resolve
 #   --metrics-addr, --health-probe-bind-address  loopback and ports of ours (the defaults :8080 and :8082 are
 #                                    Ray's and everyone's)
-# SHARDSCORE_CLUSTER_KUBERAY_CRDS=<dir> installs other CRDs instead (e.g. ../shared/kuberay-crds, v1.7.0's).
+# SHARDSCORE_CLUSTER_KUBERAY_CRDS=<dir> installs other CRDs instead (e.g. .tools/kuberay-crds, v1.7.0's: make crds).
 
 kuberay_crd_dir() { echo "${SHARDSCORE_CLUSTER_KUBERAY_CRDS:-$(kuberay_module_dir)/config/crd/bases}"; }
 
