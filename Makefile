@@ -35,8 +35,9 @@ crds:
 demo: $(STAMP)
 	$(VENV)/bin/shardscore demo
 
-## test: the whole test suite (Ray cluster on loopback, S3 server, helm, charts).
-test: $(STAMP) $(HELM) crds
+## test: the whole test suite (Ray cluster on loopback, S3 server, helm, charts); the CRDs first, so that a missing
+## source stops it in seconds.
+test: crds $(STAMP) $(HELM)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: side-by-side benchmarks, results in bench/RESULTS.md.
@@ -53,11 +54,11 @@ manifests: $(HELM)
 
 ## e2e-cluster: the cluster e2e (tests/e2e_cluster) on the local cluster: make cluster, the suite, make cluster-down
 ## (also on failure; SHARDSCORE_E2E_KEEP_CLUSTER=1 keeps it up).
-e2e-cluster: $(STAMP) $(HELM) crds
+e2e-cluster: crds $(STAMP) $(HELM)
 	bash tests/e2e_cluster/run.sh $(E2E_ARGS)
 
 ## e2e-kind: the same suite on a kind cluster with the KubeRay operator 1.7.0 (skips where kind is missing).
-e2e-kind: $(STAMP) $(HELM) crds
+e2e-kind: crds $(STAMP) $(HELM)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" bash tests/e2e_kind/run.sh $(E2E_ARGS)
 
 ## cluster: a local Kubernetes cluster (2 nodes, KubeRay operator, the project's image); prints KUBECONFIG=<path>.
