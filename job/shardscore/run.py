@@ -97,7 +97,7 @@ class Run:
 
     def __init__(self, cfg: RunConfig, workers: Workers | None = None, progress_stream: TextIO | None = None):
         self.cfg, self.workers, self.progress_stream = cfg, workers, progress_stream
-        self.started = time.time()
+        self.started = 0.0  # when execute began: the manifest's started_at and total seconds
         self.timings: dict[str, float] = {"ray_init": workers.ray_init_seconds if workers else 0.0, "scoring": 0.0}
         self.results: list[ShardResult] = []
 
@@ -127,6 +127,7 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         """Score every shard still to do, then publish the manifest (and the output, when the run succeeded)."""
+        self.started = time.time()
         try:
             if self.work.nothing:
                 return self._leave_as_is()
