@@ -200,6 +200,6 @@ def test_clean_up_leaves_a_newer_generations_temporaries_in_flight(tmp_path: Pat
         (tmp_path / "out" / "sub" / name).write_bytes(b"x")
     (tmp_path / "out" / ".tmp-part-00001.parquet-untagged").write_bytes(b"x")  # a writer of an older version
     # generation 3 started writing after this run's lease check passed
-    ParquetFolder(loc).remove_temporaries(mine.holder.generation, mine.holder.host)
+    ParquetFolder(loc, mine.holder.generation).remove_temporaries(mine.holder.host)
     left = sorted(p.name for p in (tmp_path / "out").rglob(".tmp-*"))
     assert left == [names[3]], left

@@ -105,12 +105,12 @@ class ParquetFolder:
         if success:
             write_json(self.loc, self.loc.join(SUCCESS), {"shards": manifest["totals"]["shards"]}, self.generation)
 
-    def remove_temporaries(self, generation: int, host: str) -> None:
-        """Temporary files of writers killed mid-write (hidden names; readers never saw them): this run's own,
-        untagged ones, and those of older lease generations whose holder is gone (`lease.holder_gone`). A newer
-        generation's are another run's files in flight: never touched, also when this run's check passed just
-        before that run took over."""
-        gone: dict[int, bool] = {}
+    def remove_temporaries(self, host: str) -> None:
+        """Temporary files of writers killed mid-write (hidden names; readers never saw them): this run's own (its
+        `generation`), untagged ones, and those of older lease generations whose holder is gone (`lease.holder_gone`,
+        asked from `host`). A newer generation's are another run's files in flight: never touched, also when this
+        run's check passed just before that run took over."""
+        generation, gone = self.generation, {}  # gone: an older generation -> its holder is gone
         selector = pafs.FileSelector(self.loc.path, recursive=True, allow_not_found=True)
         for entry in self.loc.fs.get_file_info(selector):
             found = temp_generation(entry.base_name)

@@ -61,8 +61,9 @@ class Output(Protocol):
     def publish(self, manifest: dict[str, Any], success: bool) -> None:
         """Write the run's manifest and, when `success`, tell readers the output is complete."""
 
-    def remove_temporaries(self, generation: int, host: str) -> None:
-        """Remove files of writers killed mid-write that no run can still publish."""
+    def remove_temporaries(self, host: str) -> None:
+        """Remove files of writers killed mid-write that no run can still publish (`host`: this run's, to tell
+        whether an older generation's holder is gone)."""
 
 
 def open_output(loc: Location, generation: int = 0) -> Output:

@@ -71,21 +71,20 @@ class RunControl:
     """How the driver stops a run early: after a grace period (a signal), or at once (`fail`: an error that ends
     the run, whose reason then wins over a signal's)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self) -> None:
         self.deadline: float | None = None
-        self._clock = clock
         self._stopped_by = ""
         self.fatal = ""
 
     def stop(self, reason: str, grace: float) -> None:
         """Submit nothing more; give what is in flight `grace` seconds to finish."""
         if self.deadline is None:
-            self.deadline, self._stopped_by = self._clock() + grace, reason
+            self.deadline, self._stopped_by = time.monotonic() + grace, reason
 
     def fail(self, reason: str) -> None:
         """Stop now: nothing more is submitted and nothing in flight is waited for."""
         self.fatal = self.fatal or reason
-        self.deadline = self._clock()
+        self.deadline = time.monotonic()
 
     @property
     def reason(self) -> str:
@@ -96,7 +95,7 @@ class RunControl:
         return self.deadline is not None
 
     def expired(self) -> bool:
-        return self.deadline is not None and self._clock() >= self.deadline
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 @ray.remote

@@ -284,7 +284,7 @@ class Run:
         result = self._manifest(status="")
         result["status"] = self._final_status(result)
         self.lease.check()
-        self.output.remove_temporaries(self.lease.holder.generation, self.lease.holder.host)
+        self.output.remove_temporaries(self.lease.holder.host)
         result["seconds"]["breakdown"]["verify_and_manifest"] = round(time.monotonic() - finishing, 3)
         self._publish(result)
         return result
