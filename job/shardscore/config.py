@@ -186,12 +186,9 @@ class RunConfig:
         for name in sorted(_REQUIRED, key=lambda name: name == "output"):  # --output last: plan may go without it
             if not getattr(self, name) and (need_output or name != "output"):
                 raise ConfigError(f"--{_flag(name)} is required")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"--strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
-        if self.overlap not in OVERLAP:
-            raise ConfigError(f"--overlap {self.overlap!r}: choose one of {', '.join(OVERLAP)}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"--{_flag(name)} {getattr(self, name)!r}: choose one of {', '.join(choices)}")
         _positive(self, "num_cpus_per_worker", allow_zero=True)
         _positive(self, "num_gpus_per_worker", allow_zero=True)
         if self.num_cpus_per_worker == 0 and self.num_gpus_per_worker == 0:
@@ -225,11 +222,12 @@ class RunConfig:
         return self
 
 
-#: From RunConfig's Options: how each option's text becomes its value (options not named here are text), and
-#: which options are required.
+#: From RunConfig's Options: how each option's text becomes its value (options not named here are text), which
+#: options are required, and which take one of a few values.
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     f.name: opt.convert or _choice(opt.choices) for f, opt in options(RunConfig) if opt.convert or opt.choices}
 _REQUIRED = tuple(f.name for f, opt in options(RunConfig) if opt.required)
+_CHOICES = {f.name: opt.choices for f, opt in options(RunConfig) if opt.choices}
 
 
 def _flag(name: str) -> str:
