@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from .errors import OutputError, StaleOutputError
-from .planning import Shard
+from .planning import REJECTED_DIR, Shard
 from .storage import stamp
 
 
@@ -55,6 +55,13 @@ class ShardResult:
     # Project modules the model loaded while scoring, beyond the model identity's sources: name -> source digest
     # (model.loaded_sources); a rerun re-digests them (model.current_sources) and recomputes the shard on a change.
     loaded_sources: dict[str, str] = field(default_factory=dict)
+    # The rows the model failed on within --max-bad-rows (rows_in = rows_out + rows_rejected), and their
+    # quarantine file (relative to the output root, "" when none), identified as the predictions file is.
+    rows_rejected: int = 0
+    rejected: str = ""
+    rejected_size: int = 0
+    rejected_mtime_ns: int = 0
+    rejected_sha256: str = ""
 
     def __post_init__(self) -> None:
         self.status = ShardStatus(self.status)
@@ -89,11 +96,14 @@ class Reconciliation:
     stale: list[tuple[Shard, ShardResult, str]]  # recomputed (with overwrite) or refused
     orphans: list[ShardResult]  # committed shards whose input is gone
     damaged: list[tuple[Shard, ShardResult, str]] = field(default_factory=list)  # file missing or changed: redone
+    # Quarantine files of shards that are scored again or have no record (a crash before it): removed before
+    # scoring, so that a shard that now rejects no row leaves none behind.
+    leftovers: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> bool:
         """Whether the driver must change the output before scoring (remove stale, orphaned or damaged shards)."""
-        return bool(self.stale or self.orphans or self.damaged)
+        return bool(self.stale or self.orphans or self.damaged or self.leftovers)
 
 
 def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_identity: str,
@@ -126,8 +136,11 @@ def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_iden
         else:
             done.append(record)
     orphans = [r for sid, r in sorted(committed.items()) if sid not in planned]
+    leftovers: list[str] = []
     if listing is not None:
         _refuse_foreign_files(listing, shards, committed)
+        kept = {r.rejected for r in done}
+        leftovers = [rel for rel in sorted(listing) if rel.startswith(REJECTED_DIR + "/") and rel not in kept]
     if (stale or orphans) and not overwrite:
         by_file: dict[str, list[str]] = {}
         for s in shards:
@@ -142,31 +155,40 @@ def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_iden
         )
     todo.extend(s for s, _, _ in stale)
     todo.extend(s for s, _, _ in damaged)
-    return Reconciliation(todo, done, stale, orphans, damaged)
+    return Reconciliation(todo, done, stale, orphans, damaged, leftovers)
 
 
 def file_problem(record: ShardResult, listing: dict[str, pafs.FileInfo]) -> str | None:
-    """What is wrong with a committed shard's file according to a listing, or None when it is as committed."""
+    """What is wrong with a committed shard's files (predictions, and quarantine when it has one) according to a
+    listing, or None when they are as committed."""
     if not record.output:
         return None  # a zero-row shard: committed without a file
-    info = listing.get(record.output)
+    return (_stamp_problem("output file", record.output, record.output_size, record.output_mtime_ns, listing)
+            or (record.rejected and _stamp_problem("file of rejected rows", record.rejected, record.rejected_size,
+                                                   record.rejected_mtime_ns, listing)) or None)
+
+
+def _stamp_problem(what: str, relpath: str, size: int, mtime_ns: int,
+                   listing: dict[str, pafs.FileInfo]) -> str | None:
+    info = listing.get(relpath)
     if info is None:
-        return f"its output file {record.output} is missing"
-    size, mtime_ns = stamp(info)
-    if record.output_mtime_ns and (size, mtime_ns) != (record.output_size, record.output_mtime_ns):
-        return (f"its output file {record.output} changed since it was committed "
-                f"({record.output_size} bytes -> {size} bytes, or rewritten)")
+        return f"its {what} {relpath} is missing"
+    size_now, mtime_now = stamp(info)
+    if mtime_ns and (size_now, mtime_now) != (size, mtime_ns):
+        return f"its {what} {relpath} changed since it was committed ({size} bytes -> {size_now} bytes, or rewritten)"
     return None
 
 
 def _refuse_foreign_files(listing: dict[str, pafs.FileInfo], shards: list[Shard],
                           committed: dict[str, ShardResult]) -> None:
-    ours = {s.output_relpath for s in shards} | {r.output for r in committed.values() if r.output}
+    ours = ({s.output_relpath for s in shards} | {s.rejected_relpath for s in shards}
+            | {r.output for r in committed.values() if r.output} | {r.rejected for r in committed.values() if r.rejected})
     foreign = sorted(rel for rel in listing if rel not in ours)
     if foreign:
         raise OutputError(
             f"the output holds {len(foreign)} file(s) that no shard of this input wrote, which every reader of "
-            f"the output would take for predictions: {', '.join(foreign[:5])}"
+            f"the output would take for predictions (or, under {REJECTED_DIR}/, for rows the model failed on): "
+            f"{', '.join(foreign[:5])}"
             + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
             + ". Move them away, or choose another --output."
         )

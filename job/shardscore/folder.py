@@ -2,6 +2,7 @@
 
 Layout:
     <relpath>.parquet              one predictions file per shard (input's relative path, so partitions survive)
+    _rejected/<relpath>.parquet    the rows the model failed on within --max-bad-rows, per shard (quarantine.py)
     _shardscore/commits/<id>.json  one commit record per shard, written after its data file is in place
     _shardscore/run.json           the run's identity: model, output options, versions
     _shardscore/lease/             the output's lease (lease.py)
@@ -18,7 +19,7 @@ import pyarrow.fs as pafs
 
 from .commit import Reconciliation, ShardResult, file_problem, reconcile
 from .lease import holder_gone
-from .planning import Shard
+from .planning import REJECTED_DIR, Shard
 from .schema_rule import SchemaGate
 from .storage import Location, delete, list_files, read_json, temp_generation, write_json
 
@@ -38,6 +39,9 @@ class ParquetFolder:
 
     def data_path(self, shard: Shard) -> str:
         return self.loc.join(shard.output_relpath)
+
+    def rejected_path(self, shard: Shard) -> str:
+        return self.loc.join(shard.rejected_relpath)
 
     def _record_path(self, shard_id: str) -> str:
         return self.loc.join(COMMITS_DIR, hashlib.sha256(shard_id.encode()).hexdigest()[:32] + ".json")
@@ -65,8 +69,12 @@ class ParquetFolder:
     def forget(self, result: ShardResult) -> None:
         """The record first, then the data: never a data file that looks committed."""
         delete(self.loc, self._record_path(result.shard_id))
-        if result.output:
-            delete(self.loc, self.loc.join(result.output))
+        for relpath in (result.output, result.rejected):
+            if relpath:
+                delete(self.loc, self.loc.join(relpath))
+
+    def discard(self, relpath: str) -> None:
+        delete(self.loc, self.loc.join(relpath))
 
     def published(self) -> bool:
         return self.loc.fs.get_file_info(self.loc.join(SUCCESS)).type == pafs.FileType.File
@@ -83,14 +91,16 @@ class ParquetFolder:
         write_json(self.loc, self.loc.join(RUN_RECORD), run_record, self.generation)
 
     def listing(self) -> dict[str, pafs.FileInfo]:
-        """Every visible file of the output by relative path: one listing, no reads."""
-        return dict(list_files(self.loc))
+        """Every visible file of the output, and every quarantine file under REJECTED_DIR (hidden from readers),
+        by relative path: two listings, no reads."""
+        rejected = Location(self.loc.fs, self.loc.join(REJECTED_DIR), self.loc.uri)
+        return {**dict(list_files(self.loc)), **{f"{REJECTED_DIR}/{rel}": info for rel, info in list_files(rejected)}}
 
     def verify(self, committed: list[ShardResult]) -> list[str]:
         """What makes the folder's files differ from the committed shards: one listing, no reads."""
         listing = self.listing()
         problems = [f"shard {r.shard_id}: {why}" for r in committed if (why := file_problem(r, listing))]
-        expected = {r.output for r in committed if r.output}
+        expected = {r.output for r in committed if r.output} | {r.rejected for r in committed if r.rejected}
         problems += [f"file {rel} is in the output but in no shard of the manifest" for rel in sorted(listing)
                      if rel not in expected]
         return problems + SchemaGate.problems(committed)

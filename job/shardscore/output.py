@@ -1,9 +1,11 @@
 """Where a run's predictions go: the interface every kind of output implements, and the choice among them.
 
 A run asks four things of its output, in this order (docs/design.md has the protocol):
-- where a shard's file goes (`data_path`; workers write it atomically, fenced by the lease);
+- where a shard's file goes (`data_path`; workers write it atomically, fenced by the lease), and its rows the
+  model failed on (`rejected_path`, the same way);
 - how a shard commits (`commit` its record once the file is in place; `record` reads one back);
-- how a rerun reconciles (`committed` records, `reconcile` them with the plan, `forget` what is redone);
+- how a rerun reconciles (`committed` records, `reconcile` them with the plan, `forget` what is redone, `discard`
+  a quarantine file no record names);
 - how a run is published (`unpublish` before the first change, `start`, `verify`, then `publish` once).
 A folder of Parquet files with `_SUCCESS` (folder.py) is the first implementation. A table (Iceberg, Delta) is a
 second one: its shards' files go under the table's data location, `commit` keeps the same records, and `publish`
@@ -27,6 +29,11 @@ class Output(Protocol):
     def data_path(self, shard: Shard) -> str:
         """Where the shard's predictions file is published (a full path under `loc`)."""
 
+    def rejected_path(self, shard: Shard) -> str:
+        """Where the shard's quarantine file is published (a full path under `loc`): the rows the model failed on
+        within --max-bad-rows, with the error (quarantine.py). Out of the predictions' readers' way: a table keeps
+        it beside the table, never in its snapshots."""
+
     def commit(self, result: ShardResult) -> None:
         """Make a shard durable: its record, written once its file is in place."""
 
@@ -41,7 +48,11 @@ class Output(Protocol):
         """What a run must still do, given the output's `committed` records (commit.reconcile's rules)."""
 
     def forget(self, result: ShardResult) -> None:
-        """Withdraw a committed shard: its record first, then its file."""
+        """Withdraw a committed shard: its record first, then its files (predictions, quarantine)."""
+
+    def discard(self, relpath: str) -> None:
+        """Remove a quarantine file that no current record names (`Reconciliation.leftovers`: a crash between the
+        file and its record, or a shard scored again)."""
 
     def published(self) -> bool:
         """Whether readers are told the output is complete now."""

@@ -42,6 +42,10 @@ def has_parquet_suffix(relpath: str) -> bool:
     return relpath.lower().endswith(PARQUET_SUFFIXES)
 
 
+#: Where the rows a model failed on go, under the output: a folder readers of the predictions skip.
+REJECTED_DIR = "_rejected"
+
+
 @dataclass(frozen=True)
 class Shard:
     """One unit of work: a file (or some of its row groups) that one worker scores into one output file."""
@@ -60,6 +64,11 @@ class Shard:
         if self.row_groups is not None:
             stem += f".rg{self.row_groups[0]}-{self.row_groups[-1]}"
         return stem + ".parquet"
+
+    @property
+    def rejected_relpath(self) -> str:
+        """Its quarantine file (quarantine.py): under REJECTED_DIR, which Parquet readers skip ('_')."""
+        return f"{REJECTED_DIR}/{self.output_relpath}"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .model import BatchError, Scorer, loaded_sources
 from .output import Output, open_output
 from .pipeline import BackgroundWriter, prefetch
 from .planning import INT96_UNIT, Footer, Shard, file_stamp, footer_of, partition_clashes, read_footer, widen_table
+from .quarantine import Isolator, OverBudget, Part, Rejections, budget, call_cap, merged
 from .storage import Location, StorageOptions, resolve, stamp, write_atomic
 
 #: Errors decoding a shard that mean "this shard's data is bad": retrying cannot help.
@@ -49,6 +50,7 @@ class ScoringJob:
     partition_keys: tuple[tuple[str, str], ...] = ()  # (key, a folder naming it): planning.partition_keys
     columns: tuple[str, ...] = ()  # the columns every batch gives the model, in this order (run.model_columns)
     lease_generation: int = 0  # the run's generation of the output's lease: fences its publishes (check_fence)
+    max_bad_rows: float = 0  # rows per shard the model may fail on (quarantine.budget); 0: the first fails the shard
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)
@@ -327,16 +329,26 @@ def _open_parquet(loc: Location, shard: Shard) -> tuple[pa.NativeFile, pq.Parque
         raise ReadError(exc, 0) from exc
 
 
-def _predict(scorer: Scorer, table: pa.Table, rows: str, fail: Callable[[str], ShardError]) -> pa.Table:
+def _call(scorer: Scorer, table: pa.Table, rows: str, fail: Callable[[str], ShardError]) -> pa.Table:
+    """The model's predictions for `table`. An answer that cannot be used, or sys.exit, fails the shard whatever
+    --max-bad-rows allows; any other exception is the model's on these rows, and propagates as it is."""
     try:
         return scorer(table)
     except BatchError as exc:  # an answer that cannot be used, whatever the model meant
         raise fail(f"the model's answer for rows {rows} cannot be used: {exc}") from exc
-    except Exception as exc:  # the user's model failed on these rows: the shard's own fault
-        raise fail(f"the model failed on rows {rows}: {type(exc).__name__}: {exc}") from exc
     except SystemExit as exc:  # not the worker's end: Ray would let it end the worker process
         code = "" if exc.code is None else repr(exc.code)
         raise fail(f"the model called sys.exit({code}) while scoring rows {rows}") from None
+
+
+def _predict(scorer: Scorer, table: pa.Table, rows: str, fail: Callable[[str], ShardError]) -> pa.Table:
+    """Strict scoring (--max-bad-rows 0): the model raising on a batch fails the shard."""
+    try:
+        return _call(scorer, table, rows, fail)
+    except ShardError:
+        raise
+    except Exception as exc:  # the user's model failed on these rows: the shard's own fault
+        raise fail(f"the model failed on rows {rows}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -349,12 +361,15 @@ class Written:
     sha256: str = ""  # of the file's bytes
     first_batch_seconds: float = 0.0  # from the shard's start to its first batch scored
     loaded_sources: dict[str, str] = field(default_factory=dict)  # model.loaded_sources after the first batch
+    rejected: pa.Table | None = None  # the rows the model failed on, within the budget (quarantine.Rejections)
 
 
 class ShardWriter:
     """Writes one shard's predictions file, as storage.write_atomic's `write`: reads the shard batch by batch
     (checked to be the planned file), scores each batch, appends the predictions, and checks before the file is
-    published that the input did not change meanwhile. `written` says what the file holds."""
+    published that the input did not change meanwhile. `written` says what the file holds. With a --max-bad-rows
+    budget, a batch the model raises on is bisected (quarantine.Isolator): its other rows are written, the failing
+    ones kept in `written.rejected`."""
 
     def __init__(self, shard: Shard, scorer: Scorer, job: ScoringJob, expected_schema: str = "",
                  on_batch: Callable[[int], None] | None = None):
@@ -363,6 +378,8 @@ class ShardWriter:
         self.input = job.input()
         self.started = time.time()
         self.written = Written()
+        self.isolator: Isolator | None = None
+        self.first_row = 0  # the shard's first row's position in the input file
 
     def fail(self, reason: str) -> ShardError:
         return ShardError(self.shard.shard_id, self.shard.path, reason)
@@ -372,10 +389,16 @@ class ShardWriter:
         f, parquet, footer = _open_parquet(self.input, self.shard)
         with f:
             columns = _read_columns(self.scorer, self.job, parquet.schema_arrow, self.shard)
+            self._isolate(footer)
             self._write_batches(_batches(parquet, self.shard, self.job, columns),
                                 _PredictionsFile(sink, self.job, self.expected_schema, self.fail))
         if self.written.rows_in == 0:
             raise self.fail("empty shard: it has no rows to score")
+        if self.isolator is not None and self.isolator.rejections:
+            if not self.written.rows_out:  # no predictions file can be written, and few bad rows this is not
+                raise self.fail(f"the model failed on every one of its {self.written.rows_in} rows (the first, input "
+                                f"row {self.first_row}: {self.isolator.rejections.messages[0]})")
+            self.written.rejected = self.isolator.rejections.table()
         check_unchanged(self.input, self.shard, footer)
         self.written.sha256 = sink.sha256.hexdigest()
 
@@ -391,16 +414,47 @@ class ShardWriter:
                 batches.close()  # a reader thread must be done before its file closes
             output.close()
 
+    def _isolate(self, footer: Footer) -> None:
+        """With a budget (--max-bad-rows), the bisection that isolates the rows the model fails on."""
+        groups, md = self.shard.row_groups, footer.metadata
+        self.first_row = sum(md.row_group(i).num_rows for i in range(groups[0])) if groups else 0
+        if not self.job.max_bad_rows:
+            return
+        allowed = budget(self.job.max_bad_rows, self.shard.num_rows)
+        text = f"--max-bad-rows {self.job.max_bad_rows:g}" + (
+            f" ({allowed:,} of this shard's {self.shard.num_rows:,} rows)" if self.job.max_bad_rows < 1 else "")
+        self.isolator = Isolator(lambda table, row: _call(self.scorer, table, _rows(row - self.first_row, table),
+                                                          self.fail),
+                                 Rejections(self.shard.relpath, self.job.key_columns), allowed=allowed,
+                                 budget_text=text, cap=call_cap(self.job.batch_size, allowed))
+
+    def _predictions(self, table: pa.Table) -> list[Part]:
+        """The batch's predictions: whole, or (when the model raised and a budget allows) bisected into the runs
+        of rows it could score, each with its offset in the batch."""
+        rows = _rows(self.written.rows_in, table)
+        if self.isolator is None:
+            return [(0, table, _predict(self.scorer, table, rows, self.fail))]
+        try:
+            return [(0, table, _call(self.scorer, table, rows, self.fail))]
+        except ShardError:
+            raise
+        except Exception as exc:  # the model's error on some of these rows: find them
+            try:
+                return merged(self.isolator.score(table, self.first_row + self.written.rows_in, exc))
+            except OverBudget as over:
+                raise self.fail(str(over)) from None
+
     def _score(self, table: pa.Table, output: _PredictionsFile) -> None:
         written = self.written
-        predictions = _with_keys(_predict(self.scorer, table, _rows(written.rows_in, table), self.fail), table,
-                                 self.job.key_columns, self.shard)
-        if not written.rows_in:  # the first batch: what the model answers and loads is known now
-            refuse_partition_columns(predictions, self.job, self.shard)
+        for offset, rows, predictions in self._predictions(table):
+            predictions = _with_keys(predictions, rows, self.job.key_columns, self.shard)
+            if not written.rows_out:  # the first predictions: what the model answers is known now
+                refuse_partition_columns(predictions, self.job, self.shard)
+            output.add(predictions, written.rows_in + offset)
+            written.rows_out += predictions.num_rows
+        if not written.rows_in:  # the first batch: what the model loads is known now
             written.loaded_sources = loaded_sources(self.scorer)
-        output.add(predictions, written.rows_in)
         written.rows_in += table.num_rows
-        written.rows_out += predictions.num_rows
         if self.on_batch:
             self.on_batch(table.num_rows)
         written.first_batch_seconds = written.first_batch_seconds or time.time() - self.started
@@ -435,11 +489,35 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
         if isinstance(cause, DATA_ERRORS) or writer.input.is_local:  # a local file that fails to decode is its data
             raise writer.fail(f"unreadable data ({where}): {type(cause).__name__}: {cause}") from cause
         raise cause from None  # an object store that did not answer: worth another attempt
-    return _commit(shard, job, output, writer, worker)
+    rejected = _write_rejected(shard, job, output, writer.written.rejected)
+    return _commit(shard, job, output, writer, worker, rejected)
 
 
-def _commit(shard: Shard, job: ScoringJob, output: Output, writer: ShardWriter, worker: dict[str, Any]) -> ShardResult:
-    """The shard's commit record, written once its file is in place."""
+def _write_rejected(shard: Shard, job: ScoringJob, output: Output, table: pa.Table | None) -> dict[str, Any]:
+    """The shard's quarantine file, written as its predictions are (atomically, fenced by the lease) and after
+    them, before the commit record: a crash between leaves no record, and the rerun rewrites both. Its fields of
+    the commit record (none when no row was rejected)."""
+    if table is None:
+        return {}
+    path = output.rejected_path(shard)
+    hashed: list[_HashingSink] = []
+
+    def write(out: pa.NativeFile) -> None:
+        hashed.append(_HashingSink(out))
+        with pq.ParquetWriter(hashed[0], table.schema, compression=job.compression) as parquet:
+            parquet.write_table(table)
+
+    write_atomic(output.loc, path, write,
+                 lambda: job.fence(output.loc, f"shard {shard.shard_id}'s rejected rows {output.loc.display(path)}"),
+                 job.lease_generation)
+    size, mtime_ns = stamp(output.loc.fs.get_file_info(path))
+    return {"rows_rejected": table.num_rows, "rejected": shard.rejected_relpath, "rejected_size": size,
+            "rejected_mtime_ns": mtime_ns, "rejected_sha256": hashed[0].sha256.hexdigest()}
+
+
+def _commit(shard: Shard, job: ScoringJob, output: Output, writer: ShardWriter, worker: dict[str, Any],
+            rejected: dict[str, Any]) -> ShardResult:
+    """The shard's commit record, written once its files are in place."""
     size, mtime_ns = stamp(output.loc.fs.get_file_info(output.data_path(shard)))
     w = writer.written
     result = ShardResult(
@@ -449,7 +527,7 @@ def _commit(shard: Shard, job: ScoringJob, output: Output, writer: ShardWriter, 
         seconds=round(time.time() - writer.started, 4), attempt_started_at=writer.started, worker=worker,
         output_size=size, output_mtime_ns=mtime_ns, output_sha256=w.sha256,
         prediction_schema=w.prediction_schema, run_id=job.run_id, first_batch_seconds=round(w.first_batch_seconds, 4),
-        loaded_sources=w.loaded_sources, lease_generation=job.lease_generation,
+        loaded_sources=w.loaded_sources, lease_generation=job.lease_generation, **rejected,
     )
     job.fence(output.loc, f"shard {shard.shard_id}'s commit record")
     output.commit(result)
