@@ -60,6 +60,20 @@ def _number(value: str) -> float:
         raise ValueError("expected a number") from None
 
 
+def _bad_rows(value: str | int | float) -> int | float:
+    """--max-bad-rows: a whole number of rows (as int) or a fraction (as float); validate checks the range."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError("expected a whole number of rows or a fraction between 0 and 1") from None
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     def convert(value: str) -> str:
         if value not in choices:
@@ -160,6 +174,10 @@ class RunConfig:
     key_columns: list[str] = option([], "input columns copied next to the predictions, comma-separated",
                                     convert=_columns)
     max_failed_shards: int = option(0, "failed shards tolerated before the run fails", convert=_whole)
+    max_bad_rows: float = option(0, "rows of a shard the model may raise on before the shard fails: a count, or a "
+                                 "fraction of the shard's rows (0.001); they are left out of the predictions and "
+                                 "written with the error to <output>/_rejected/. 0: the first fails the shard",
+                                 convert=_bad_rows)
     max_retries: int = option(3, "retries of a shard whose worker crashed", convert=_whole)
     pool: str | None = option(None, "with --strategy actors: keep the actors (and the loaded model) for the next run "
                               "on this cluster, under this name")
@@ -199,8 +217,9 @@ class RunConfig:
                      "max_shards_per_task"):
             if getattr(self, name) is not None:
                 _positive(self, name)
-        for name in ("max_failed_shards", "max_retries", "progress_interval", "grace_period"):
+        for name in ("max_failed_shards", "max_retries", "progress_interval", "grace_period", "max_bad_rows"):
             _positive(self, name, allow_zero=True)
+        _check_bad_rows(self)
         _positive(self, "lease_ttl")
         if self.lease_ttl < 2:
             raise ConfigError(f"--lease-ttl {self.lease_ttl}: must be at least 2 seconds (heartbeats come every ttl/4)")
@@ -241,6 +260,20 @@ def _positive(cfg: RunConfig, name: str, allow_zero: bool = False) -> None:
         raise ConfigError(f"--{_flag(name)} {value}: must be a finite number")
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"--{_flag(name)} {value}: must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _check_bad_rows(cfg: RunConfig) -> None:
+    """A count must be whole and a fraction below 1; key columns must not take the quarantine file's own names."""
+    value = cfg.max_bad_rows
+    if isinstance(value, float) and value >= 1:  # _bad_rows gives a whole count as int
+        raise ConfigError(f"--max-bad-rows {value}: a fraction of a shard's rows must be below 1, and a count of rows "
+                          "a whole number")
+    from .quarantine import OWN_COLUMNS  # here, not at the top: it imports pyarrow, which `--help` need not
+
+    clash = sorted(set(cfg.key_columns) & set(OWN_COLUMNS)) if value else []
+    if clash:
+        raise ConfigError(f"--key-columns {','.join(cfg.key_columns)}: {', '.join(clash)} is also a column of the "
+                          "file of rejected rows (--max-bad-rows); copy it under another name")
 
 
 def _check_summary_path(path: str) -> None:

@@ -162,6 +162,8 @@ class Run:
             self.output.unpublish()
             for record in [*rec.orphans, *(r for _, r, _ in [*rec.stale, *rec.damaged])]:
                 self.output.forget(record)
+            for relpath in rec.leftovers:
+                self.output.discard(relpath)
         self.job = self._job()
         lease.check()
         self.output.start({"model": self.cfg.model, "model_args": self.cfg.model_args,
@@ -184,7 +186,7 @@ class Run:
                           overlap=cfg.overlap == "on" or (cfg.overlap == "auto" and checked.scorer.has_device),
                           partition_keys=tuple(partition_keys(s.relpath for s in checked.plan.shards).items()),
                           columns=model_columns(checked.scorer, cfg.key_columns, checked.plan),
-                          lease_generation=holder.generation)
+                          lease_generation=holder.generation, max_bad_rows=cfg.max_bad_rows)
 
     # -- dispatch ----------------------------------------------------------------------------------------------
     def dispatch(self) -> None:
