@@ -35,6 +35,7 @@ REJECTED = [
     ("unknown auth mode", [CPU], ["rayAuth.mode=none"], "mode"),
     ("negative backoffLimit", [EPHEMERAL], ["rayJob.backoffLimit=-1"], "backoffLimit"),
     ("memory that is not a size", [CPU], ["job.memoryPerWorker=lots"], "memoryPerWorker"),
+    ("negative maxBadRows", [CPU], ["job.maxBadRows=-1"], "maxBadRows"),
     ("no worker group", [CPU], ["cluster.cpuWorkers.enabled=false"], "worker group"),
     ("no cluster to run on", [CPU], ["cluster.create=false"], "rayJob.clusterName"),
     ("schedule with HTTPMode", [RAYCRONJOB], ["rayJob.submissionMode=HTTPMode"], "K8sJobMode"),
