@@ -69,6 +69,12 @@ def _summary_text(manifest: dict[str, Any]) -> str:
     ]
     if t["rescored_damaged"]:
         lines.append(f"shardscore: {t['rescored_damaged']} shards re-scored: output file missing or changed")
+    if t.get("rows_rejected"):
+        from .planning import REJECTED_DIR
+
+        lines.append(f"shardscore: {t['rows_rejected']:,} rows rejected (the model raised on them) in "
+                     f"{t['shards_with_rejected_rows']} shards, within --max-bad-rows: they are in "
+                     f"{manifest['output'].rstrip('/')}/{REJECTED_DIR}/, with the error and their input row")
     if t["zero_row_shards"]:
         lines.append(f"shardscore: {t['zero_row_shards']} zero-row shards committed without an output file")
     if manifest.get("ignored_files", {}).get("count"):

@@ -47,7 +47,8 @@ def build(checked: Checked, rec: Reconciliation, results: list[ShardResult], run
         "options": {"strategy": cfg.strategy, "num_cpus_per_worker": cfg.num_cpus_per_worker,
                     "num_gpus_per_worker": cfg.num_gpus_per_worker, "device": cfg.device,
                     "batch_size": cfg.batch_size, "overlap": cfg.overlap, "max_rows_per_shard": cfg.max_rows_per_shard,
-                    "key_columns": cfg.key_columns, "max_failed_shards": cfg.max_failed_shards},
+                    "key_columns": cfg.key_columns, "max_failed_shards": cfg.max_failed_shards,
+                    "max_bad_rows": cfg.max_bad_rows},
         "versions": versions(),
         "run_id": run_id,
         "started_at": started,
@@ -78,6 +79,8 @@ def _totals(rec: Reconciliation, shards: list[ShardResult], results: list[ShardR
         "rescored_damaged": len(rec.damaged), "removed_orphans": len(rec.orphans),
         "zero_row_shards": sum(1 for r in committed if not r.output),
         "rows_in": sum(r.rows_in for r in committed), "rows_out": sum(r.rows_out for r in committed),
+        "rows_rejected": sum(r.rows_rejected for r in committed),
+        "shards_with_rejected_rows": sum(1 for r in committed if r.rows_rejected),
         "rows_scored_this_run": rows_new,
         "rows_per_second_this_run": round(rows_new / scoring, 1) if scoring > 0 else None,
     }
