@@ -2,7 +2,7 @@
 
 Layout:
     <relpath>.parquet              one predictions file per shard (input's relative path, so partitions survive)
-    _rejected/<relpath>.parquet    the rows the model failed on within --max-bad-rows, per shard (quarantine.py)
+    _rejected/<relpath>.pq         the rows the model failed on within --max-bad-rows, per shard (quarantine.py)
     _shardscore/commits/<id>.json  one commit record per shard, written after its data file is in place
     _shardscore/run.json           the run's identity: model, output options, versions
     _shardscore/lease/             the output's lease (lease.py)

@@ -67,8 +67,10 @@ class Shard:
 
     @property
     def rejected_relpath(self) -> str:
-        """Its quarantine file (quarantine.py): under REJECTED_DIR, which Parquet readers skip ('_')."""
-        return f"{REJECTED_DIR}/{self.output_relpath}"
+        """Its quarantine file (quarantine.py): under REJECTED_DIR, which the readers of a folder skip ('_'), and
+        named `.pq`, not `.parquet`: the glob `<output>/**/*.parquet` (DuckDB's and polars' way, README) descends
+        into `_` folders too, and would take the rejected rows for predictions."""
+        return f"{REJECTED_DIR}/{self.output_relpath.removesuffix('.parquet')}.pq"
 
 
 @dataclass(frozen=True)
