@@ -152,6 +152,14 @@ def test_a_shard_over_its_budget_fails_by_name_and_strict_is_the_default(shardsc
     assert "FAILED shard f0.parquet#rg0-1" in r.stdout and "the model failed on rows 0..99: ValueError: cannot " \
            "score id 3" in r.stdout, r.stdout
     assert not (tmp_path / "strict" / "_rejected").exists()
+    # An answer that cannot be used is no bad row: it fails the shard whatever the budget, as before.
+    unusable = tmp_path / "unusable"
+    r = shardscore("run", "--input", str(inp), "--output", str(unusable), "--model", "reordering_model:load_model",
+                   "--model-arg", "how=duplicates", "--batch-size", "100", "--max-bad-rows", "5")
+    assert r.returncode == 1
+    reasons = {f["reason"].split(": the answer's index")[0] for f in manifest(unusable)["failures"]}
+    assert reasons == {"the model's answer for rows 0..99 cannot be used"}, reasons
+    assert not (unusable / "_rejected").exists()
 
 
 @pytest.mark.s3
