@@ -8,6 +8,7 @@ import json
 import shlex
 import types
 import typing
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,10 @@ CLI_ONLY = {
     "lease_ttl": "a crash-recovery bound, not a setting of scheduled runs; job.extraArgs passes it",
     # `auto` already overlaps for models with a device; job.extraArgs passes `--overlap on|off`.
     "overlap": "a tuning knob whose auto fits; job.extraArgs passes it",
+    # A scheduled run's logical time is its tick's scheduled time, which the CronJob tick appends to the entrypoint
+    # (k8s/tick.py; a chart value would be one fixed time for every tick). A one-off release (a backfill of one
+    # date) passes it with job.extraArgs.
+    "logical_time": "the CronJob tick passes its scheduled time; a one-off release uses job.extraArgs",
 }
 
 
@@ -56,6 +61,8 @@ def sample(name: str) -> tuple[typing.Any, list[str], str]:
         return opt.choices[-1], [flag, opt.choices[-1]], opt.choices[-1]
     if opt.switch:
         return True, [flag], "true"
+    if datetime in kind:
+        return datetime(2026, 12, 3, 2, tzinfo=timezone.utc), [flag, "2026-12-03T02:00:00Z"], "2026-12-03T02:00:00Z"
     if dict in kind:
         return {"k": "v"}, [flag, "k=v"], "k=v"
     if list in kind:

@@ -17,13 +17,16 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
 import yaml
 
 from .errors import ConfigError
 from .options import flag, option, options
+from .templates import PathTemplates, fill, parse_time
+from .templates import names as placeholder_names
 
 ENV_PREFIX = "SHARDSCORE_"
 STRATEGIES = ("tasks", "actors")
@@ -145,9 +148,14 @@ class RunConfig:
     is the one description of the option: its flag, help, converter, environment variable and --config key."""
 
     input: str = option("", "Parquet dataset: a local directory, a file, or s3://bucket/prefix (any pyarrow "
-                        "filesystem URI works)", required=True)
+                        "filesystem URI works); may hold placeholders of --logical-time", required=True)
     output: str = option("", "where predictions go: a local path or s3://bucket/prefix (any pyarrow filesystem URI "
-                         "works)", required=True)
+                         "works); may hold placeholders of --logical-time", required=True)
+    logical_time: datetime | None = option(
+        None, "the time the run stands for, ISO 8601 (2026-12-03, 2026-12-03T02:00:00Z; no offset: UTC, an offset: "
+        "converted to UTC), which fills the placeholders of --input and --output: {date} 2026-12-03, {hour} 02, "
+        "{ts} 20261203T020000Z, or any of them with a strftime format, {date:%Y/%m/%d}; {{ }}: literal braces",
+        convert=parse_time, metavar="TIME")
     model: str = option("", "model factory 'package.module:factory', e.g. shardscore.models.dummy:load_model",
                         required=True)
     model_args: dict[str, Any] = option(
@@ -198,9 +206,17 @@ class RunConfig:
     overlap: str = option("auto", "read the next batches and write predictions in background threads while the "
                           "model scores: on, off, or auto: for models with a device, prepare(device)",
                           choices=OVERLAP)
+    #: Not an option: --input and --output as given, before the logical time filled them (`resolved` sets it;
+    #: None in a RunConfig built in code, whose paths must then hold no placeholder).
+    templates: PathTemplates | None = field(default=None, repr=False)
+
+    def given_paths(self) -> PathTemplates:
+        """The paths as given and the logical time, for the manifest, the run record and messages."""
+        return self.templates or PathTemplates(self.input, self.output, self.logical_time)
 
     def validate(self, need_output: bool = True) -> "RunConfig":
         """Check every option before anything runs; errors name the option and the value."""
+        _refuse_unfilled(self)
         for name in sorted(_REQUIRED, key=lambda name: name == "output"):  # --output last: plan may go without it
             if not getattr(self, name) and (need_output or name != "output"):
                 raise ConfigError(f"--{_flag(name)} is required")
@@ -247,6 +263,23 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     f.name: opt.convert or _choice(opt.choices) for f, opt in options(RunConfig) if opt.convert or opt.choices}
 _REQUIRED = tuple(f.name for f, opt in options(RunConfig) if opt.required)
 _CHOICES = {f.name: opt.choices for f, opt in options(RunConfig) if opt.choices}
+
+
+def resolved(cfg: RunConfig) -> RunConfig:
+    """cfg with --input and --output filled from --logical-time (templates.fill), the paths as given kept in
+    `templates`: done once, in `load`, before anything reads the paths; a resolved cfg is returned as it is."""
+    if cfg.templates is not None:
+        return cfg
+    given = PathTemplates(cfg.input, cfg.output, cfg.logical_time)
+    return replace(cfg, input=fill(cfg.input, cfg.logical_time, "--input"),
+                   output=fill(cfg.output, cfg.logical_time, "--output"), templates=given)
+
+
+def _refuse_unfilled(cfg: RunConfig) -> None:
+    """A RunConfig built in code that skipped `resolved` would read '{date}' as a folder's name."""
+    if cfg.templates is None and (placeholder_names(cfg.input, "--input") or placeholder_names(cfg.output, "--output")):
+        raise ConfigError(f"--input {cfg.input!r} / --output {cfg.output!r}: placeholders not filled; pass the "
+                          "RunConfig through config.resolved")
 
 
 def _flag(name: str) -> str:
@@ -303,7 +336,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
          config_file: str | None = None) -> RunConfig:
     """Merge the sources in precedence order. `flags` holds only the options given on the command line."""
     env = os.environ if env is None else env
-    names = {f.name for f in fields(RunConfig)}
+    names = {f.name for f, _ in options(RunConfig)}
     values: dict[str, Any] = {}
     config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
     if config_file:
@@ -316,7 +349,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
     for name, value in flags.items():
         if value is not None:
             values[name] = _convert(name, value, f"--{_flag(name)}")
-    return RunConfig(**values)
+    return resolved(RunConfig(**values))
 
 
 #: SHARDSCORE_* variables that are not run options: the config file, and those of the project's scripts.
