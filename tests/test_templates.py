@@ -4,11 +4,13 @@ here all happen before Ray starts; the runs are tests/test_logical_time.py's."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from datasets import sample
 from shardscore import templates
 from shardscore.config import RunConfig, load, resolved
 from shardscore.errors import ConfigError
@@ -124,3 +126,60 @@ def test_origin_names_the_template_of_a_filled_path():
     assert given.origin("--input") == " (--input 'in/{date}' for --logical-time 2026-12-03T02:30:05Z)"
     assert given.origin("--output") == ""
     assert templates.PathTemplates("in/{date}", "out/", None).origin("--input") == ""
+
+
+# ------------------------------------------------------------------------------------------- the CLI, before Ray
+
+def test_the_cli_refuses_bad_templates_before_ray_starts(cli, tmp_path: Path):
+    """Exit 2, naming the value, in the time it takes to read the options: no Ray, no model, no planning."""
+    model = ["--model", "shardscore.models.dummy:load_model"]
+    cases = [
+        (["--input", str(tmp_path / "in/{date}"), "--output", str(tmp_path / "o")], "holds the placeholder {date}"),
+        (["--input", str(tmp_path / "in/{day}"), "--output", str(tmp_path / "o"), "--logical-time", "2026-12-03"],
+         "unknown placeholder {day}"),
+        (["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--logical-time", "12/03/2026"],
+         "--logical-time: invalid value '12/03/2026'"),
+        (["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o/{date:%d.%m.%Q}"), "--logical-time",
+          "2026-12-03"], "bad format '%d.%m.%Q'"),
+    ]
+    for args, message in cases:
+        for command in ("run", "plan"):
+            r = cli(command, *args, *model)
+            assert r.returncode == 2 and message in r.stderr, (command, args, r.stderr)
+            assert "Traceback" not in r.stderr and "ray" not in r.stderr.lower(), r.stderr
+
+
+def test_the_cli_refuses_a_template_that_resolves_into_the_input(cli, tmp_path: Path):
+    """The overlap check sees the filled paths: `out/date={date}` is `in/date=2026-12-03` itself."""
+    sample(tmp_path / "data" / "date=2026-12-03", shards=1, rows=10)
+    r = cli("run", "--input", str(tmp_path / "data/date=2026-12-03"), "--output", str(tmp_path / "data/date={date}"),
+            "--logical-time", "2026-12-03", "--model", "shardscore.models.dummy:load_model")
+    assert r.returncode == 2, r.stderr
+    assert f"--output {tmp_path}/data/date=2026-12-03 is the input {tmp_path}/data/date=2026-12-03" in r.stderr
+    assert f"(--output '{tmp_path}/data/date={{date}}' for --logical-time 2026-12-03T00:00:00Z)" in r.stderr
+
+
+def test_plan_shows_the_filled_paths(cli, tmp_path: Path):
+    sample(tmp_path / "in" / "date=2026-12-03", shards=2, rows=10)
+    r = cli("plan", "--input", str(tmp_path / "in/date={date}"), "--output", str(tmp_path / "out/date={date}"),
+            "--logical-time", "2026-12-03T05:00:00+02:00", "--model", "shardscore.models.dummy:load_model", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["input"] == str(tmp_path / "in/date=2026-12-03")
+    assert info["output"] == str(tmp_path / "out/date=2026-12-03")
+    assert info["logical_time"] == "2026-12-03T03:00:00Z"
+    assert info["templates"] == {"input": str(tmp_path / "in/date={date}"), "output": str(tmp_path / "out/date={date}")}
+    assert info["shards"] == 2
+    text = cli("plan", "--input", str(tmp_path / "in/date={date}"), "--logical-time", "2026-12-03",
+               "--model", "shardscore.models.dummy:load_model").stdout
+    assert f"logical time 2026-12-03T00:00:00Z: --input {tmp_path}/in/date={{date}} -> {tmp_path}/in/date=2026-12-03" \
+        in text
+
+
+def test_a_missing_partition_names_the_template_and_the_filled_path(cli, tmp_path: Path):
+    sample(tmp_path / "in" / "date=2026-12-03", shards=1, rows=10)
+    r = cli("plan", "--input", f"{tmp_path}/in/date={{date}}/", "--logical-time", "2026-12-04",
+            "--model", "shardscore.models.dummy:load_model")
+    assert r.returncode == 2, r.stderr
+    assert (f"input {tmp_path}/in/date=2026-12-04: no such file or directory (--input '{tmp_path}/in/date={{date}}/' "
+            "for --logical-time 2026-12-04T00:00:00Z)") in r.stderr

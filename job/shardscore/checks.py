@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from . import model as model_mod
 from .commit import ShardResult, failed
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .planning import Plan, partition_clashes, partition_keys, plan
 from .storage import Location, StorageOptions, ancestry, identity, resolve
 
@@ -40,12 +40,16 @@ def check(cfg: RunConfig, need_output: bool = True) -> Checked:
     storage = StorageOptions(cfg.s3_endpoint)
     in_loc = resolve(cfg.input, storage)
     out_loc = resolve(cfg.output, storage) if cfg.output else None
+    given = cfg.given_paths()
     if out_loc is not None:
-        refuse_overlap(in_loc, out_loc)
+        refuse_overlap(in_loc, out_loc, given.origin("--input") + given.origin("--output"))
     scorer = model_mod.load(model_mod.ModelSpec(cfg.model, cfg.model_args))
     clock.lap("model")
     required = None if scorer.columns is None else list(dict.fromkeys([*scorer.columns, *cfg.key_columns]))
-    the_plan = plan(in_loc, cfg.max_rows_per_shard, columns=required)
+    try:
+        the_plan = plan(in_loc, cfg.max_rows_per_shard, columns=required)
+    except InputError as exc:  # a logical time whose partition is missing or empty: name the template too
+        raise InputError(f"{exc}{given.origin('--input')}") from exc
     if out_loc is not None:
         refuse_inputs_under_output(the_plan, in_loc, out_loc)
     clock.lap("plan")
@@ -69,16 +73,16 @@ class Stopwatch:
         self._last = now
 
 
-def refuse_overlap(inp: Location, out: Location) -> None:
+def refuse_overlap(inp: Location, out: Location, origin: str = "") -> None:
     """Output and input must not be one place or inside each other, however they are spelled or mounted (storage.
     Location.contains): predictions written into the input would replace its files or be read back as input by the
-    next run."""
+    next run. `origin` names the templates the paths were filled from, if any."""
     inside, holds = inp.contains(out), out.contains(inp)
     if inside or holds:
         how = "is" if inside and holds else ("lies inside" if inside else "contains")
         same = (f" (both are {out.canonical[1]})" if inp.canonical == out.canonical
                 else " (one directory under two paths: a bind mount, or one volume mounted twice)")
-        raise ConfigError(f"--output {out.uri} {how} the input {inp.uri}" + (same if how == "is" else "")
+        raise ConfigError(f"--output {out.uri} {how} the input {inp.uri}" + (same if how == "is" else "") + origin
                           + ": predictions would replace or mix with the data. Choose an output outside the input.")
 
 

@@ -67,6 +67,9 @@ def _summary_text(manifest: dict[str, Any]) -> str:
         + (f" ({rate:,.0f} rows/s)" if rate else "") + f"; ray.init {s['ray_init']:.2f} s",
         f"shardscore: output {manifest['output']} (manifest: _manifest.json)",
     ]
+    if manifest.get("logical_time"):
+        lines.append(f"shardscore: logical time {manifest['logical_time']}: input {manifest['input']}, output "
+                     f"{manifest['output']}")
     if t["rescored_damaged"]:
         lines.append(f"shardscore: {t['rescored_damaged']} shards re-scored: output file missing or changed")
     if t.get("rows_rejected"):
@@ -90,8 +93,8 @@ def _summary_text(manifest: dict[str, Any]) -> str:
 def _write_summary(manifest: dict[str, Any], target: str | None, stdout: Any) -> None:
     if not target:
         return
-    summary = {k: manifest[k] for k in ("status", "input", "output", "model", "totals", "seconds", "failures",
-                                        "ignored_files")}
+    summary = {k: manifest[k] for k in ("status", "input", "output", "logical_time", "templates", "model", "totals",
+                                        "seconds", "failures", "ignored_files")}
     text = json.dumps(summary, indent=2, default=str)
     if target == "-":
         print(text, file=stdout, flush=True)
@@ -187,7 +190,8 @@ def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
     view = plan_view(cfg)
     p, scorer, work = view.checked.plan, view.checked.scorer, view.work
     info = {
-        "input": cfg.input, "shards": len(p.shards) + len(p.bad_files), "rows": p.total_rows,
+        "input": cfg.input, "output": cfg.output, **cfg.given_paths().record(),
+        "shards": len(p.shards) + len(p.bad_files), "rows": p.total_rows,
         "bytes": p.total_bytes, "model": cfg.model, "columns_read": scorer.columns,
         "batch_format": scorer.batch_format,
         "schema": [f"{f.name}: {f.type}" for f in p.schema] if p.schema is not None else [],
@@ -203,6 +207,9 @@ def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
     if as_json:
         print(json.dumps(info, indent=2))
     else:
+        if info["logical_time"]:
+            print(f"logical time {info['logical_time']}: --input {cfg.given_paths().input} -> {cfg.input}"
+                  + (f", --output {cfg.given_paths().output} -> {cfg.output}" if cfg.output else ""))
         print(f"input {info['input']}: {info['shards']} shards, {info['rows']:,} rows, {info['bytes']:,} bytes")
         print(f"model {cfg.model}: reads {info['columns_read'] or 'all columns'} as {info['batch_format']}")
         print("schema: " + ", ".join(info["schema"]))

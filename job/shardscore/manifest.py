@@ -40,6 +40,7 @@ def build(checked: Checked, rec: Reconciliation, results: list[ShardResult], run
         "shardscore_version": __version__,
         "input": cfg.input,
         "output": cfg.output,
+        **cfg.given_paths().record(),  # the logical time, and --input and --output before it filled them
         "model": {"spec": cfg.model, "args": cfg.model_args, "identity": checked.scorer.identity,
                   "batch_format": checked.scorer.batch_format, "columns": checked.scorer.columns,
                   "sources": len(model_mod.model_sources(cfg.model.partition(":")[0]))},

@@ -168,7 +168,8 @@ class Run:
         lease.check()
         self.output.start({"model": self.cfg.model, "model_args": self.cfg.model_args,
                            "model_identity": self.job.model_identity, "key_columns": self.cfg.key_columns,
-                           "input": self.cfg.input, "versions": manifest.versions(), "started_at": self.started,
+                           "input": self.cfg.input, **self.cfg.given_paths().record(),
+                           "versions": manifest.versions(), "started_at": self.started,
                            "run_id": self.job.run_id, "lease_generation": lease.holder.generation})
         self.results += [commit_empty(s, self.job, self.checked.input.display(s.path)) for s in self.work.empty]
         self.progress = Progress(len(self.work.todo) + len(self.results), sum(s.num_rows for s in self.work.todo),
