@@ -24,6 +24,8 @@ UID = "3f1c6a52-6a5e-4d4c-9f7e-0d1f2a3b4c5d"
 NAME = f"scoring-shardscore-{MINUTES}"
 ARGV = ["shardscore", "run", "--input", "s3://b/in", "--output", "s3://b/scheduled/", "--model", "pkg.mod:load",
         "--key-columns", "id,ts"]
+TEMPLATED = ["shardscore", "run", "--input", "s3://b/in/date={date}/", "--output", "s3://b/scores/date={date}/",
+             "--model", "pkg.mod:load"]
 
 
 def config(**overrides) -> tickconfig.TickConfig:
@@ -60,10 +62,13 @@ def shell_words(command: str, shell: str) -> list[str]:
 
 def test_entrypoint_reaches_the_head_as_argv():
     """The submitter's bash splits the entrypoint, `ray job submit` joins the words (shlex.join), the head's sh
-    splits them again: the head must get the argv with the tick's output."""
-    out = "s3://b/scheduled/run=20251121T1330Z"
-    words = shell_words(tick.entrypoint(ARGV, 5, out), "bash")
-    assert shell_words(shlex.join(words), "sh") == [*ARGV[:5], out, *ARGV[6:]]
+    splits them again: the head must get the argv with the tick's output and its logical time, placeholders
+    untouched by either shell (no brace expansion)."""
+    for argv, out in [(ARGV, "s3://b/scheduled/run=20251121T1330Z"),
+                      (TEMPLATED, "s3://b/scores/date={date}/h={hour:%H%M}/run=20251121T1330Z")]:
+        words = shell_words(tick.entrypoint(argv, 5, out, MINUTES), "bash")
+        assert shell_words(shlex.join(words), "sh") == [*argv[:5], out, *argv[6:], "--logical-time",
+                                                         "2025-11-21T13:30:00Z"]
 
 
 def test_build_rayjob_fills_in_the_template_only():
@@ -77,7 +82,8 @@ def test_build_rayjob_fills_in_the_template_only():
     assert meta["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job", "name": JOB, "uid": UID}]
     assert meta["annotations"] == {tick.SCHEDULED_ANNOTATION: "2025-11-21T13:30:00Z",
                                    tick.OUTPUT_ANNOTATION: "s3://b/scheduled/run=20251121T1330Z"}
-    assert shlex.split(obj["spec"]["entrypoint"])[5] == "s3://b/scheduled/run=20251121T1330Z"
+    assert shlex.split(obj["spec"]["entrypoint"]) == [*ARGV[:5], "s3://b/scheduled/run=20251121T1330Z", *ARGV[6:],
+                                                      "--logical-time", "2025-11-21T13:30:00Z"]
     assert obj["spec"]["clusterSelector"] == {"ray.io/cluster": "c"}
     assert tick.build_rayjob(cfg, "scoring", JOB, "other-uid", MINUTES)["metadata"]["name"] == NAME
 
@@ -89,10 +95,35 @@ def test_the_output_is_found_by_name_in_argv():
     cfg = config(argv=moved)
     assert cfg.output_arg_index == 5
     obj = tick.build_rayjob(cfg, "scoring", JOB, UID, MINUTES)
-    assert shlex.split(obj["spec"]["entrypoint"]) == [*moved[:5], "s3://b/scheduled/run=20251121T1330Z", *moved[6:]]
+    assert shlex.split(obj["spec"]["entrypoint"]) == [*moved[:5], "s3://b/scheduled/run=20251121T1330Z", *moved[6:],
+                                                      "--logical-time", "2025-11-21T13:30:00Z"]
+
+
+def test_the_ticks_scheduled_time_fills_the_runs_templates():
+    """The entrypoint carries the templates and the scheduled time; parsed by the run's own CLI, they give the
+    paths of the tick's date. The annotation names the folder the run writes, filled."""
+    obj = tick.build_rayjob(config(output="s3://b/scores/date={date}/h={hour:%H%M}", argv=TEMPLATED), "scoring", JOB,
+                            UID, MINUTES)
+    assert obj["metadata"]["annotations"][tick.OUTPUT_ANNOTATION] == \
+        "s3://b/scores/date=2025-11-21/h=1330/run=20251121T1330Z"
+    argv = shlex.split(obj["spec"]["entrypoint"])
+    run = cli.config.load(cli._flags(cli._parser().parse_args(argv[1:])), env={})
+    assert run.input == "s3://b/in/date=2025-11-21/"
+    assert run.output == "s3://b/scores/date=2025-11-21/h=1330/run=20251121T1330Z"
+    assert run.given_paths().record() == {
+        "logical_time": "2025-11-21T13:30:00Z",
+        "templates": {"input": "s3://b/in/date={date}/", "output": "s3://b/scores/date={date}/h={hour:%H%M}/run=20251121T1330Z"}}
+    late = tick.build_rayjob(config(argv=TEMPLATED), "scoring", JOB.replace(str(MINUTES), str(MINUTES - 1440)), UID,
+                             MINUTES - 1440)
+    assert shlex.split(late["spec"]["entrypoint"])[-1] == "2025-11-20T13:30:00Z", "a backfill tick: its own minute"
 
 
 @pytest.mark.parametrize("change,needle", [
+    ({"argv": [*ARGV, "--logical-time", "2025-01-01"]}, "argv sets --logical-time, which the tick sets"),
+    ({"argv": [*ARGV, "--logical-time=2025-01-01"]}, "argv sets --logical-time"),
+    ({"argv": [*ARGV[:3], "s3://b/in/{day}", *ARGV[4:]]}, "--input 's3://b/in/{day}': unknown placeholder {day}"),
+    ({"argv": [*ARGV[:5], "s3://b/o/{date:%Q}", *ARGV[6:]]}, "--output 's3://b/o/{date:%Q}': bad format"),
+    ({"output": "s3://b/o/{date"}, "--output 's3://b/o/{date': expected '}'"),
     ({"argv": ARGV[:4] + ARGV[6:]}, "argv has no value of --output"),
     ({"argv": ARGV[:5]}, "argv has no value of --output"),
     ({"rayJob": {"kind": "RayCluster", "spec": {}}}, "not a RayJob template"),

@@ -4,9 +4,11 @@ The CronJob controller names each Job `<cronjob>-<unix minutes of the scheduled 
 The tick:
 
 1. creates the tick's RayJob `<prefix>-<minutes>` from the chart's template (a ConfigMap, tick.json), with
-   `--output <output>/run=<UTC YYYYMMDDTHHMMZ>` and an ownerReference to the tick's Job (the CronJob's history
-   limits delete old RayJobs with their Jobs). A retried tick pod finds the same RayJob (AlreadyExists) and waits
-   for it instead of starting a second run;
+   `--output <output>/run=<UTC YYYYMMDDTHHMMZ> ... --logical-time <the scheduled time>` and an ownerReference to
+   the tick's Job (the CronJob's history limits delete old RayJobs with their Jobs). The logical time fills the
+   placeholders of --input and --output (templates.py): a late or retried tick, or one started by hand for a past
+   minute, reads and writes what its scheduled time names. A retried tick pod finds the same RayJob
+   (AlreadyExists) and waits for it instead of starting a second run;
 2. waits for it, logging its status as it changes;
 3. deletes it when it failed (a failed run, its activeDeadlineSeconds, a failed submitter) or when the tick's own
    deadline passed. KubeRay v1.7.0 stops a Ray job only when its RayJob is deleted (the finalizer in
@@ -36,8 +38,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from ..templates import fill, iso
 from .rayjobs import KubeRayJobs, RayJobs
-from .tickconfig import TickConfig, TickError
+from .tickconfig import LOGICAL_TIME, TickConfig, TickError
 
 TICK_LABEL = "shardscore.io/tick"
 SCHEDULED_ANNOTATION = "shardscore.io/scheduled-time"
@@ -63,8 +66,13 @@ def rayjob_name(prefix: str, minutes: int) -> str:
     return f"{prefix}-{minutes}"
 
 
+def scheduled_time(minutes: int) -> datetime:
+    """The tick's scheduled time, in UTC."""
+    return datetime.fromtimestamp(minutes * 60, tz=timezone.utc)
+
+
 def utc_stamp(minutes: int) -> str:
-    return datetime.fromtimestamp(minutes * 60, tz=timezone.utc).strftime("%Y%m%dT%H%MZ")
+    return scheduled_time(minutes).strftime("%Y%m%dT%H%MZ")
 
 
 def run_output(output: str, minutes: int) -> str:
@@ -72,11 +80,12 @@ def run_output(output: str, minutes: int) -> str:
     return f"{output.rstrip('/')}/run={utc_stamp(minutes)}"
 
 
-def entrypoint(argv: list[str], output_index: int, output: str) -> str:
-    """The RayJob entrypoint: argv with the tick's output, quoted for the submitter's bash and the head's sh."""
+def entrypoint(argv: list[str], output_index: int, output: str, minutes: int) -> str:
+    """The RayJob entrypoint: argv with the tick's output and its logical time (the scheduled time), quoted for the
+    submitter's bash and the head's sh. argv holds no --logical-time (tickconfig.check_templates)."""
     words = list(argv)
     words[output_index] = output
-    return shlex.join(words)
+    return shlex.join([*words, LOGICAL_TIME, iso(scheduled_time(minutes))])
 
 
 def build_rayjob(cfg: TickConfig, namespace: str, job_name: str, job_uid: str, minutes: int) -> dict[str, Any]:
@@ -88,10 +97,10 @@ def build_rayjob(cfg: TickConfig, namespace: str, job_name: str, job_uid: str, m
     meta.setdefault("labels", {})[TICK_LABEL] = str(minutes)
     out = run_output(cfg.output, minutes)
     meta.setdefault("annotations", {}).update({
-        SCHEDULED_ANNOTATION: datetime.fromtimestamp(minutes * 60, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        OUTPUT_ANNOTATION: out})
+        SCHEDULED_ANNOTATION: iso(scheduled_time(minutes)),
+        OUTPUT_ANNOTATION: fill(out, scheduled_time(minutes), "--output")})  # where the run writes: filled
     meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid}]
-    obj["spec"]["entrypoint"] = entrypoint(cfg.argv, cfg.output_arg_index, out)
+    obj["spec"]["entrypoint"] = entrypoint(cfg.argv, cfg.output_arg_index, out, minutes)
     return obj
 
 

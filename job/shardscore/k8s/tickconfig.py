@@ -12,14 +12,21 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ShardscoreError
+from ..errors import ConfigError, ShardscoreError
+from ..templates import names as placeholder_names
+
+#: The run option by which the tick passes its scheduled time (config.RunConfig.logical_time).
+LOGICAL_TIME = "--logical-time"
 
 #: Every field of tick.json, with what the chart puts there and what the tick does with it.
 FIELDS: dict[str, str] = {
     "namePrefix": "the chart's full name; each tick's RayJob is <namePrefix>-<unix minutes of the scheduled time>",
-    "output": "job.output without a trailing '/'; a tick's run writes to <output>/run=<UTC YYYYMMDDTHHMMZ>",
-    "argv": "the words of the RayJob entrypoint, `shardscore run ... --output <job.output> ...`, unquoted; the tick "
-            "sets the value of its first --output to the tick's run folder and quotes the words for the shells",
+    "output": "job.output without a trailing '/'; a tick's run writes to <output>/run=<UTC YYYYMMDDTHHMMZ>, with "
+              "its placeholders ({date}, templates.py) filled from the tick's scheduled time",
+    "argv": "the words of the RayJob entrypoint, `shardscore run ... --output <job.output> ...`, unquoted, without "
+            "--logical-time; the tick sets the value of its first --output to the tick's run folder, appends "
+            "`--logical-time <the tick's scheduled time, UTC, 2026-12-03T02:30:00Z>` (which fills the placeholders "
+            "of --input and --output) and quotes the words for the shells",
     "rayJob": "the RayJob of every tick (kind RayJob, with a spec) without metadata.name and spec.entrypoint, "
               "which the tick sets with its labels, annotations and ownerReference",
     "wait": "cronJob.waitForCompletion: wait for the run to end (default true)",
@@ -31,6 +38,20 @@ FIELDS: dict[str, str] = {
 
 class TickError(ShardscoreError):
     """The tick cannot start: bad configuration, a Job name without minutes, a RayJob that is not this tick's."""
+
+
+def check_templates(argv: list[str], output: str) -> None:
+    """argv leaves the logical time to the tick, and the paths' placeholders are ones the run can fill. Refused
+    here, the tick fails at once (exit 2) instead of every tick's run failing after its cluster started."""
+    if any(word == LOGICAL_TIME or word.startswith(LOGICAL_TIME + "=") for word in argv):
+        raise TickError(f"tick configuration: argv sets {LOGICAL_TIME}, which the tick sets to each tick's scheduled "
+                        "time; remove it (job.extraArgs)")
+    paths = [(option, argv[argv.index(option) + 1]) for option in ("--input", "--output") if option in argv[:-1]]
+    for option, template in [*paths, ("--output", output)]:
+        try:
+            placeholder_names(template, option)
+        except ConfigError as exc:
+            raise TickError(f"tick configuration: {exc}") from exc
 
 
 def output_value_index(argv: list[str]) -> int:
@@ -67,6 +88,7 @@ class TickConfig:
             raise TickError(f"tick configuration: missing or bad field: {exc}") from exc
         if cfg.rayjob.get("kind") != "RayJob" or not isinstance(cfg.rayjob.get("spec"), dict):
             raise TickError("tick configuration: rayJob is not a RayJob template")
+        check_templates(cfg.argv, cfg.output)
         if cfg.poll_seconds <= 0:
             raise TickError(f"tick configuration: pollSeconds must be positive, got {cfg.poll_seconds}")
         return cfg
