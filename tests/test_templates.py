@@ -5,6 +5,7 @@ here all happen before Ray starts; the runs are tests/test_logical_time.py's."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -72,6 +73,19 @@ def test_an_offset_time_fills_the_same_paths_as_its_utc_spelling():
     assert a.input == b.input == "in/2026-12-02/23"
 
 
+def test_the_machines_time_zone_plays_no_part(monkeypatch):
+    """A driver pod's TZ must not move a run to another day's partition."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        cfg = load({"input": "in/{date}/{hour}", "logical_time": "2026-12-03T23:00"}, env={})
+        naive = resolved(RunConfig(input="in/{date}/{hour}", logical_time=datetime(2026, 12, 3, 23)))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert cfg.input == naive.input == "in/2026-12-03/23"
+
+
 def test_paths_without_placeholders_need_no_logical_time():
     cfg = load({"input": "in/", "output": "out/", "model": "m:f"}, env={})
     assert (cfg.input, cfg.output, cfg.logical_time) == ("in/", "out/", None)
@@ -119,6 +133,8 @@ def test_a_runconfig_built_in_code_must_be_resolved():
     with pytest.raises(ConfigError, match="placeholders not filled; pass the RunConfig through config.resolved"):
         cfg.validate()
     assert resolved(cfg).validate().input == "in/2026-12-03"
+    naive = resolved(RunConfig(input="in/{hour}", output="out", model="m:f", logical_time=datetime(2026, 12, 3, 23)))
+    assert naive.input == "in/23" and naive.logical_time == datetime(2026, 12, 3, 23, tzinfo=UTC), "naive: UTC"
 
 
 def test_origin_names_the_template_of_a_filled_path():

@@ -270,9 +270,10 @@ def resolved(cfg: RunConfig) -> RunConfig:
     `templates`: done once, in `load`, before anything reads the paths; a resolved cfg is returned as it is."""
     if cfg.templates is not None:
         return cfg
-    given = PathTemplates(cfg.input, cfg.output, cfg.logical_time)
-    return replace(cfg, input=fill(cfg.input, cfg.logical_time, "--input"),
-                   output=fill(cfg.output, cfg.logical_time, "--output"), templates=given)
+    when = None if cfg.logical_time is None else parse_time(cfg.logical_time)  # a datetime given in code: in UTC
+    given = PathTemplates(cfg.input, cfg.output, when)
+    return replace(cfg, input=fill(cfg.input, when, "--input"), output=fill(cfg.output, when, "--output"),
+                   logical_time=when, templates=given)
 
 
 def _refuse_unfilled(cfg: RunConfig) -> None:

@@ -37,7 +37,7 @@ _EXAMPLE = "e.g. --logical-time 2026-12-03 or 2026-12-03T02:00:00Z"
 
 
 def parse_time(text: str | datetime) -> datetime:
-    """The logical time in UTC from ISO 8601 text.
+    """The logical time in UTC from ISO 8601 text (or a datetime given in code, taken as UTC when naive).
 
     `datetime.fromisoformat` (Python 3.11) reads the forms: a date (2026-12-03, 20261203, 2026-W49-4), a date and a
     time with 'T' or ' ' between them (2026-12-03T02, T02:30, T02:30:00.5, basic 20261203T020000), and an offset
