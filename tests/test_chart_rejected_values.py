@@ -36,6 +36,7 @@ REJECTED = [
     ("negative backoffLimit", [EPHEMERAL], ["rayJob.backoffLimit=-1"], "backoffLimit"),
     ("memory that is not a size", [CPU], ["job.memoryPerWorker=lots"], "memoryPerWorker"),
     ("negative maxBadRows", [CPU], ["job.maxBadRows=-1"], "maxBadRows"),
+    ("a zero batchTimeout", [CPU], ["job.batchTimeout=0"], "batchTimeout"),
     ("no worker group", [CPU], ["cluster.cpuWorkers.enabled=false"], "worker group"),
     ("no cluster to run on", [CPU], ["cluster.create=false"], "rayJob.clusterName"),
     ("schedule with HTTPMode", [RAYCRONJOB], ["rayJob.submissionMode=HTTPMode"], "K8sJobMode"),

@@ -186,7 +186,12 @@ class RunConfig:
                                  "fraction of the shard's rows (0.001); they are left out of the predictions and "
                                  "written with the error to <output>/_rejected/. 0: the first fails the shard",
                                  convert=_bad_rows)
-    max_retries: int = option(3, "retries of a shard whose worker crashed", convert=_whole)
+    batch_timeout: float | None = option(
+        None, "seconds one model call may take: a call that takes longer ends its worker process (a hung model cannot "
+        "be interrupted), the batch is tried once more on a fresh one, then its rows are rejected (within "
+        "--max-bad-rows) or the shard fails", convert=_number, none_means="no bound")
+    max_retries: int = option(3, "retries of a shard whose worker crashed (a batch over --batch-timeout needs 2 to be "
+                              "rejected rather than fail the shard)", convert=_whole)
     pool: str | None = option(None, "with --strategy actors: keep the actors (and the loaded model) for the next run "
                               "on this cluster, under this name")
     pool_idle_timeout: float = option(600.0, "seconds a --pool actor waits for work before it ends", convert=_number)
@@ -230,7 +235,7 @@ class RunConfig:
         if self.num_gpus_per_worker > 1 and self.num_gpus_per_worker != int(self.num_gpus_per_worker):
             raise ConfigError(f"--num-gpus-per-worker {self.num_gpus_per_worker}: above 1 it must be whole")
         for name in ("batch_size", "num_actors", "max_in_flight", "max_rows_per_shard", "memory_per_worker",
-                     "max_shards_per_task"):
+                     "max_shards_per_task", "batch_timeout"):
             if getattr(self, name) is not None:
                 _positive(self, name)
         for name in ("max_failed_shards", "max_retries", "progress_interval", "grace_period", "max_bad_rows"):

@@ -49,7 +49,7 @@ def build(checked: Checked, rec: Reconciliation, results: list[ShardResult], run
                     "num_gpus_per_worker": cfg.num_gpus_per_worker, "device": cfg.device,
                     "batch_size": cfg.batch_size, "overlap": cfg.overlap, "max_rows_per_shard": cfg.max_rows_per_shard,
                     "key_columns": cfg.key_columns, "max_failed_shards": cfg.max_failed_shards,
-                    "max_bad_rows": cfg.max_bad_rows},
+                    "max_bad_rows": cfg.max_bad_rows, "batch_timeout": cfg.batch_timeout},
         "versions": versions(),
         "run_id": run_id,
         "started_at": started,

@@ -40,6 +40,10 @@ def call_cap(batch_size: int, allowed: int) -> int:
     return 2 * (math.ceil(math.log2(max(batch_size, 2))) + 1) * (allowed + 1)
 
 
+class WholeBatch(Exception):
+    """The model's error on a batch as a whole, not on some of its rows: they are rejected together, not split."""
+
+
 class OverBudget(Exception):
     """The shard has more bad rows than its budget, or isolating them took more calls than the cap."""
 
@@ -113,8 +117,9 @@ class Isolator:
         return self._split(batch, 0, first_row, error)
 
     def _split(self, batch: pa.Table, start: int, first_row: int, error: Exception) -> list[Part]:
-        if batch.num_rows == 1:
-            self._reject(first_row + start, error, batch)
+        if batch.num_rows == 1 or isinstance(error, WholeBatch):
+            for i in range(batch.num_rows):
+                self._reject(first_row + start + i, error, batch.slice(i, 1))
             return []
         half = batch.num_rows // 2
         parts: list[Part] = []

@@ -7,19 +7,20 @@ model loaded and whose load the pool tracks itself.
 from __future__ import annotations
 
 import re
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import OutOfMemoryError, RayError
 
 from .commit import failed
 from .planning import Shard
 from .ray_session import Placement, RunControl
-from .ray_worker import BundleReport, committed_this_run, last_scoring, score_task
+from .ray_worker import BundleReport, committed_this_run, forget_overruns, last_scoring, overruns, score_task
 from .schema_rule import SchemaGate
 from .scoring import ScoringJob
+from .watchdog import timed_out
 
 
 @dataclass
@@ -30,11 +31,18 @@ class Feed:
     job: ScoringJob
     gate: SchemaGate  # the driver's: a bundle submitted once it is fixed conforms to it
     attempts: int = 1  # tries per shard when its input or output cannot be reached
+    model_bytes: Callable[[], bytes] | None = field(default=None, repr=False)  # for `send_model`
 
     @property
     def box(self) -> list[ray.ObjectRef] | None:
         # In a list, so Ray passes the reference itself and each worker resolves it once.
         return None if self.model_ref is None else [self.model_ref]
+
+    def send_model(self) -> None:
+        """From now on send the model with every bundle: a pool actor restarted (its process died) without it."""
+        if self.model_ref is None:
+            assert self.model_bytes is not None, "a warm pool's feed knows how to pickle the model"
+            self.model_ref = ray.put(self.model_bytes())
 
 
 class Strategy(Protocol):
@@ -105,10 +113,12 @@ def dispatch(bundles: Iterable[list[Shard]], strategy: Strategy, feed: Feed, con
              listener: Listener, attempts: int, wait: float = 1.0) -> None:
     """Keep the strategy busy until every bundle has reported, or `control` stops the run and its grace ends.
 
-    `attempts`: how often Ray ran a bundle whose worker kept dying, for its shards' messages.
+    `attempts`: how often Ray ran a bundle whose worker kept dying, for its shards' messages. The shards of such a
+    bundle that its worker had not begun are handed out once more, in a bundle of their own.
     """
     queue = deque(bundles)
     pending: dict[ray.ObjectRef, list[Shard]] = {}
+    again: Counter[str] = Counter()  # shards handed out again after a bundle-mate's crash
     while (queue and not control.stopping) or pending:
         while queue and strategy.free() and not control.stopping:
             bundle = queue.popleft()
@@ -118,7 +128,15 @@ def dispatch(bundles: Iterable[list[Shard]], strategy: Strategy, feed: Feed, con
         for ref in ready:
             bundle = pending.pop(ref)
             strategy.finished(ref)
-            listener.reported(_report(ref, bundle, feed.job, attempts))
+            report = _report(ref, bundle, feed.job, attempts, again)
+            if report.needs_model:
+                feed.send_model()
+                queue.appendleft(bundle)
+                continue
+            if report.again:
+                again.update(s.shard_id for s in report.again)
+                queue.appendleft(report.again)
+            listener.reported(report)
         if not ready:
             listener.idle()
         if control.expired():
@@ -136,35 +154,61 @@ def _ready(pending: dict[ray.ObjectRef, list[Shard]], timeout: float) -> list[ra
     return ready
 
 
-def _report(ref: ray.ObjectRef, bundle: list[Shard], job: ScoringJob, attempts: int) -> BundleReport:
+def _report(ref: ray.ObjectRef, bundle: list[Shard], job: ScoringJob, attempts: int,
+            again: Counter[str]) -> BundleReport:
     try:
         return ray.get(ref)
     except RayError as exc:
-        return _crashed(bundle, job, exc, attempts)
+        return _crashed(bundle, job, exc, attempts, again)
 
 
-def _crashed(bundle: list[Shard], job: ScoringJob, exc: BaseException, attempts: int) -> BundleReport:
-    """The report of a bundle whose worker process kept dying: shards it committed before dying count as
-    committed; the shard it was scoring is named as the one the process exited on, the others as not scored
-    because of it."""
+def _crashed(bundle: list[Shard], job: ScoringJob, exc: BaseException, attempts: int,
+             again: Counter[str]) -> BundleReport:
+    """The report of a bundle whose worker process kept dying, after Ray's retries: shards it committed before
+    dying count as committed; the shard it was scoring fails, named as the one the process died on (by a batch that
+    overran --batch-timeout, or anything else: the memory it took is the usual cause); the others, which it had not
+    begun, go `again` once (they are innocent), after which they fail as not scored because of it. A bundle that
+    died before it began a shard goes again whole, once: it may have been queued on a pool actor that another
+    bundle's shard kept killing (each death costs every bundle queued there a retry), or its model's loading
+    kills the process, which the second time fails it."""
     culprit = last_scoring(bundle, job)
     loc = job.input()
-    how = f"the worker process exited while scoring it, {attempts} time(s) ({_exit_detail(exc)})"
-    if culprit is None:  # it died before it began a shard, or between them
-        reason = f"the worker process exited while scoring this shard's bundle, {attempts} time(s) " \
-                 f"({_exit_detail(exc)})"
-    else:
-        reason = (f"not scored: the worker process scoring its bundle exited on shard {culprit.shard_id} "
-                  f"({loc.display(culprit.path)})")
-    return BundleReport([committed_this_run(shard, job) or failed(shard.shard_id, loc.display(shard.path),
-                                                                  how if shard is culprit else reason)
-                         for shard in bundle])
+    report = BundleReport()
+    for shard in bundle:
+        done = committed_this_run(shard, job)
+        if done is not None:
+            report.results.append(done)
+        elif shard is culprit or (culprit is None and again[shard.shard_id]):
+            report.results.append(failed(shard.shard_id, loc.display(shard.path), _died(
+                shard, job, exc, attempts, "this shard" if culprit else "this shard's bundle")))
+        elif not again[shard.shard_id]:
+            report.again.append(shard)
+        else:
+            report.results.append(failed(shard.shard_id, loc.display(shard.path), (
+                f"not scored: the worker process scoring its bundle died on shard {culprit.shard_id} "
+                f"({loc.display(culprit.path)})")))
+    return report
+
+
+def _died(shard: Shard, job: ScoringJob, exc: BaseException, attempts: int, scoring: str = "this shard") -> str:
+    """Why a shard's worker process kept dying: the batches that overran --batch-timeout, else what Ray says."""
+    overran = overruns(shard.shard_id, job)
+    if overran:
+        forget_overruns(shard.shard_id, job)
+        return "; ".join(timed_out(o, job.batch_timeout) for o in overran.values()) + (
+            f", and --max-retries {attempts - 1} allows no further attempt")
+    cause = ("Ray's memory monitor killed it for memory:" if isinstance(exc, OutOfMemoryError)
+             else "out of memory?")
+    return (f"the worker process died {attempts} time(s) while scoring {scoring} ({cause} try a smaller "
+            f"--batch-size or more --memory-per-worker; {_exit_detail(exc)})")
 
 
 def _exit_detail(exc: BaseException) -> str:
     """What Ray tells of the worker's end. ActorDiedError carries the raylet's "Worker exit detail" (the exit code
-    when the process exited by itself: ray/exceptions.py ActorDiedError.__init__, ActorDiedErrorContext.error_message);
+    when the process exited by itself: ray/exceptions.py ActorDiedError.__init__, ActorDiedErrorContext.error_message),
+    but the pool's actors restart without end (ray_session.start_workers), so a bundle whose retries ran out while
+    its actor restarts gets ActorUnavailableError, which tells only that the actor's connection closed;
     WorkerCrashedError tells only that the worker died, and where its log is."""
-    text = " ".join(str(exc).split())
+    text = " ".join(str(exc).split()).replace(" The task may or may not have been executed on the actor.", "")
     detail = re.search(r"exit detail: (.*?)(?: Some common causes|$)", text)
     return f"{type(exc).__name__}: {detail.group(1) if detail else text}"

@@ -181,8 +181,9 @@ def start_workers(cfg: RunConfig) -> Workers:
     if cfg.strategy == "actors":
         from .ray_worker import start_actors
 
-        options = dict(max_restarts=placement.max_retries, max_task_retries=placement.max_retries,
-                       **placement.options())
+        # Restarted whenever its process dies (-1): a bundle that kills it has max_task_retries tries, but must not
+        # leave the pool an actor short for the bundles after it (ray/actor.py, ActorClass.options: max_restarts).
+        options = dict(max_restarts=-1, max_task_retries=placement.max_retries, **placement.options())
         workers.actors = start_actors(options, placement.device, cfg.num_actors or slots, module, cfg.pool,
                                       cfg.pool_idle_timeout)
     else:

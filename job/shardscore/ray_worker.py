@@ -8,6 +8,7 @@ the driver, unpickled and placed on its device once per worker process).
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import socket
 import sys
@@ -27,11 +28,13 @@ from .model import Scorer
 from .planning import Shard
 from .schema_rule import SchemaGate
 from .scoring import ScoringJob, score_shard
+from .watchdog import Overrun, Watch, Watchdog
 
 #: Per worker process: the deserialised, device-placed model, keyed by its identity. A worker runs many shards
 #: (and a pool actor many runs), and must not deserialise the model or move it to the GPU once per shard.
 _WORKER_MODEL: dict[str, Scorer] = {}
 _METRICS: dict[str, Any] = {}
+_WATCHDOG: list[Watchdog] = []  # this process's, once a run with --batch-timeout comes
 
 
 @dataclass
@@ -41,6 +44,8 @@ class BundleReport:
 
     results: list[ShardResult] = field(default_factory=list)
     stop: str = ""
+    needs_model: bool = False  # a pool actor restarted since the driver found it warm: send the model, hand it again
+    again: list[Shard] = field(default_factory=list)  # shards to hand out again (a bundle-mate's worker died)
 
 
 def pickle_model(scorer: Scorer) -> bytes:
@@ -109,8 +114,7 @@ def _scorer(model_box: list[ray.ObjectRef] | None, identity: str, device: str) -
     """This process's copy of the model: fetched and placed once, kept while the model identity stays the same."""
     scorer = _WORKER_MODEL.get(identity)
     if scorer is None:
-        if model_box is None:  # a pool actor restarted since the driver found it warm: this run stops, and
-            raise RuntimeError(f"model {identity} is not loaded in this worker and was not sent")  # the next sends it
+        assert model_box is not None, "score_bundle asks the driver for the model first"
         scorer = cloudpickle.loads(ray.get(model_box[0]))  # the driver put pickle_model's bytes
         scorer.prepare(device)
         _WORKER_MODEL.clear()
@@ -140,7 +144,7 @@ class _RunStops(Exception):
 
 
 def _score_one(shard: Shard, scorer: Scorer, job: ScoringJob, info: dict[str, Any], expected_schema: str,
-               attempts: int, before_publish: Callable[[], None]) -> ShardResult:
+               attempts: int, before_publish: Callable[[], None], watch: Watch | None) -> ShardResult:
     """One shard, as its own unit: whatever goes wrong with it becomes its own result, never its bundle-mates'.
 
     The shard's own faults (its data, the model on its rows) fail it at once. Input or output that could not be
@@ -151,7 +155,7 @@ def _score_one(shard: Shard, scorer: Scorer, job: ScoringJob, info: dict[str, An
     for attempt in range(1, attempts + 1):
         try:
             return score_shard(shard, scorer, job, info, expected_schema=expected_schema,
-                               before_publish=before_publish)
+                               before_publish=before_publish, watch=watch)
         except ShardError as exc:
             return failed(shard.shard_id, display, exc.reason, info)
         except (RunAborted, LeaseLost) as exc:
@@ -182,6 +186,8 @@ class _Unpublisher:
 def score_bundle(bundle: list[Shard], model_box: list[ray.ObjectRef] | None, job: ScoringJob,
                  device: str, expected_schema: str, attempts: int) -> BundleReport:
     """Run in a worker: score a bundle of shards, one commit each. Shard faults come back as failed results."""
+    if model_box is None and _loaded_identity() != job.model_identity:
+        return BundleReport(needs_model=True)
     try:
         scorer = _scorer(model_box, job.model_identity, device)
     except Exception as exc:  # noqa: BLE001 - no device, or the model does not load here: no shard can be scored
@@ -194,11 +200,14 @@ def score_bundle(bundle: list[Shard], model_box: list[ray.ObjectRef] | None, job
             result = committed_this_run(shard, job)
             if result is None:
                 _internal_kv_put(_scoring_key(bundle, job), shard.shard_id, overwrite=True, namespace=_KV)
+                watch = _watch(shard, job)
                 try:
-                    result = _score_one(shard, scorer, job, info, gate.text, attempts, unpublish)
+                    result = _score_one(shard, scorer, job, info, gate.text, attempts, unpublish, watch)
                 except _RunStops as stop:  # the driver stops the run: the bundle's other shards are not started
                     report.stop = str(stop)
                     return report
+                if watch is not None and watch.earlier:
+                    forget_overruns(shard.shard_id, job)
             gate.admit(result)  # the bundle's later shards must match its first
             _count(result)
             report.results.append(result)
@@ -214,6 +223,38 @@ _KV = "shardscore"
 
 def _scoring_key(bundle: list[Shard], job: ScoringJob) -> str:
     return f"scoring:{job.run_id}:{bundle[0].shard_id}"
+
+
+def _overrun_key(shard_id: str, job: ScoringJob) -> str:
+    return f"overrun:{job.run_id}:{shard_id}"
+
+
+def overruns(shard_id: str, job: ScoringJob) -> dict[tuple[int, int], Overrun]:
+    """The shard's batches that overran --batch-timeout in this run's earlier attempts, by (first row, rows)."""
+    stored = json.loads(_internal_kv_get(_overrun_key(shard_id, job), namespace=_KV) or b"[]")
+    return {(o.first_row, o.rows): o for o in map(Overrun.from_json, stored)}
+
+
+def forget_overruns(shard_id: str, job: ScoringJob) -> None:
+    _internal_kv_del(_overrun_key(shard_id, job), namespace=_KV)
+
+
+def _watch(shard: Shard, job: ScoringJob) -> Watch | None:
+    """The shard's --batch-timeout watch: this process's watchdog, and the overruns of earlier attempts (kept in the
+    GCS's key-value store, which outlives the worker process that the watchdog ends)."""
+    if not job.batch_timeout:
+        return None
+    if not _WATCHDOG:
+        _WATCHDOG.append(Watchdog())
+    earlier = overruns(shard.shard_id, job)
+
+    def record(overrun: Overrun) -> None:
+        stored = dict(earlier)
+        stored[(overrun.first_row, overrun.rows)] = overrun
+        _internal_kv_put(_overrun_key(shard.shard_id, job), json.dumps([o.to_json() for o in stored.values()]),
+                         overwrite=True, namespace=_KV)
+
+    return Watch(_WATCHDOG[0], job.batch_timeout, earlier, record)
 
 
 def last_scoring(bundle: list[Shard], job: ScoringJob) -> Shard | None:

@@ -187,7 +187,8 @@ class Run:
                           overlap=cfg.overlap == "on" or (cfg.overlap == "auto" and checked.scorer.has_device),
                           partition_keys=tuple(partition_keys(s.relpath for s in checked.plan.shards).items()),
                           columns=model_columns(checked.scorer, cfg.key_columns, checked.plan),
-                          lease_generation=holder.generation, max_bad_rows=cfg.max_bad_rows)
+                          lease_generation=holder.generation, max_bad_rows=cfg.max_bad_rows,
+                          batch_timeout=cfg.batch_timeout or 0)
 
     # -- dispatch ----------------------------------------------------------------------------------------------
     def dispatch(self) -> None:
@@ -199,7 +200,8 @@ class Run:
         begun, begun_wall = time.monotonic(), time.time()
         if todo:
             strategy, slots, model_bytes = self._strategy()
-            feed = rd.Feed(self._model_ref(model_bytes), self.job, self.gate, attempts=cfg.max_retries + 1)
+            feed = rd.Feed(self._model_ref(model_bytes), self.job, self.gate, attempts=cfg.max_retries + 1,
+                           model_bytes=lambda: self.model_bytes or _pickle(self.checked.scorer))
             self.timings["put"] = time.monotonic() - begun
             listener = rd.Listener(self._handed_out, self.collect, self._idle)
             try:

@@ -24,6 +24,7 @@ from .pipeline import BackgroundWriter, prefetch
 from .planning import INT96_UNIT, Footer, Shard, file_stamp, footer_of, partition_clashes, read_footer, widen_table
 from .quarantine import Isolator, OverBudget, Part, Rejections, budget, call_cap, merged
 from .storage import Location, StorageOptions, resolve, stamp, write_atomic
+from .watchdog import Watch
 
 #: Errors decoding a shard that mean "this shard's data is bad": retrying cannot help.
 DATA_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
@@ -51,6 +52,7 @@ class ScoringJob:
     columns: tuple[str, ...] = ()  # the columns every batch gives the model, in this order (run.model_columns)
     lease_generation: int = 0  # the run's generation of the output's lease: fences its publishes (check_fence)
     max_bad_rows: float = 0  # rows per shard the model may fail on (quarantine.budget); 0: the first fails the shard
+    batch_timeout: float = 0  # seconds a model call may take before its worker process ends (watchdog.py); 0: no bound
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)
@@ -341,16 +343,6 @@ def _call(scorer: Scorer, table: pa.Table, rows: str, fail: Callable[[str], Shar
         raise fail(f"the model called sys.exit({code}) while scoring rows {rows}") from None
 
 
-def _predict(scorer: Scorer, table: pa.Table, rows: str, fail: Callable[[str], ShardError]) -> pa.Table:
-    """Strict scoring (--max-bad-rows 0): the model raising on a batch fails the shard."""
-    try:
-        return _call(scorer, table, rows, fail)
-    except ShardError:
-        raise
-    except Exception as exc:  # the user's model failed on these rows: the shard's own fault
-        raise fail(f"the model failed on rows {rows}: {type(exc).__name__}: {exc}") from exc
-
-
 @dataclass
 class Written:
     """What a shard's predictions file holds once written."""
@@ -369,12 +361,12 @@ class ShardWriter:
     (checked to be the planned file), scores each batch, appends the predictions, and checks before the file is
     published that the input did not change meanwhile. `written` says what the file holds. With a --max-bad-rows
     budget, a batch the model raises on is bisected (quarantine.Isolator): its other rows are written, the failing
-    ones kept in `written.rejected`."""
+    ones kept in `written.rejected`. With --batch-timeout (`watch`), every model call is bounded (watchdog.py)."""
 
     def __init__(self, shard: Shard, scorer: Scorer, job: ScoringJob, expected_schema: str = "",
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, watch: Watch | None = None):
         self.shard, self.scorer, self.job = shard, scorer, job
-        self.expected_schema, self.on_batch = expected_schema, on_batch
+        self.expected_schema, self.on_batch, self.watch = expected_schema, on_batch, watch
         self.input = job.input()
         self.started = time.time()
         self.written = Written()
@@ -423,24 +415,31 @@ class ShardWriter:
         allowed = budget(self.job.max_bad_rows, self.shard.num_rows)
         text = f"--max-bad-rows {self.job.max_bad_rows:g}" + (
             f" ({allowed:,} of this shard's {self.shard.num_rows:,} rows)" if self.job.max_bad_rows < 1 else "")
-        self.isolator = Isolator(lambda table, row: _call(self.scorer, table, _rows(row - self.first_row, table),
-                                                          self.fail),
-                                 Rejections(self.shard.relpath, self.job.key_columns), allowed=allowed,
+        self.isolator = Isolator(self._model, Rejections(self.shard.relpath, self.job.key_columns), allowed=allowed,
                                  budget_text=text, cap=call_cap(self.job.batch_size, allowed))
+
+    def _model(self, table: pa.Table, row: int) -> pa.Table:
+        """The model's answer for `table`, whose first row is input row `row`: `_call`, watched by --batch-timeout."""
+        rows = _rows(row - self.first_row, table)
+        if self.watch is None:
+            return _call(self.scorer, table, rows, self.fail)
+        with self.watch.call(row, table.num_rows, f"shard {self.shard.shard_id}"):
+            return _call(self.scorer, table, rows, self.fail)
 
     def _predictions(self, table: pa.Table) -> list[Part]:
         """The batch's predictions: whole, or (when the model raised and a budget allows) bisected into the runs
         of rows it could score, each with its offset in the batch."""
-        rows = _rows(self.written.rows_in, table)
-        if self.isolator is None:
-            return [(0, table, _predict(self.scorer, table, rows, self.fail))]
+        row = self.first_row + self.written.rows_in
         try:
-            return [(0, table, _call(self.scorer, table, rows, self.fail))]
+            return [(0, table, self._model(table, row))]
         except ShardError:
             raise
-        except Exception as exc:  # the model's error on some of these rows: find them
+        except Exception as exc:  # the model's error on some of these rows: the shard's, or find them
+            if self.isolator is None:  # strict (--max-bad-rows 0): the shard's own fault
+                raise self.fail(f"the model failed on rows {_rows(self.written.rows_in, table)}: "
+                                f"{type(exc).__name__}: {exc}") from exc
             try:
-                return merged(self.isolator.score(table, self.first_row + self.written.rows_in, exc))
+                return merged(self.isolator.score(table, row, exc))
             except OverBudget as over:
                 raise self.fail(str(over)) from None
 
@@ -462,7 +461,7 @@ class ShardWriter:
 
 def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str, Any],
                 on_batch: Callable[[int], None] | None = None, expected_schema: str = "",
-                before_publish: Callable[[], None] | None = None) -> ShardResult:
+                before_publish: Callable[[], None] | None = None, watch: Watch | None = None) -> ShardResult:
     """Score one shard end to end and commit it.
 
     Raises ShardError for the shard's own faults (its data, or the model on its rows); OSError for input or
@@ -474,7 +473,7 @@ def score_shard(shard: Shard, scorer: Scorer, job: ScoringJob, worker: dict[str,
     """
     output = job.output()
     out_path = output.data_path(shard)
-    writer = ShardWriter(shard, scorer, job, expected_schema, on_batch)
+    writer = ShardWriter(shard, scorer, job, expected_schema, on_batch, watch)
 
     def publish() -> None:
         job.fence(output.loc, f"shard {shard.shard_id}'s file {output.loc.display(out_path)}")

@@ -39,7 +39,7 @@ shardscore.entrypoint puts a RayCronJob child's derived output (the CronJob tick
 {{- $val := index $j $key }}
 {{- if not (kindIs "invalid" $val) }}{{ $a = concat $a (list $flag (toString (int64 $val))) }}{{ end }}
 {{- end }}
-{{- range $flag, $key := dict "--num-cpus-per-worker" "numCpusPerWorker" "--num-gpus-per-worker" "numGpusPerWorker" "--progress-interval" "progressInterval" "--memory-per-worker" "memoryPerWorker" "--pool-idle-timeout" "poolIdleTimeout" "--grace-period" "gracePeriod" "--max-bad-rows" "maxBadRows" }}
+{{- range $flag, $key := dict "--num-cpus-per-worker" "numCpusPerWorker" "--num-gpus-per-worker" "numGpusPerWorker" "--progress-interval" "progressInterval" "--memory-per-worker" "memoryPerWorker" "--pool-idle-timeout" "poolIdleTimeout" "--grace-period" "gracePeriod" "--max-bad-rows" "maxBadRows" "--batch-timeout" "batchTimeout" }}
 {{- $val := index $j $key }}
 {{- if not (kindIs "invalid" $val) }}{{ $a = concat $a (list $flag (include "shardscore.num" $val)) }}{{ end }}
 {{- end }}
