@@ -37,3 +37,14 @@ def test_outputs_of_removed_input_files_are_orphans():
         reconcile([_shard(0)], {"s9": _done(9)}, "m", "o", overwrite=False)
     rec = reconcile([_shard(0)], {"s9": _done(9)}, "m", "o", overwrite=True)
     assert [r.shard_id for r in rec.orphans] == ["s9"]
+
+
+def test_incremental_takes_the_inputs_own_changes_and_refuses_another_model():
+    """--incremental: a changed file is redone and a deleted one's shard removed, without --overwrite; a record of
+    another model is still refused, named by that reason even when its input changed too."""
+    rec = reconcile([_shard(0, fp="new"), _shard(1)], {"s0": _done(0, fp="old"), "s9": _done(9)}, "m", "o",
+                    overwrite=False, incremental=True)
+    assert [s.shard_id for s in rec.todo] == ["s1", "s0"] and [r.shard_id for r in rec.orphans] == ["s9"]
+    for record in (_done(0, model="other"), _done(0, fp="old", model="other"), _done(0, fp="old", opts="other")):
+        with pytest.raises(StaleOutputError, match="scored by another model|--key-columns changed"):
+            reconcile([_shard(0)], {"s0": record}, "m", "o", overwrite=False, incremental=True)

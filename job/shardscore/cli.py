@@ -14,8 +14,8 @@ import os
 import sys
 from typing import Any, Sequence, TextIO
 
-from . import __version__, config, options
-from .errors import OutputUnwritable, ShardscoreError
+from . import __version__, config, options, runlog
+from .errors import ConfigError, OutputUnwritable, ShardscoreError
 from .k8s import tick
 
 
@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--row-group-size", type=int, default=262144)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--s3-endpoint", default=None)
+
+    runs = sub.add_parser("runs", help="the runs that changed an output: what each added, replaced and removed")
+    runs.add_argument("output", help="the output (a local path or s3://bucket/prefix)")
+    runs.add_argument("--since", metavar="RUN_ID", help="only the runs after this one (what is new since you read it)")
+    runs.add_argument("--json", action="store_true", help="print the run records as a JSON list")
+    runs.add_argument("--s3-endpoint", default=None)
 
     # `shardscore tick`: the Helm chart's CronJob tick (scheduleMode cronJob); see k8s/tick.py.
     tick.add_parser(sub)
@@ -214,7 +220,10 @@ def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
         print(f"model {cfg.model}: reads {info['columns_read'] or 'all columns'} as {info['batch_format']}")
         print("schema: " + ", ".join(info["schema"]))
         if work is not None:
-            print(f"output {cfg.output}: {info['already_committed']} committed, {info['to_score']} to score")
+            redo = (f" ({info['stale']} of them scored before from another input or model)" if info["stale"] else "")
+            gone = f", {info['orphans']} removed (their input is gone)" if info["orphans"] else ""
+            print(f"output {cfg.output}: {info['already_committed']} committed, {info['to_score']} to score{redo}"
+                  f"{gone}")
         for problem in info["problems"]:
             print(f"PROBLEM shard {problem['shard_id']} ({problem['path']}): {problem['reason']}")
         if p.ignored:
@@ -260,6 +269,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    """`shardscore runs OUTPUT`: the output's run records, oldest first (runlog.py)."""
+    from .output import open_output
+    from .storage import StorageOptions, resolve
+
+    try:
+        records = runlog.since(open_output(resolve(args.output, StorageOptions(args.s3_endpoint))).runs(), args.since)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print("\n".join(map(runlog.line, records)) if records else f"shardscore: no run has changed {args.output}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Like `python -m`, make modules in the working directory importable (a user's model module): Ray passes
@@ -279,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_demo(args)
         if args.command == "tick":
             return tick.main(args)
+        if args.command == "runs":
+            return cmd_runs(args)
         return cmd_sample_data(args)
     except ShardscoreError as exc:
         print(f"shardscore: error: {exc}", file=sys.stderr)

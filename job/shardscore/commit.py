@@ -109,10 +109,12 @@ class Reconciliation:
 def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_identity: str,
               output_options: str, overwrite: bool,
               listing: dict[str, pafs.FileInfo] | None = None,
-              sources: dict[str, str | None] | None = None) -> Reconciliation:
+              sources: dict[str, str | None] | None = None, incremental: bool = False) -> Reconciliation:
     """Decide per shard: skip (committed, current and its file intact), redo (stale or damaged), or do.
 
-    Refuses to mix output of another input or model unless overwriting. `listing` (the output's files) is what
+    Refuses to mix output of another input or model unless overwriting. `incremental` (one output that follows a
+    growing input) takes the input's own changes as they come: a changed file's shards are redone and a deleted
+    file's removed, while another model or other options are still refused. `listing` (the output's files) is what
     each commit record's file is checked against; foreign files, which a reader of the output would take for
     predictions, are refused. `sources` are the digests now of the modules the records list as lazily loaded by
     the model (model.current_sources): a changed or vanished one makes a shard stale.
@@ -141,13 +143,19 @@ def reconcile(shards: list[Shard], committed: dict[str, ShardResult], model_iden
         _refuse_foreign_files(listing, shards, committed)
         kept = {r.rejected for r in done}
         leftovers = [rel for rel in sorted(listing) if rel.startswith(REJECTED_DIR + "/") and rel not in kept]
-    if (stale or orphans) and not overwrite:
+    refused: list[tuple[Shard, ShardResult, str]] = []
+    for shard, record, why in stale:  # incremental takes a changed input file as it comes, not another model
+        otherwise = _scored_otherwise(record, model_identity, output_options, sources or {})
+        if not incremental or otherwise:
+            refused.append((shard, record, otherwise if incremental else why))
+    refused_orphans = [] if incremental else orphans
+    if (refused or refused_orphans) and not overwrite:
         by_file: dict[str, list[str]] = {}
         for s in shards:
             by_file.setdefault(s.relpath, []).append(s.shard_id)
-        lines = [f"  shard {s.shard_id}: {why}" for s, _, why in stale[:10]]
-        lines += [f"  shard {r.shard_id}: {_orphan_reason(r, by_file)}" for r in orphans[:10]]
-        more = len(stale) + len(orphans) - len(lines)
+        lines = [f"  shard {s.shard_id}: {why}" for s, _, why in refused[:10]]
+        lines += [f"  shard {r.shard_id}: {_orphan_reason(r, by_file)}" for r in refused_orphans[:10]]
+        more = len(refused) + len(refused_orphans) - len(lines)
         raise StaleOutputError(
             "the output already holds predictions that do not match this run:\n" + "\n".join(lines)
             + (f"\n  ... and {more} more" if more > 0 else "")
@@ -208,6 +216,12 @@ def _staleness(shard: Shard, record: ShardResult, model_identity: str, output_op
     if record.input_fingerprint != shard.fingerprint:
         return (f"input file {shard.relpath} changed since it was scored "
                 f"(fingerprint {record.input_fingerprint} -> {shard.fingerprint})")
+    return _scored_otherwise(record, model_identity, output_options, sources)
+
+
+def _scored_otherwise(record: ShardResult, model_identity: str, output_options: str,
+                      sources: dict[str, str | None]) -> str | None:
+    """Why a record was scored by another model or with other options than this run's, or None."""
     if record.model_identity != model_identity:
         return f"scored by another model (identity {record.model_identity}, now {model_identity})"
     if record.output_options != output_options:

@@ -197,6 +197,10 @@ class RunConfig:
     pool_idle_timeout: float = option(600.0, "seconds a --pool actor waits for work before it ends", convert=_number)
     overwrite: bool = option(False, "recompute shards whose input or model changed instead of refusing",
                              convert=_boolean, switch=True)
+    incremental: bool = option(False, "one output that follows a growing input: each run scores the input files no "
+                               "run has committed, re-scores changed ones (their old predictions replaced) and "
+                               "removes the predictions of deleted ones; another model still needs --overwrite",
+                               convert=_boolean, switch=True)
     s3_endpoint: str | None = option(None, "S3-compatible endpoint URL; credentials and region come from the standard "
                                      "AWS variables", none_means="AWS_ENDPOINT_URL, else AWS")
     ray_address: str | None = option(None, "cluster to join", none_means="RAY_ADDRESS, else a local Ray")

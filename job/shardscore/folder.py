@@ -5,6 +5,7 @@ Layout:
     _rejected/<relpath>.pq         the rows the model failed on within --max-bad-rows, per shard (quarantine.py)
     _shardscore/commits/<id>.json  one commit record per shard, written after its data file is in place
     _shardscore/run.json           the run's identity: model, output options, versions
+    _shardscore/runs/<t>-<id>.json what each run that changed the output added, replaced and removed (runlog.py)
     _shardscore/lease/             the output's lease (lease.py)
     _manifest.json, _SUCCESS       written last, when every shard is committed or accounted for
 """
@@ -12,6 +13,7 @@ Layout:
 from __future__ import annotations
 
 import hashlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +28,7 @@ from .storage import Location, delete, list_files, read_json, temp_generation, w
 META_DIR = "_shardscore"
 COMMITS_DIR = f"{META_DIR}/commits"
 RUN_RECORD = f"{META_DIR}/run.json"
+RUNS_DIR = f"{META_DIR}/runs"
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 
@@ -61,10 +64,12 @@ class ParquetFolder:
         return {r["shard_id"]: ShardResult.from_dict(r) for r in records}
 
     def reconcile(self, shards: list[Shard], committed: dict[str, ShardResult], model_identity: str,
-                  output_options: str, overwrite: bool, sources: dict[str, str | None]) -> Reconciliation:
+                  output_options: str, overwrite: bool, sources: dict[str, str | None],
+                  incremental: bool = False) -> Reconciliation:
         """commit.reconcile against this folder's records and its listing (foreign files refused, damaged ones
         redone)."""
-        return reconcile(shards, committed, model_identity, output_options, overwrite, self.listing(), sources)
+        return reconcile(shards, committed, model_identity, output_options, overwrite, self.listing(), sources,
+                         incremental)
 
     def forget(self, result: ShardResult) -> None:
         """The record first, then the data: never a data file that looks committed."""
@@ -114,6 +119,22 @@ class ParquetFolder:
         write_json(self.loc, self.loc.join(MANIFEST), manifest, self.generation)
         if success:
             write_json(self.loc, self.loc.join(SUCCESS), {"shards": manifest["totals"]["shards"]}, self.generation)
+
+    def record_run(self, record: dict[str, Any]) -> None:
+        """`_shardscore/runs/<started, UTC>-<run id>.json`: named so that the listing's order is the runs' order."""
+        started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(record["started_at"]))
+        write_json(self.loc, self.loc.join(f"{RUNS_DIR}/{started}-{record['run_id']}.json"), record, self.generation)
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [record for _, path in self._run_files() if (record := read_json(self.loc, path))]
+
+    def recorded_runs(self) -> set[str]:
+        """From the names alone: one listing, no reads."""
+        return {rel.removesuffix(".json").rsplit("-", 1)[-1] for rel, _ in self._run_files()}
+
+    def _run_files(self) -> list[tuple[str, str]]:
+        runs = Location(self.loc.fs, self.loc.join(RUNS_DIR), self.loc.uri)
+        return sorted((rel, i.path) for rel, i in list_files(runs, recursive=False) if rel.endswith(".json"))
 
     def remove_temporaries(self, host: str) -> None:
         """Temporary files of writers killed mid-write (hidden names; readers never saw them): this run's own (its

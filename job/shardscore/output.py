@@ -44,7 +44,8 @@ class Output(Protocol):
         """Every commit record, by shard id."""
 
     def reconcile(self, shards: list[Shard], committed: dict[str, ShardResult], model_identity: str,
-                  output_options: str, overwrite: bool, sources: dict[str, str | None]) -> Reconciliation:
+                  output_options: str, overwrite: bool, sources: dict[str, str | None],
+                  incremental: bool = False) -> Reconciliation:
         """What a run must still do, given the output's `committed` records (commit.reconcile's rules)."""
 
     def forget(self, result: ShardResult) -> None:
@@ -71,6 +72,15 @@ class Output(Protocol):
 
     def publish(self, manifest: dict[str, Any], success: bool) -> None:
         """Write the run's manifest and, when `success`, tell readers the output is complete."""
+
+    def record_run(self, record: dict[str, Any]) -> None:
+        """Keep what a run changed (runlog.run_record), beside those of earlier runs."""
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run's record, oldest first."""
+
+    def recorded_runs(self) -> set[str]:
+        """The ids of the runs that left a record."""
 
     def remove_temporaries(self, host: str) -> None:
         """Remove files of writers killed mid-write that no run can still publish (`host`: this run's, to tell

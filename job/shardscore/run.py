@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import pyarrow.fs as pafs
 
-from . import manifest
+from . import manifest, runlog
 from . import model as model_mod
 from .checks import Checked, Stopwatch, check
 from .commit import Reconciliation, ShardResult, SourceLedger, failed, options_identity
@@ -84,7 +84,8 @@ def _reconcile(checked: Checked, output: Output) -> Reconciliation:
     committed = output.committed()
     sources = model_mod.current_sources({n for r in committed.values() for n in r.loaded_sources})
     return output.reconcile(checked.plan.shards, committed, checked.scorer.identity,
-                            options_identity(checked.cfg.key_columns), checked.cfg.overwrite, sources)
+                            options_identity(checked.cfg.key_columns), checked.cfg.overwrite, sources,
+                            incremental=checked.cfg.incremental)
 
 
 class Run:
@@ -291,8 +292,17 @@ class Run:
         self.lease.check()
         self.output.remove_temporaries(self.lease.holder.host)
         result["seconds"]["breakdown"]["verify_and_manifest"] = round(time.monotonic() - finishing, 3)
+        self._record_run(result)
         self._publish(result)
         return result
+
+    def _record_run(self, result: dict[str, Any]) -> None:
+        """What this run added, replaced and removed, kept beside the earlier runs' before _SUCCESS (runlog.py)."""
+        records = runlog.run_records(result, self.work.reconciliation, self.results, self.output.recorded_runs())
+        if records:
+            self.lease.check()
+        for record in records:
+            self.output.record_run(record)
 
     def _abort(self, reason: str) -> None:
         committed_now = [r for r in self.results if r.committed]
@@ -301,6 +311,7 @@ class Run:
         if changed:
             result = self._manifest(status="aborted")
             result["error"] = reason
+            self._record_run(result)
             self._publish(result)
         raise RunAborted(reason + (f" ({len(committed_now)} shard(s) committed by this run stay committed; rerun "
                                    "to finish)" if committed_now else " (nothing was changed)"))

@@ -1,6 +1,7 @@
 """A model that scores each row with twice its `id`, except where it is told to misbehave: it hangs (sleeps) on a
 batch holding an id of `hang`, hangs holding the GIL (a regular expression that backtracks for ever in C) on one of
-`hang_in_c`, or ends its worker process (os._exit, as a segfault or the OOM killer would) on one of `exit_on`."""
+`hang_in_c`, or ends its worker process (os._exit, as a segfault or the OOM killer would) on one of `exit_on`;
+`delay` seconds per batch give a test time to act while a run is under way."""
 
 import os
 import re
@@ -11,13 +12,14 @@ import pyarrow.compute as pc
 
 
 class HangModel:
-    def __init__(self, hang: list[int], hang_in_c: list[int], exit_on: list[int], batch_format: str):
-        self.hang, self.hang_in_c, self.exit_on = set(hang), set(hang_in_c), set(exit_on)
+    def __init__(self, hang: list[int], hang_in_c: list[int], exit_on: list[int], batch_format: str, delay: float):
+        self.hang, self.hang_in_c, self.exit_on, self.delay = set(hang), set(hang_in_c), set(exit_on), delay
         self.batch_format = batch_format
         self.columns = ["id"]
 
     def __call__(self, batch):
         ids = set(batch["id"].tolist() if self.batch_format == "pandas" else batch.column("id").to_pylist())
+        time.sleep(self.delay)
         if self.exit_on & ids:
             os._exit(9)
         if self.hang & ids:
@@ -30,5 +32,5 @@ class HangModel:
 
 
 def load_model(hang: list[int] = (), hang_in_c: list[int] = (), exit_on: list[int] = (),
-               batch_format: str = "pandas"):
-    return HangModel(list(hang), list(hang_in_c), list(exit_on), batch_format)
+               batch_format: str = "pandas", delay: float = 0):
+    return HangModel(list(hang), list(hang_in_c), list(exit_on), batch_format, delay)
