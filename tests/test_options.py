@@ -42,6 +42,7 @@ CLI_ONLY = {
     # (k8s/tick.py; a chart value would be one fixed time for every tick). A one-off release (a backfill of one
     # date) passes it with job.extraArgs.
     "logical_time": "the CronJob tick passes its scheduled time; a one-off release uses job.extraArgs",
+    "latest_pointer": "the CronJob tick passes <job.output>/_LATEST; a one-off release uses job.extraArgs",
 }
 
 

@@ -66,9 +66,10 @@ def test_entrypoint_reaches_the_head_as_argv():
     untouched by either shell (no brace expansion)."""
     for argv, out in [(ARGV, "s3://b/scheduled/run=20251121T1330Z"),
                       (TEMPLATED, "s3://b/scores/date={date}/h={hour:%H%M}/run=20251121T1330Z")]:
-        words = shell_words(tick.entrypoint(argv, 5, out, MINUTES), "bash")
+        words = shell_words(tick.entrypoint(argv, 5, out, MINUTES, "s3://b/{date}/_LATEST"), "bash")
         assert shell_words(shlex.join(words), "sh") == [*argv[:5], out, *argv[6:], "--logical-time",
-                                                         "2025-11-21T13:30:00Z"]
+                                                         "2025-11-21T13:30:00Z", "--latest-pointer",
+                                                         "s3://b/{date}/_LATEST"]
 
 
 def test_build_rayjob_fills_in_the_template_only():
@@ -83,7 +84,8 @@ def test_build_rayjob_fills_in_the_template_only():
     assert meta["annotations"] == {tick.SCHEDULED_ANNOTATION: "2025-11-21T13:30:00Z",
                                    tick.OUTPUT_ANNOTATION: "s3://b/scheduled/run=20251121T1330Z"}
     assert shlex.split(obj["spec"]["entrypoint"]) == [*ARGV[:5], "s3://b/scheduled/run=20251121T1330Z", *ARGV[6:],
-                                                      "--logical-time", "2025-11-21T13:30:00Z"]
+                                                      "--logical-time", "2025-11-21T13:30:00Z",
+                                                      "--latest-pointer", "s3://b/scheduled/_LATEST"]
     assert obj["spec"]["clusterSelector"] == {"ray.io/cluster": "c"}
     assert tick.build_rayjob(cfg, "scoring", JOB, "other-uid", MINUTES)["metadata"]["name"] == NAME
 
@@ -96,7 +98,8 @@ def test_the_output_is_found_by_name_in_argv():
     assert cfg.output_arg_index == 5
     obj = tick.build_rayjob(cfg, "scoring", JOB, UID, MINUTES)
     assert shlex.split(obj["spec"]["entrypoint"]) == [*moved[:5], "s3://b/scheduled/run=20251121T1330Z", *moved[6:],
-                                                      "--logical-time", "2025-11-21T13:30:00Z"]
+                                                      "--logical-time", "2025-11-21T13:30:00Z",
+                                                      "--latest-pointer", "s3://b/scheduled/_LATEST"]
 
 
 def test_the_ticks_scheduled_time_fills_the_runs_templates():
@@ -115,12 +118,15 @@ def test_the_ticks_scheduled_time_fills_the_runs_templates():
         "templates": {"input": "s3://b/in/date={date}/", "output": "s3://b/scores/date={date}/h={hour:%H%M}/run=20251121T1330Z"}}
     late = tick.build_rayjob(config(argv=TEMPLATED), "scoring", JOB.replace(str(MINUTES), str(MINUTES - 1440)), UID,
                              MINUTES - 1440)
-    assert shlex.split(late["spec"]["entrypoint"])[-1] == "2025-11-20T13:30:00Z", "a backfill tick: its own minute"
+    assert shlex.split(late["spec"]["entrypoint"])[-3] == "2025-11-20T13:30:00Z", "a backfill tick: its own minute"
+    assert run.latest_pointer == "s3://b/scores/date=2025-11-21/h=1330/_LATEST"  # filled: the pointer has no template
 
 
 @pytest.mark.parametrize("change,needle", [
     ({"argv": [*ARGV, "--logical-time", "2025-01-01"]}, "argv sets --logical-time, which the tick sets"),
     ({"argv": [*ARGV, "--logical-time=2025-01-01"]}, "argv sets --logical-time"),
+    ({"argv": [*ARGV, "--latest-pointer", "s3://b/x"]}, "argv sets --latest-pointer, which the tick sets to "
+                                                        "<job.output>/_LATEST"),
     ({"argv": [*ARGV[:3], "s3://b/in/{day}", *ARGV[4:]]}, "--input 's3://b/in/{day}': unknown placeholder {day}"),
     ({"argv": [*ARGV[:5], "s3://b/o/{date:%Q}", *ARGV[6:]]}, "--output 's3://b/o/{date:%Q}': bad format"),
     ({"output": "s3://b/o/{date"}, "--output 's3://b/o/{date': expected '}'"),

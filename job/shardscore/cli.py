@@ -90,6 +90,8 @@ def _summary_text(manifest: dict[str, Any]) -> str:
         from .planning import ignored_text
 
         lines.append(f"shardscore: {ignored_text(manifest['ignored_files'])}")
+    if manifest.get("latest_pointer"):
+        lines.append(f"shardscore: --latest-pointer {manifest['latest_pointer']}")
     lines += [f"shardscore: warning: {w}" for w in manifest.get("warnings", [])]
     lines += [f"shardscore: FAILED shard {f['shard_id']} ({f['path']}): {f['reason']}" if f["shard_id"]
               else f"shardscore: FAILED: {f['reason']}" for f in manifest["failures"]]

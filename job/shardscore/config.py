@@ -205,6 +205,10 @@ class RunConfig:
                                      "AWS variables", none_means="AWS_ENDPOINT_URL, else AWS")
     ray_address: str | None = option(None, "cluster to join", none_means="RAY_ADDRESS, else a local Ray")
     progress_interval: float = option(10.0, "seconds between progress lines", convert=_number)
+    latest_pointer: str | None = option(
+        None, "once the run succeeded, point this JSON file (a local path or s3://...) at its --output, unless it "
+        "names a run of a later logical time already: the newest complete one of many per-tick outputs",
+        metavar="FILE")
     summary_json: str | None = option(None, "also write the summary as JSON to this file ('-': stdout, which then "
                                       "carries only the JSON; every other line, the workers' prints included, goes "
                                       "to stderr)")
@@ -263,6 +267,9 @@ class RunConfig:
                               "once; name each column once")
         if self.summary_json and self.summary_json != "-":
             _check_summary_path(self.summary_json)
+        if self.latest_pointer and (self.latest_pointer.rstrip("/") + "/").startswith(self.output.rstrip("/") + "/"):
+            raise ConfigError(f"--latest-pointer {self.latest_pointer}: inside --output {self.output}; it names the "
+                              "newest of many outputs, so it lives beside them (their parent folder)")
         return self
 
 

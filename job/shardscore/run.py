@@ -15,19 +15,19 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import pyarrow.fs as pafs
 
-from . import manifest, runlog
+from . import latest, manifest, runlog
 from . import model as model_mod
 from .checks import Checked, Stopwatch, check
 from .commit import Reconciliation, ShardResult, SourceLedger, failed, options_identity
 from .config import RunConfig
 from .errors import OutputError, OutputUnwritable, RunAborted
-from .lease import Lease, ray_job_id, this_process
+from .lease import Lease, LeaseHeld, ray_job_id, this_process
 from .output import Output, open_output
 from .planning import Plan, Shard, bundle, ignored_text, listed, partition_keys
 from .progress import Progress
 from .schema_rule import SchemaGate
 from .scoring import ScoringJob, commit_empty
-from .storage import Location, StorageOptions
+from .storage import Location, StorageOptions, resolve
 
 if TYPE_CHECKING:
     from .ray_session import Workers
@@ -294,7 +294,19 @@ class Run:
         result["seconds"]["breakdown"]["verify_and_manifest"] = round(time.monotonic() - finishing, 3)
         self._record_run(result)
         self._publish(result)
+        if result["status"] == "succeeded" and self.cfg.latest_pointer:
+            result["latest_pointer"] = self._point_latest(result)
         return result
+
+    def _point_latest(self, result: dict[str, Any]) -> str:
+        """After _SUCCESS: --latest-pointer moved to this output, or kept at a newer one (latest.py)."""
+        parent, _, name = self.cfg.latest_pointer.rstrip("/").rpartition("/")
+        try:
+            return latest.point(resolve(parent or ".", StorageOptions(self.cfg.s3_endpoint)), name, result,
+                                self.cfg.lease_ttl)
+        except (OSError, LeaseHeld) as exc:
+            raise OutputUnwritable(f"the run succeeded, but --latest-pointer {self.cfg.latest_pointer} could not be "
+                                   f"updated ({type(exc).__name__}: {exc}); rerun to update it", result) from exc
 
     def _record_run(self, result: dict[str, Any]) -> None:
         """What this run added, replaced and removed, kept beside the earlier runs' before _SUCCESS (runlog.py)."""

@@ -118,6 +118,8 @@ def test_the_cronjob_tick_creates_its_rayjob_which_succeeds(kube, helm, s3, s3_n
     log(logs[-1500:])
     assert f"created RayJob {rayjob}" in logs and f"RayJob {rayjob} succeeded" in logs, logs
     assert_exact(s3, data, f"scheduled/run={utc_stamp(minutes)}")
+    assert json.loads(s3.read(data.bucket, "scheduled/_LATEST"))["output"] == \
+        f"s3://{data.bucket}/scheduled/run={utc_stamp(minutes)}"
 
 
 # --------------------------------------------------------------------------------------------- the tick's paths
@@ -222,6 +224,26 @@ def test_a_retried_tick_waits_for_the_running_rayjob(ticks, kube, s3):
     assert manifest["totals"]["skipped_already_committed"] == 0, manifest["totals"]  # one run did all of it
     jobs = ray_jobs(kube, ns, ticks.cluster)
     assert [j["submission_id"] for j in jobs].count(final["status"]["jobId"]) == 1, jobs
+
+
+def test_a_backfill_tick_scores_its_own_day_and_latest_moves_only_forward(ticks, kube, s3):
+    """Today's tick, then yesterday's made by hand (`kubectl create job --from=cronjob/... <name>-<its minutes>`, the
+    documented backfill): each writes its own run folder, exact; `_LATEST` names today's after both."""
+    ns = ticks.namespace.name
+    data = write_input(s3, ns, "input-days", shards=2, rows=1000)
+    name = ticks.install("days", data, "days")
+    today = int(time.time() // 60)
+    for minutes in (today, today - 1440):
+        rayjob = f"{name}-{minutes}"
+        ticks.fire(name, minutes)
+        final = wait_for(lambda rayjob=rayjob: kube.get("rayjob", rayjob, ns), rayjob_finished, 420,
+                         f"RayJob {rayjob} to finish")
+        assert rayjob_succeeded(final), final["status"]
+        assert_exact(s3, data, f"days/run={utc_stamp(minutes)}")
+        pointer = json.loads(s3.read(data.bucket, "days/_LATEST"))
+        log(f"after the tick of {utc_stamp(minutes)}: _LATEST {pointer}")
+        assert pointer["output"] == f"s3://{data.bucket}/days/run={utc_stamp(today)}", pointer
+        assert pointer["logical_time"] == time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(today * 60)), pointer
 
 
 def ray_jobs(kube, ns: str, cluster: str) -> list[dict]:

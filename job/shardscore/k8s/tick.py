@@ -4,7 +4,8 @@ The CronJob controller names each Job `<cronjob>-<unix minutes of the scheduled 
 The tick:
 
 1. creates the tick's RayJob `<prefix>-<minutes>` from the chart's template (a ConfigMap, tick.json), with
-   `--output <output>/run=<UTC YYYYMMDDTHHMMZ> ... --logical-time <the scheduled time>` and an ownerReference to
+   `--output <output>/run=<UTC YYYYMMDDTHHMMZ> ... --logical-time <the scheduled time> --latest-pointer
+   <output>/_LATEST` and an ownerReference to
    the tick's Job (the CronJob's history limits delete old RayJobs with their Jobs). The logical time fills the
    placeholders of --input and --output (templates.py): a late or retried tick, or one started by hand for a past
    minute, reads and writes what its scheduled time names. A retried tick pod finds the same RayJob
@@ -40,7 +41,7 @@ from typing import Any, Callable
 
 from ..templates import fill, iso
 from .rayjobs import KubeRayJobs, RayJobs
-from .tickconfig import LOGICAL_TIME, TickConfig, TickError
+from .tickconfig import LATEST_POINTER, LOGICAL_TIME, TickConfig, TickError
 
 TICK_LABEL = "shardscore.io/tick"
 SCHEDULED_ANNOTATION = "shardscore.io/scheduled-time"
@@ -80,12 +81,19 @@ def run_output(output: str, minutes: int) -> str:
     return f"{output.rstrip('/')}/run={utc_stamp(minutes)}"
 
 
-def entrypoint(argv: list[str], output_index: int, output: str, minutes: int) -> str:
-    """The RayJob entrypoint: argv with the tick's output and its logical time (the scheduled time), quoted for the
-    submitter's bash and the head's sh. argv holds no --logical-time (tickconfig.check_templates)."""
+def entrypoint(argv: list[str], output_index: int, output: str, minutes: int, latest: str) -> str:
+    """The RayJob entrypoint: argv with the tick's output, its logical time (the scheduled time) and the pointer to
+    the newest complete tick's output, quoted for the submitter's bash and the head's sh. argv holds neither option
+    (tickconfig.check_templates)."""
     words = list(argv)
     words[output_index] = output
-    return shlex.join([*words, LOGICAL_TIME, iso(scheduled_time(minutes))])
+    return shlex.join([*words, LOGICAL_TIME, iso(scheduled_time(minutes)), LATEST_POINTER, latest])
+
+
+def latest_pointer(output: str, minutes: int) -> str:
+    """`<output>/_LATEST` (its placeholders filled): each tick's run moves it to its own folder once it succeeded,
+    only forward (latest.py), so a consumer of the per-tick folders reads the newest complete one there."""
+    return fill(output.rstrip("/"), scheduled_time(minutes), "--output") + "/_LATEST"
 
 
 def build_rayjob(cfg: TickConfig, namespace: str, job_name: str, job_uid: str, minutes: int) -> dict[str, Any]:
@@ -100,7 +108,8 @@ def build_rayjob(cfg: TickConfig, namespace: str, job_name: str, job_uid: str, m
         SCHEDULED_ANNOTATION: iso(scheduled_time(minutes)),
         OUTPUT_ANNOTATION: fill(out, scheduled_time(minutes), "--output")})  # where the run writes: filled
     meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid}]
-    obj["spec"]["entrypoint"] = entrypoint(cfg.argv, cfg.output_arg_index, out, minutes)
+    obj["spec"]["entrypoint"] = entrypoint(cfg.argv, cfg.output_arg_index, out, minutes,
+                                           latest_pointer(cfg.output, minutes))
     return obj
 
 

@@ -15,8 +15,10 @@ from typing import Any
 from ..errors import ConfigError, ShardscoreError
 from ..templates import names as placeholder_names
 
-#: The run option by which the tick passes its scheduled time (config.RunConfig.logical_time).
+#: The run options the tick sets: its scheduled time (config.RunConfig.logical_time), and the pointer to the newest
+#: complete tick's output (config.RunConfig.latest_pointer).
 LOGICAL_TIME = "--logical-time"
+LATEST_POINTER = "--latest-pointer"
 
 #: Every field of tick.json, with what the chart puts there and what the tick does with it.
 FIELDS: dict[str, str] = {
@@ -24,9 +26,10 @@ FIELDS: dict[str, str] = {
     "output": "job.output without a trailing '/'; a tick's run writes to <output>/run=<UTC YYYYMMDDTHHMMZ>, with "
               "its placeholders ({date}, templates.py) filled from the tick's scheduled time",
     "argv": "the words of the RayJob entrypoint, `shardscore run ... --output <job.output> ...`, unquoted, without "
-            "--logical-time; the tick sets the value of its first --output to the tick's run folder, appends "
-            "`--logical-time <the tick's scheduled time, UTC, 2026-12-03T02:30:00Z>` (which fills the placeholders "
-            "of --input and --output) and quotes the words for the shells",
+            "--logical-time and --latest-pointer; the tick sets the value of its first --output to the tick's run "
+            "folder, appends `--logical-time <the tick's scheduled time, UTC, 2026-12-03T02:30:00Z>` (which fills "
+            "the placeholders of --input and --output) and `--latest-pointer <output>/_LATEST`, and quotes the "
+            "words for the shells",
     "rayJob": "the RayJob of every tick (kind RayJob, with a spec) without metadata.name and spec.entrypoint, "
               "which the tick sets with its labels, annotations and ownerReference",
     "wait": "cronJob.waitForCompletion: wait for the run to end (default true)",
@@ -43,9 +46,10 @@ class TickError(ShardscoreError):
 def check_templates(argv: list[str], output: str) -> None:
     """argv leaves the logical time to the tick, and the paths' placeholders are ones the run can fill. Refused
     here, the tick fails at once (exit 2) instead of every tick's run failing after its cluster started."""
-    if any(word == LOGICAL_TIME or word.startswith(LOGICAL_TIME + "=") for word in argv):
-        raise TickError(f"tick configuration: argv sets {LOGICAL_TIME}, which the tick sets to each tick's scheduled "
-                        "time; remove it (job.extraArgs)")
+    for option, what in ((LOGICAL_TIME, "each tick's scheduled time"), (LATEST_POINTER, "<job.output>/_LATEST")):
+        if any(word == option or word.startswith(option + "=") for word in argv):
+            raise TickError(f"tick configuration: argv sets {option}, which the tick sets to {what}; remove it "
+                            "(job.extraArgs)")
     paths = [(option, argv[argv.index(option) + 1]) for option in ("--input", "--output") if option in argv[:-1]]
     for option, template in [*paths, ("--output", output)]:
         try:
