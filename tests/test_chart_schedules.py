@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 import chartlib as c
-from chartlib import CRONJOB, FULLNAME, IMAGE, entrypoint_argv, submitter_then_head_argv
+from chartlib import CRONJOB, FULLNAME, IMAGE, RAYCRONJOB, entrypoint_argv, submitter_then_head_argv
 
 
 def tick_output(entrypoint: str, rayjob_name: str) -> str:
@@ -134,6 +134,22 @@ def test_tick_output_is_this_minute_for_a_fresh_tick(rendered):
     minutes = int(time.time() // 60)
     job = c.one(rendered["raycronjob-values"], "RayCronJob")["spec"]["jobTemplate"]
     assert tick_output(job["entrypoint"], f"{FULLNAME}-{minutes}").endswith(f"/run={utc_stamp(minutes)}")
+
+
+def test_schedule_layouts_reach_the_tick_and_the_raycronjob():
+    """scheduleLayout: the tick learns it from tick.json (tick.layout_output: where its run writes); incremental
+    puts --incremental in the argv, and a RayCronJob child then writes job.output itself, not a derived folder."""
+    assert c.tick_config(c.render([CRONJOB]))["layout"] == "perTick"
+    dated = c.render([CRONJOB], ["scheduleLayout=perDate", "job.input=s3://b/events/date={date}",
+                                 "job.output=s3://b/scores/date={date}"])
+    cfg = c.tick_config(dated)
+    assert cfg["layout"] == "perDate" and cfg["output"] == "s3://b/scores/date={date}"
+    assert cfg["argv"][2:6] == ["--input", "s3://b/events/date={date}", "--output", "s3://b/scores/date={date}"]
+    grown = c.tick_config(c.render([CRONJOB], ["scheduleLayout=incremental"]))
+    assert grown["layout"] == "incremental" and "--incremental" in grown["argv"]
+    job = c.one(c.render([RAYCRONJOB], ["scheduleLayout=incremental"]), "RayCronJob")["spec"]["jobTemplate"]
+    argv = submitter_then_head_argv(job["entrypoint"], {"SHARDSCORE_TICK_JOB": f"{FULLNAME}-29395530"})
+    assert argv[argv.index("--output") + 1] == "s3://shardscore/hourly" and "--incremental" in argv
 
 
 def test_one_shot_output_is_not_per_tick(rendered):

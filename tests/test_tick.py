@@ -90,6 +90,20 @@ def test_build_rayjob_fills_in_the_template_only():
     assert tick.build_rayjob(cfg, "scoring", JOB, "other-uid", MINUTES)["metadata"]["name"] == NAME
 
 
+@pytest.mark.parametrize("layout, out, latest", [
+    ("perTick", "s3://b/scheduled/run=20251121T1330Z", ["--latest-pointer", "s3://b/scheduled/_LATEST"]),
+    ("perDate", "s3://b/scheduled", []),
+    ("incremental", "s3://b/scheduled", []),
+])
+def test_each_layout_writes_where_it_says(layout: str, out: str, latest: list[str]):
+    """perTick: a run folder and the pointer beside them; perDate and incremental: the output itself (the run
+    fills its placeholders from --logical-time), with no pointer."""
+    obj = tick.build_rayjob(config(layout=layout), "scoring", JOB, UID, MINUTES)
+    words = shlex.split(obj["spec"]["entrypoint"])
+    assert words == [*ARGV[:5], out, *ARGV[6:], "--logical-time", "2025-11-21T13:30:00Z", *latest]
+    assert obj["metadata"]["annotations"][tick.OUTPUT_ANNOTATION] == out
+
+
 def test_the_output_is_found_by_name_in_argv():
     """tick.json's argv may hold --output anywhere (tickconfig.FIELDS); the first one's value is the tick's."""
     moved = ["shardscore", "run", "--model", "pkg.mod:load", "--output", "s3://b/scheduled/", "--input", "s3://b/in",
@@ -125,6 +139,7 @@ def test_the_ticks_scheduled_time_fills_the_runs_templates():
 @pytest.mark.parametrize("change,needle", [
     ({"argv": [*ARGV, "--logical-time", "2025-01-01"]}, "argv sets --logical-time, which the tick sets"),
     ({"argv": [*ARGV, "--logical-time=2025-01-01"]}, "argv sets --logical-time"),
+    ({"layout": "daily"}, "layout 'daily': choose one of perTick, perDate, incremental"),
     ({"argv": [*ARGV, "--latest-pointer", "s3://b/x"]}, "argv sets --latest-pointer, which the tick sets to "
                                                         "<job.output>/_LATEST"),
     ({"argv": [*ARGV[:3], "s3://b/in/{day}", *ARGV[4:]]}, "--input 's3://b/in/{day}': unknown placeholder {day}"),

@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, assert_exact, fullname, job_condition, job_logs,
-                         job_pods, log, models_mount_values, rayjob_finished, rayjob_succeeded,
+from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, Dataset, assert_exact, fullname, job_condition,
+                         job_logs, job_pods, log, models_mount_values, rayjob_finished, rayjob_succeeded,
                          slow_model_values, utc_stamp, values_args, wait_for, write_input)
 from .conftest import make_namespace  # noqa: F401 (the module fixture)
 
@@ -226,6 +226,20 @@ def test_a_retried_tick_waits_for_the_running_rayjob(ticks, kube, s3):
     assert [j["submission_id"] for j in jobs].count(final["status"]["jobId"]) == 1, jobs
 
 
+def run_tick(ticks, kube, name: str, minutes: int) -> None:
+    """Fire the tick of `minutes` and wait for its RayJob to succeed."""
+    rayjob = f"{name}-{minutes}"
+    ticks.fire(name, minutes)
+    final = wait_for(lambda: kube.get("rayjob", rayjob, ticks.namespace.name), rayjob_finished, 420,
+                     f"RayJob {rayjob} to finish")
+    assert rayjob_succeeded(final), final["status"]
+
+
+def run_records(s3, bucket: str, output: str) -> list[dict]:
+    keys = sorted(k for k in s3.keys(bucket, f"{output}/_shardscore/runs") if k.endswith(".json"))
+    return [json.loads(s3.read(bucket, k)) for k in keys]
+
+
 def test_a_backfill_tick_scores_its_own_day_and_latest_moves_only_forward(ticks, kube, s3):
     """Today's tick, then yesterday's made by hand (`kubectl create job --from=cronjob/... <name>-<its minutes>`, the
     documented backfill): each writes its own run folder, exact; `_LATEST` names today's after both."""
@@ -234,16 +248,51 @@ def test_a_backfill_tick_scores_its_own_day_and_latest_moves_only_forward(ticks,
     name = ticks.install("days", data, "days")
     today = int(time.time() // 60)
     for minutes in (today, today - 1440):
-        rayjob = f"{name}-{minutes}"
-        ticks.fire(name, minutes)
-        final = wait_for(lambda rayjob=rayjob: kube.get("rayjob", rayjob, ns), rayjob_finished, 420,
-                         f"RayJob {rayjob} to finish")
-        assert rayjob_succeeded(final), final["status"]
+        run_tick(ticks, kube, name, minutes)
         assert_exact(s3, data, f"days/run={utc_stamp(minutes)}")
         pointer = json.loads(s3.read(data.bucket, "days/_LATEST"))
         log(f"after the tick of {utc_stamp(minutes)}: _LATEST {pointer}")
         assert pointer["output"] == f"s3://{data.bucket}/days/run={utc_stamp(today)}", pointer
         assert pointer["logical_time"] == time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(today * 60)), pointer
+
+
+def test_an_incremental_release_scores_only_the_new_files_at_the_next_tick(ticks, kube, s3):
+    """scheduleLayout incremental: two ticks into one output, a file added between them: the second tick's run
+    scores that file alone (its run record says so), and the output holds every input row once."""
+    ns = ticks.namespace.name
+    data = write_input(s3, ns, "input-grow", shards=2, rows=1000)
+    name = ticks.install("grow", data, "grown", scheduleLayout="incremental")
+    first = int(time.time() // 60)
+    run_tick(ticks, kube, name, first)
+    late = write_input(s3, ns, "input-grow-late", shards=3, rows=1000)  # row ids 2000..2999 in its part-00002
+    s3.client().copy_object(Bucket=ns, Key="input-grow/part-00002.parquet",
+                            CopySource={"Bucket": ns, "Key": "input-grow-late/part-00002.parquet"})
+    run_tick(ticks, kube, name, first + 1)
+    grown = Dataset(ns, "input-grow", {**data.passengers,
+                                       **{i: p for i, p in late.passengers.items() if i >= 2000}})
+    manifest = assert_exact(s3, grown, "grown")
+    assert manifest["totals"]["rows_scored_this_run"] == 1000, manifest["totals"]
+    records = run_records(s3, ns, "grown")
+    log(f"run records: {[(r['logical_time'], [a['shard_id'] for a in r['added']]) for r in records]}")
+    assert [[a["shard_id"] for a in r["added"]] for r in records] == [
+        ["part-00000.parquet", "part-00001.parquet"], ["part-00002.parquet"]]
+    assert [r["logical_time"] for r in records] == [
+        time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(m * 60)) for m in (first, first + 1)]
+
+
+def test_a_per_date_release_writes_each_ticks_date(ticks, kube, s3):
+    """scheduleLayout perDate: job.input and job.output name the date; a tick (here a backfill of two days ago)
+    reads and writes its own date's folders."""
+    ns = ticks.namespace.name
+    minutes = int(time.time() // 60) - 2 * 1440
+    day = time.strftime("%Y-%m-%d", time.gmtime(minutes * 60))
+    data = write_input(s3, ns, f"events/date={day}", shards=2, rows=1000)
+    name = ticks.install("dated", data, "unused", scheduleLayout="perDate",
+                         **{"job.input": f"s3://{ns}/events/date={{date}}", "job.output": f"s3://{ns}/scores/date={{date}}"})
+    run_tick(ticks, kube, name, minutes)
+    manifest = assert_exact(s3, data, f"scores/date={day}")
+    assert manifest["templates"] == {"input": f"s3://{ns}/events/date={{date}}",
+                                     "output": f"s3://{ns}/scores/date={{date}}"}, manifest["templates"]
 
 
 def ray_jobs(kube, ns: str, cluster: str) -> list[dict]:

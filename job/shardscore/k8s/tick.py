@@ -81,13 +81,22 @@ def run_output(output: str, minutes: int) -> str:
     return f"{output.rstrip('/')}/run={utc_stamp(minutes)}"
 
 
-def entrypoint(argv: list[str], output_index: int, output: str, minutes: int, latest: str) -> str:
+def entrypoint(argv: list[str], output_index: int, output: str, minutes: int, latest: str | None) -> str:
     """The RayJob entrypoint: argv with the tick's output, its logical time (the scheduled time) and the pointer to
-    the newest complete tick's output, quoted for the submitter's bash and the head's sh. argv holds neither option
-    (tickconfig.check_templates)."""
+    the newest complete tick's output (when there is one), quoted for the submitter's bash and the head's sh. argv
+    holds neither option (tickconfig.check_templates)."""
     words = list(argv)
     words[output_index] = output
-    return shlex.join([*words, LOGICAL_TIME, iso(scheduled_time(minutes)), LATEST_POINTER, latest])
+    return shlex.join([*words, LOGICAL_TIME, iso(scheduled_time(minutes)),
+                       *([LATEST_POINTER, latest] if latest else [])])
+
+
+def layout_output(cfg: TickConfig, minutes: int) -> tuple[str, str | None]:
+    """Where the tick's run writes, and its --latest-pointer: per tick, a run folder and the pointer beside them;
+    per date and incremental, the output itself (its placeholders the run fills), which needs no pointer."""
+    if cfg.layout == "perTick":
+        return run_output(cfg.output, minutes), latest_pointer(cfg.output, minutes)
+    return cfg.output, None
 
 
 def latest_pointer(output: str, minutes: int) -> str:
@@ -103,13 +112,12 @@ def build_rayjob(cfg: TickConfig, namespace: str, job_name: str, job_uid: str, m
     meta["name"] = rayjob_name(cfg.name_prefix, minutes)
     meta["namespace"] = namespace
     meta.setdefault("labels", {})[TICK_LABEL] = str(minutes)
-    out = run_output(cfg.output, minutes)
+    out, latest = layout_output(cfg, minutes)
     meta.setdefault("annotations", {}).update({
         SCHEDULED_ANNOTATION: iso(scheduled_time(minutes)),
         OUTPUT_ANNOTATION: fill(out, scheduled_time(minutes), "--output")})  # where the run writes: filled
     meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid}]
-    obj["spec"]["entrypoint"] = entrypoint(cfg.argv, cfg.output_arg_index, out, minutes,
-                                           latest_pointer(cfg.output, minutes))
+    obj["spec"]["entrypoint"] = entrypoint(cfg.argv, cfg.output_arg_index, out, minutes, latest)
     return obj
 
 

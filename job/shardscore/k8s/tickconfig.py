@@ -20,16 +20,22 @@ from ..templates import names as placeholder_names
 LOGICAL_TIME = "--logical-time"
 LATEST_POINTER = "--latest-pointer"
 
+#: Where scheduled runs write (FIELDS["layout"]).
+LAYOUTS = ("perTick", "perDate", "incremental")
+
 #: Every field of tick.json, with what the chart puts there and what the tick does with it.
 FIELDS: dict[str, str] = {
     "namePrefix": "the chart's full name; each tick's RayJob is <namePrefix>-<unix minutes of the scheduled time>",
-    "output": "job.output without a trailing '/'; a tick's run writes to <output>/run=<UTC YYYYMMDDTHHMMZ>, with "
-              "its placeholders ({date}, templates.py) filled from the tick's scheduled time",
+    "output": "job.output without a trailing '/', its placeholders ({date}, templates.py) filled from the tick's "
+              "scheduled time; where a tick's run writes depends on the layout",
+    "layout": "scheduleLayout: perTick (each tick's run writes <output>/run=<UTC YYYYMMDDTHHMMZ> and moves "
+              "<output>/_LATEST to it), perDate (it writes <output> filled: its placeholders name the date) or "
+              "incremental (every tick writes <output>, and argv has --incremental); default perTick",
     "argv": "the words of the RayJob entrypoint, `shardscore run ... --output <job.output> ...`, unquoted, without "
             "--logical-time and --latest-pointer; the tick sets the value of its first --output to the tick's run "
             "folder, appends `--logical-time <the tick's scheduled time, UTC, 2026-12-03T02:30:00Z>` (which fills "
-            "the placeholders of --input and --output) and `--latest-pointer <output>/_LATEST`, and quotes the "
-            "words for the shells",
+            "the placeholders of --input and --output) and, for the perTick layout, `--latest-pointer "
+            "<output>/_LATEST`, and quotes the words for the shells",
     "rayJob": "the RayJob of every tick (kind RayJob, with a spec) without metadata.name and spec.entrypoint, "
               "which the tick sets with its labels, annotations and ownerReference",
     "wait": "cronJob.waitForCompletion: wait for the run to end (default true)",
@@ -79,6 +85,7 @@ class TickConfig:
     wait: bool = True
     poll_seconds: float = 15.0
     deadline_seconds: float | None = None
+    layout: str = "perTick"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TickConfig":
@@ -87,11 +94,14 @@ class TickConfig:
             cfg = cls(name_prefix=data["namePrefix"], output=data["output"], argv=argv,
                       output_arg_index=output_value_index(argv), rayjob=data["rayJob"],
                       wait=bool(data.get("wait", True)), poll_seconds=float(data.get("pollSeconds") or 15),
-                      deadline_seconds=None if data.get("deadlineSeconds") is None else float(data["deadlineSeconds"]))
+                      deadline_seconds=None if data.get("deadlineSeconds") is None else float(data["deadlineSeconds"]),
+                      layout=data.get("layout") or "perTick")
         except (KeyError, TypeError, ValueError) as exc:
             raise TickError(f"tick configuration: missing or bad field: {exc}") from exc
         if cfg.rayjob.get("kind") != "RayJob" or not isinstance(cfg.rayjob.get("spec"), dict):
             raise TickError("tick configuration: rayJob is not a RayJob template")
+        if cfg.layout not in LAYOUTS:
+            raise TickError(f"tick configuration: layout {cfg.layout!r}: choose one of {', '.join(LAYOUTS)}")
         check_templates(cfg.argv, cfg.output)
         if cfg.poll_seconds <= 0:
             raise TickError(f"tick configuration: pollSeconds must be positive, got {cfg.poll_seconds}")
