@@ -80,6 +80,14 @@ class S3Server:
                             aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"],
                             region_name=self.credentials["AWS_REGION"])
 
+    def new_bucket(self, prefix: str):
+        """A fresh bucket `<prefix>-<8 hex>` (a test's own), and a client: (name, client)."""
+        import uuid
+
+        name, client = f"{prefix}-{uuid.uuid4().hex[:8]}", self.client()
+        client.create_bucket(Bucket=name)
+        return name, client
+
 
 def start_s3(log_dir: Path, host: str = "127.0.0.1", credentials: dict[str, str] = S3_ENV,
              kind: type[S3Server] = S3Server, **env: str) -> S3Server:

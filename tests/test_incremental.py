@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -163,9 +162,7 @@ def test_runs_names_an_unknown_run_and_an_output_without_runs(shardscore, cli, t
 
 @pytest.mark.s3
 def test_incremental_runs_on_s3(shardscore, s3, tmp_path: Path):
-    bucket = f"incremental-{uuid.uuid4().hex[:8]}"
-    client = s3.client()
-    client.create_bucket(Bucket=bucket)
+    bucket, client = s3.new_bucket("incremental")
     local = tmp_path / "in"
 
     def put(name: str, first: int, rows: int = 300) -> None:

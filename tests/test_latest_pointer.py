@@ -5,7 +5,6 @@ and on the S3 server."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +59,7 @@ def test_a_pointer_inside_the_output_is_refused_before_ray(cli, tmp_path: Path):
 
 @pytest.mark.s3
 def test_the_pointer_on_s3(shardscore, s3, tmp_path: Path):
-    bucket = f"latest-{uuid.uuid4().hex[:8]}"
-    client = s3.client()
-    client.create_bucket(Bucket=bucket)
+    bucket, client = s3.new_bucket("latest")
     client.upload_file(str(_input(tmp_path / "in") / "a.parquet"), bucket, "in/a.parquet")
     root = f"s3://{bucket}/scores"
     for day in ("2026-12-04", "2026-12-03"):
