@@ -294,17 +294,66 @@ def quarantine(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
                     "follows the number of bad rows and the model's cost per call, not the data's size.", ""]
 
 
-def quarantine_only() -> None:
-    """`python bench/run.py quarantine`: that section alone, written into RESULTS.md in place of the last one."""
+INCREMENTAL_HEADING = "## Nightly growth: full re-score against --incremental"
+
+
+def _scored(cmd: list[str], ray_env: dict[str, str]) -> tuple[float, int]:
+    """Whole-process seconds of one run, and the rows it scored (the manifest's rows_scored_this_run)."""
+    started = time.monotonic()
+    subprocess.run(cmd, env=env(**ray_env), check=True, capture_output=True)
+    seconds = time.monotonic() - started
+    return seconds, json.loads(Path(cmd[cmd.index("--output") + 1], "_manifest.json").read_text())[
+        "totals"]["rows_scored_this_run"]
+
+
+def incremental(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
+    """A week of nightly runs over an input that grows by one file (a taxi shard) a night: each night's run as the
+    per-tick layout does it (the whole input into its own folder) and as --incremental does it (only the new file,
+    into one output), one after the other on the same cluster; the report's section."""
+    nights = 7
+    grow, full, grown = OUT / "grow-input", OUT / "grow-full", OUT / "grow-incremental"
+    for path in (grow, full, grown):
+        shutil.rmtree(path, ignore_errors=True)
+    grow.mkdir(parents=True)
+    base = [str(BIN / "shardscore"), "run", "--input", str(grow), "--model", "ray_example:load_model",
+            "--progress-interval", "0"]
+    table = ["| night | input rows | full re-score: rows, seconds | --incremental: rows, seconds | seconds ratio |",
+             "|---:|---:|---:|---:|---:|"]
+    totals = [0.0, 0.0]
+    for night, shard in enumerate(sorted(inp.glob("*.parquet"))[:nights], 1):
+        os.link(shard, grow / f"night-{night}.parquet")
+        f_s, f_rows = _scored([*base, "--output", str(full / f"run={night}")], ray_env)
+        i_s, i_rows = _scored([*base, "--output", str(grown), "--incremental"], ray_env)
+        totals = [totals[0] + f_s, totals[1] + i_s]
+        table.append(f"| {night} | {night * rows // 12:,} | {f_rows:,}, {f_s:.2f} | {i_rows:,}, {i_s:.2f} | "
+                     f"{f_s / i_s:.2f} |")
+        print(f"  night {night}: full {f_rows:,} rows {f_s:.2f} s, incremental {i_rows:,} rows {i_s:.2f} s", flush=True)
+    return [INCREMENTAL_HEADING, "",
+            f"Measured on {time.strftime('%Y-%m-%d')} by bench/run.py `incremental` (also part of `make bench`): an "
+            f"input that grows by one {rows // 12:,}-row taxi file a night, {nights} nights, the Ray example's model, "
+            "tasks; each night once as the per-tick layout scores it (the whole input, into its own folder) and once "
+            "with --incremental (into one output), whole processes, one run each.", "", *table, "",
+            f"Over the {nights} nights: {totals[0]:.1f} s re-scoring everything against {totals[1]:.1f} s "
+            f"incrementally ({totals[0] / totals[1]:.1f}x).", ""]
+
+
+#: The sections `python bench/run.py <name>` measures alone: (heading, function of (taxi data, cluster, rows)).
+SECTIONS = {"quarantine": (QUARANTINE_HEADING, quarantine), "incremental": (INCREMENTAL_HEADING, incremental)}
+
+
+def section_only(name: str) -> None:
+    """`python bench/run.py quarantine|incremental`: that section alone, written into RESULTS.md in place of its
+    last one (or at the end)."""
+    heading, measure = SECTIONS[name]
     rows = int(14_000_000 * SCALE) // 12
     taxi = sample(DATA / f"taxi-12x{rows}", 12, rows)
     ray_env = start_cluster()
     try:
-        lines = quarantine(taxi, ray_env, rows * 12)
+        lines = measure(taxi, ray_env, rows * 12)
     finally:
         stop_cluster()
     results = (BENCH / "RESULTS.md").read_text()
-    before, _, after = results.partition(QUARANTINE_HEADING)
+    before, _, after = results.partition(heading)
     rest = after.partition("\n## ")[2]
     (BENCH / "RESULTS.md").write_text(before.rstrip("\n") + "\n\n" + "\n".join(lines) + ("\n## " + rest if rest else ""))
     print("\n".join(lines))
@@ -382,13 +431,13 @@ def main() -> None:
                                        repeats=1)
         r["pool_tiny"] = median_of(f"process pool at its best, {int(10_000 * SCALE):,} tiny shards",
                                    [py, str(BENCH / "baselines.py"), "pool-best", str(tiny), "{out}"], {}, repeats=1)
-        guarded = quarantine(taxi, ray_env, rows_main * 12)
+        sections = quarantine(taxi, ray_env, rows_main * 12) + incremental(taxi, ray_env, rows_main * 12)
         growth = worker_growth(big, ray_env)
         print("scaling sweep (the Ray example's model):", flush=True)
         sweep = {label: sweep_variants(path, ray_env, label, SWEEP_REPEATS) for label, path in sweep_data.items()}
     finally:
         stop_cluster()
-    report(r, growth, data_mb, rows_main * 12, sweep, guarded)
+    report(r, growth, data_mb, rows_main * 12, sweep, sections)
 
 
 def marginal(small: dict, large: dict) -> float:
@@ -406,7 +455,7 @@ PHASES = [("startup", "interpreter and the CLI's imports"), ("import_ray", "impo
 
 
 def report(r: dict[str, dict], growth: dict, data_mb: float, rows: int, sweep: dict[str, dict[str, dict]],
-           guarded: list[str]) -> None:
+           sections: list[str]) -> None:
     import pyarrow
     import ray
 
@@ -506,7 +555,7 @@ def report(r: dict[str, dict], growth: dict, data_mb: float, rows: int, sweep: d
     for label, variants in sweep.items():
         lines.append(f"| {label} | " + " | ".join(f"{v['rows_per_s'] / 1e6:.2f}M rows/s" for v in variants.values())
                      + " |")
-    lines += ["", *guarded]
+    lines += ["", *sections]
     (BENCH / "RESULTS.md").write_text("\n".join(lines))
     (BENCH / "results.json").write_text(json.dumps({"variants": r, "worker_growth": growth, "sweep": sweep,
                                                     "checks": [{"measure": n, "cold": c, "warm_pool": w, "target": t}
@@ -519,4 +568,4 @@ def report(r: dict[str, dict], growth: dict, data_mb: float, rows: int, sweep: d
 
 
 if __name__ == "__main__":
-    quarantine_only() if sys.argv[1:] == ["quarantine"] else main()
+    section_only(sys.argv[1]) if sys.argv[1:] and sys.argv[1] in SECTIONS else main()
