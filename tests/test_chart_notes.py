@@ -27,12 +27,17 @@ def notes(values: list[Path], sets: list[str] = ()) -> str:
            "get secret scoring-shardscore -o jsonpath='{.data.auth_token}'", "NetworkPolicies",
            "export RAY_AUTH_MODE=token RAY_AUTH_TOKEN="]),  # the ray CLI sends the token only in token mode
     (CRONJOB, ["CronJob scoring-shardscore-tick", "s3://shardscore/scheduled/run=<UTC YYYYMMDDTHHMMZ>",
+               "s3://shardscore/scheduled/_LATEST names the newest complete one",
                "create job --from=cronjob/scoring-shardscore-tick", "each on its own cluster"]),
+    ((CRONJOB, "scheduleLayout=incremental"),
+     ["scoring the input files no tick has committed into s3://shardscore/scheduled",
+      "shardscore runs s3://shardscore/scheduled"]),
     (RAYCRONJOB, ["RayCronJob scoring-shardscore (needs the operator's RayCronJob feature gate)",
                   "get rayjobs -l ray.io/cronjob-name=scoring-shardscore", "each on its own cluster"]),
-], ids=["cpu", "cronjob", "raycronjob"])
+], ids=["cpu", "cronjob", "incremental", "raycronjob"])
 def test_notes(values, needles):
-    text = notes([values])
+    """values: a values file, or (a values file, one --set)."""
+    text = notes([values[0]], values[1:]) if isinstance(values, tuple) else notes([values])
     for needle in needles:
         assert needle in text, text
 

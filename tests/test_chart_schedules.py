@@ -127,7 +127,17 @@ def test_raycronjob(rendered):
     assert outputs == {m: f"s3://shardscore/hourly/run={utc_stamp(m)}" for m in outputs}
     rest = submitter_then_head_argv(job["entrypoint"], {"SHARDSCORE_TICK_JOB": f"{FULLNAME}-29395530"})
     assert rest[:5] == ["shardscore", "run", "--input", "s3://shardscore/input", "--output"]
-    assert rest[6:] == ["--model", "shardscore.models.dummy:load_model", "--grace-period", "20"]
+    # The tick's time as the run's logical time, and the per-tick layout's pointer, as the CronJob tick passes them.
+    assert rest[6:] == ["--model", "shardscore.models.dummy:load_model", "--grace-period", "20",
+                        "--logical-time", "2025-11-21T13:30:00Z", "--latest-pointer", "s3://shardscore/hourly/_LATEST"]
+
+
+def test_a_raycronjob_child_named_by_kuberay_1_6_gets_no_logical_time(rendered):
+    """KubeRay v1.6.x names children <name>-<5 random characters> (constructRayJob): no minutes, so no logical time
+    (a placeholder then fails the run with exit 2, naming it) and the run folder is run=<those characters>."""
+    job = c.one(rendered["raycronjob-values"], "RayCronJob")["spec"]["jobTemplate"]
+    argv = submitter_then_head_argv(job["entrypoint"], {"SHARDSCORE_TICK_JOB": f"{FULLNAME}-x7k2p"})
+    assert "--logical-time" not in argv and argv[argv.index("--output") + 1] == "s3://shardscore/hourly/run=x7k2p"
 
 
 def test_tick_output_is_this_minute_for_a_fresh_tick(rendered):
@@ -138,7 +148,8 @@ def test_tick_output_is_this_minute_for_a_fresh_tick(rendered):
 
 def test_schedule_layouts_reach_the_tick_and_the_raycronjob():
     """scheduleLayout: the tick learns it from tick.json (tick.layout_output: where its run writes); incremental
-    puts --incremental in the argv, and a RayCronJob child then writes job.output itself, not a derived folder."""
+    puts --incremental in the argv, and a RayCronJob child then writes job.output itself, not a derived folder; with
+    perDate the child's own logical time fills the placeholders."""
     assert c.tick_config(c.render([CRONJOB]))["layout"] == "perTick"
     dated = c.render([CRONJOB], ["scheduleLayout=perDate", "job.input=s3://b/events/date={date}",
                                  "job.output=s3://b/scores/date={date}"])
@@ -150,6 +161,13 @@ def test_schedule_layouts_reach_the_tick_and_the_raycronjob():
     job = c.one(c.render([RAYCRONJOB], ["scheduleLayout=incremental"]), "RayCronJob")["spec"]["jobTemplate"]
     argv = submitter_then_head_argv(job["entrypoint"], {"SHARDSCORE_TICK_JOB": f"{FULLNAME}-29395530"})
     assert argv[argv.index("--output") + 1] == "s3://shardscore/hourly" and "--incremental" in argv
+    assert "--latest-pointer" not in argv
+    # perDate on a RayCronJob: the child fills the placeholders itself from the logical time its name gives.
+    job = c.one(c.render([RAYCRONJOB], ["scheduleLayout=perDate", "job.input=s3://b/events/date={date}",
+                                        "job.output=s3://b/scores/date={date}"]), "RayCronJob")["spec"]["jobTemplate"]
+    argv = submitter_then_head_argv(job["entrypoint"], {"SHARDSCORE_TICK_JOB": f"{FULLNAME}-29395530"})
+    assert argv[2:6] == ["--input", "s3://b/events/date={date}", "--output", "s3://b/scores/date={date}"]
+    assert argv[argv.index("--logical-time") + 1] == "2025-11-21T13:30:00Z" and "--latest-pointer" not in argv
 
 
 def test_one_shot_output_is_not_per_tick(rendered):

@@ -1,7 +1,8 @@
 """Scenario 4 of the cluster e2e (issue 11 §3.4) and issue 12 §2: scheduled runs, with the real schedulers.
 
 - scheduleMode rayCronJob (helm/shardscore/ci/raycronjob-values.yaml): KubeRay's RayCronJob controller makes a
-  child RayJob with its own cluster, which succeeds and writes that tick's run folder.
+  child RayJob with its own cluster, which succeeds and writes that tick's run folder, with the tick's time as its
+  logical time (KubeRay >= 1.7.0) and `_LATEST` naming it.
 - scheduleMode cronJob (ci/cronjob-values.yaml): the Kubernetes CronJob controller fires a real tick Job whose pod
   runs `shardscore tick` from the chart's image under the tick's own ServiceAccount and the chart's Role (a verb the
   Role lacks fails the tick), and the tick's RayJob succeeds.
@@ -69,6 +70,14 @@ def test_a_raycronjob_child_rayjob_succeeds(kube, helm, s3, s3_namespace, target
                      f"child RayJob {child} to finish")
     assert rayjob_succeeded(final), final["status"]
     assert_exact(s3, data, f"hourly/{child_output(child, name)}")
+    # The child's run got the tick's time as --logical-time from its name on v1.7.0 (the chart's
+    # shardscore.tickLogicalTime): the manifest records the same instant as KubeRay's annotation. v1.6.x names
+    # carry no time. Either way _LATEST names the child's folder.
+    manifest = json.loads(s3.read(data.bucket, f"hourly/{child_output(child, name)}/_manifest.json"))
+    expected = children[0]["metadata"]["annotations"][TICK] if target.kuberay >= (1, 7, 0) else None
+    assert manifest["logical_time"] == expected, (manifest["logical_time"], children[0]["metadata"])
+    assert json.loads(s3.read(data.bucket, "hourly/_LATEST"))["output"] == \
+        f"s3://{data.bucket}/hourly/{child_output(child, name)}"
     cluster = final["status"]["rayClusterName"]
     wait_for(lambda: kube.get("raycluster", cluster, ns.name), lambda c: c is None, 180,
              f"the child's RayCluster {cluster} to be deleted (shutdownAfterJobFinishes, TTL 5 s)")

@@ -3,17 +3,28 @@ The RayJob: entrypoint, spec (one-shot RayJob, RayCronJob jobTemplate, CronJob t
 */}}
 
 {{/*
-Per-tick output of a RayCronJob child (outputMode "derived"). KubeRay v1.7.0 names the child <name>-<unix minutes of
-the scheduled time> (getRayJobName in raycronjob_controller.go) and its submitter Job after the RayJob
+What a RayCronJob child (outputMode "derived") knows of its tick: KubeRay v1.7.0 names the child <name>-<unix minutes
+of the scheduled time> (getRayJobName in raycronjob_controller.go) and its submitter Job after the RayJob
 (createNewK8sJob in rayjob_controller.go). The submitter pod reads that name from its label
-batch.kubernetes.io/job-name (downward API, env SHARDSCORE_TICK_JOB) and its bash expands this before
-`ray job submit`, so Ray receives a literal path: run=<UTC YYYYMMDDTHHMMZ>. KubeRay v1.6.x names children
-<name>-<5 random characters> (constructRayJob): those are not minutes, and the run folder is run=<those characters>,
-still one per child and the same for every submitter retry (tests/e2e_cluster/test_schedules.py checks it against
-the child's name). The CronJob tick writes the literal path itself instead.
+batch.kubernetes.io/job-name (downward API, env SHARDSCORE_TICK_JOB) and its bash expands these words before
+`ray job submit`, so Ray receives literal values: --logical-time <the tick, ISO 8601 UTC> (which fills job.input's
+and job.output's placeholders), and with scheduleLayout perTick the output run=<UTC YYYYMMDDTHHMMZ> and
+--latest-pointer <job.output>/_LATEST. KubeRay v1.6.x names children <name>-<5 random characters>
+(constructRayJob): those are not minutes, so there is no logical time (a placeholder then fails the run, exit 2,
+naming it) and the run folder is run=<those characters>, still one per child and the same for every submitter retry
+(tests/e2e_cluster/test_schedules.py checks it against the child's name). The CronJob tick writes literal values
+itself instead.
 */}}
+{{- define "shardscore.tickMinutes" -}}
+s=${SHARDSCORE_TICK_JOB##*-}; case $s in (*[!0-9]*) {{ .other }};; (*) {{ .minutes }};; esac
+{{- end }}
+
 {{- define "shardscore.tickOutput" -}}
-{{- printf "\"%s/run=$(s=${SHARDSCORE_TICK_JOB##*-}; case $s in (*[!0-9]*) echo \"$s\";; (*) date -u -d \"@$(( s * 60 ))\" +%%Y%%m%%dT%%H%%MZ;; esac)\"" (trimSuffix "/" .) -}}
+{{- printf "\"%s/run=$(%s)\"" (trimSuffix "/" .) (include "shardscore.tickMinutes" (dict "other" "echo \"$s\"" "minutes" "date -u -d \"@$(( s * 60 ))\" +%Y%m%dT%H%MZ")) -}}
+{{- end }}
+
+{{- define "shardscore.tickLogicalTime" -}}
+{{- printf "$(%s)" (include "shardscore.tickMinutes" (dict "other" "" "minutes" "echo --logical-time \"$(date -u -d \"@$(( s * 60 ))\" +%Y-%m-%dT%H:%M:%SZ)\"")) -}}
 {{- end }}
 
 {{/* A value as text; integral numbers without exponent (YAML numbers reach templates as float64). */}}
@@ -54,14 +65,19 @@ shardscore.entrypoint puts a RayCronJob child's derived output (the CronJob tick
 {{/* `shardscore run ...` as one shell word list; call with (dict "root" $ "outputMode" "fixed"|"derived"). */}}
 {{- define "shardscore.entrypoint" -}}
 {{- $words := list -}}
+{{- $perTick := eq .root.Values.scheduleLayout "perTick" -}}
 {{- range $i, $arg := include "shardscore.entrypointArgs" .root | fromJsonArray }}
-{{- if and (eq $i 5) (eq $.outputMode "derived") }}
+{{- if and (eq $i 5) (eq $.outputMode "derived") $perTick }}
 {{- $words = append $words (include "shardscore.tickOutput" $arg) }}
 {{- else if regexMatch "^[-A-Za-z0-9_.]+$" $arg }}
 {{- $words = append $words $arg }}
 {{- else }}
 {{- $words = append $words (squote $arg) }}
 {{- end }}
+{{- end }}
+{{- if eq .outputMode "derived" }}
+{{- $words = append $words (include "shardscore.tickLogicalTime" .) }}
+{{- if $perTick }}{{ $words = concat $words (list "--latest-pointer" (squote (printf "%s/_LATEST" (trimSuffix "/" .root.Values.job.output)))) }}{{ end }}
 {{- end }}
 {{- join " " $words }}
 {{- end }}
@@ -136,7 +152,7 @@ submitterPodTemplate:
           {{- toYaml $v.containerSecurityContext | nindent 10 }}
         {{- $env := include "shardscore.authEnv" $root | trim }}
         {{- if eq .outputMode "derived" }}
-        {{- /* The submitter Job is named after the RayJob, <schedule name>-<unix minutes>: the tick --output derives from. */}}
+        {{- /* The submitter Job is named after the RayJob, <schedule name>-<unix minutes>: the tick's time and output. */}}
         {{- $env = printf "%s\n- name: SHARDSCORE_TICK_JOB\n  valueFrom:\n    fieldRef: {fieldPath: \"metadata.labels['batch.kubernetes.io/job-name']\"}" $env | trim }}
         {{- end }}
         {{- with $r.submitter.env }}

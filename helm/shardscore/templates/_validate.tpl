@@ -161,23 +161,19 @@ object the real operator must reject, for the cluster e2e.
 {{- end }}
 {{- end }}
 
-{{/* A chart rule: scheduleLayout and the placeholders of job.input and job.output (templates.py), which only the
-CronJob tick fills, from its scheduled time. */}}
+{{/* A chart rule: scheduleLayout and the placeholders of job.input and job.output (templates.py), which only a
+scheduled run fills, from its tick's time (the CronJob tick; a RayCronJob child on KubeRay >= 1.7.0). */}}
 {{- define "shardscore.validateLayout" -}}
 {{- $v := .Values -}}
 {{- $templated := or (contains "{" $v.job.input) (contains "{" $v.job.output) (contains "}" $v.job.input) (contains "}" $v.job.output) -}}
-{{- $tick := and $v.schedule (eq $v.scheduleMode "cronJob") -}}
-{{- if and $templated (not $tick) }}
-{{- fail "job.input / job.output: placeholders ({date}) are filled by the CronJob tick from its scheduled time; set schedule with scheduleMode cronJob, or give literal paths" }}
+{{- if and $templated (not $v.schedule) }}
+{{- fail "job.input / job.output: placeholders ({date}) are filled from a scheduled tick's time; set schedule, or give literal paths" }}
 {{- end }}
 {{- if and (ne $v.scheduleLayout "perTick") (not $v.schedule) }}
 {{- fail (printf "scheduleLayout %s: applies to scheduled releases; set schedule" $v.scheduleLayout) }}
 {{- end }}
 {{- if and (eq $v.scheduleLayout "perDate") (not (contains "{" $v.job.output)) }}
 {{- fail "scheduleLayout perDate: job.output needs a placeholder of the tick's date, e.g. s3://bucket/scores/date={date}" }}
-{{- end }}
-{{- if and (eq $v.scheduleLayout "perDate") (ne $v.scheduleMode "cronJob") }}
-{{- fail "scheduleLayout perDate: needs scheduleMode cronJob (a RayCronJob's children get no logical time to fill the date)" }}
 {{- end }}
 {{- if and (eq $v.scheduleLayout "incremental") $templated }}
 {{- fail "scheduleLayout incremental: job.input and job.output must be literal paths: each tick scores the whole input's new files into one output, and an input of one date would remove the other dates' predictions" }}
