@@ -132,13 +132,15 @@ build_containerd() {
   rm -rf "$CONTAINERD_BIN" && mv "$tmp" "$CONTAINERD_BIN"
 }
 
-# --- KubeRay operator: `go install` (its go.mod has no replace directives) --------------------------------------
+# --- KubeRay operator: `go build` of its main package (its go.mod has no replace directives), from the source that
+# kuberay_source_dir gives (the module proxy's module, or the pinned release's archive) -------------------------
 build_kuberay() {
   local dir; dir="$(dirname "$KUBERAY_BIN")"
   built "$dir" ray-operator && return 0
+  local src; src="$(kuberay_source_dir)" || return 1
   local tmp; tmp="$(tmp_dir "$dir")"
-  timed kuberay env GOBIN="$tmp" go install -trimpath -ldflags "-s -w" \
-    "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" || return 1
+  timed kuberay bash -c 'cd "$1" && shift && "$@"' _ "$src" \
+    "${GO_BUILD[@]}" -ldflags "-s -w" -o "$tmp/ray-operator" . || return 1
   rm -rf "$dir" && mv "$tmp" "$dir"
 }
 

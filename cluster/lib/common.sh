@@ -62,6 +62,9 @@ K8S_BIN="$BIN_ROOT/kubernetes-$KUBERNETES_VERSION-$(src_hash kubernetes)"
 ETCD_BIN="$BIN_ROOT/etcd-$ETCD_VERSION-$(src_hash etcd)/etcd"
 COREDNS_BIN="$BIN_ROOT/coredns-$COREDNS_VERSION-$(src_hash coredns)/coredns"
 CONTAINERD_BIN="$BIN_ROOT/containerd-$CONTAINERD_VERSION"
+# SHARDSCORE_CLUSTER_KUBERAY_VERSION runs another operator release than the pinned one (one the module proxy serves,
+# e.g. v1.6.2, the operator of this cluster's past: docs/local-cluster.md).
+KUBERAY_VERSION="${SHARDSCORE_CLUSTER_KUBERAY_VERSION:-$KUBERAY_VERSION}"
 KUBERAY_BIN="$BIN_ROOT/kuberay-$KUBERAY_VERSION/ray-operator"
 PAUSE_BIN="$BIN_ROOT/pause-$PAUSE_VERSION-$(src_hash pause)/pause"
 KUBECTL="$K8S_BIN/kubectl"
@@ -194,4 +197,40 @@ all_components_built() {
            "$CONTAINERD_BIN/containerd-shim-runc-v2" "$KUBERAY_BIN" "$PAUSE_BIN"; do
     [[ -x "$f" ]] || return 1
   done
+}
+
+# --- The KubeRay operator's source ---------------------------------------------------------------------------
+# kuberay_source_dir: the ray-operator/ folder of the operator release (built by cluster/build.sh; its CRDs and
+# ClusterRole installed by the steps), on stdout. Where SHARDSCORE_KUBERAY_ARCHIVE names the pinned release's
+# archive (an unmodified `git archive --prefix=ray-operator/` of the tag, as the module proxy refuses v1.7.0's zip
+# here) it is checked against KUBERAY_RELEASE_ARCHIVE_SHA256 and unpacked once into the cache; otherwise the Go
+# module proxy's module goes into the module cache. Fails naming what to set when neither gives it.
+kuberay_source_dir() {
+  local unpacked="$CACHE_DIR/src/kuberay-$KUBERAY_VERSION/ray-operator"
+  local module="$CACHE_DIR/gomod/github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION"
+  local archive="${SHARDSCORE_KUBERAY_ARCHIVE:-}"
+  if [[ -n "$archive" && "$KUBERAY_VERSION" == "$KUBERAY_RELEASE" ]]; then
+    [[ -d "$unpacked" ]] || unpack_kuberay_archive "$archive" "$(dirname "$unpacked")" || return 1
+    echo "$unpacked"
+    return 0
+  fi
+  if [[ ! -d "$module" ]] && ! GOMODCACHE="$CACHE_DIR/gomod" GOFLAGS=-modcacherw go mod download       "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" >&2; then
+    log "ERROR: the Go module proxy does not serve github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION;" \
+      "set SHARDSCORE_KUBERAY_ARCHIVE to the release's archive (an unmodified git archive of ray-operator/ at the" \
+      "tag, sha256 $KUBERAY_RELEASE_ARCHIVE_SHA256: cluster/versions.env)"
+    return 1
+  fi
+  echo "$module"
+}
+
+# unpack_kuberay_archive ARCHIVE DIR: ARCHIVE into DIR (renamed into place whole) once its SHA-256 is the pinned one.
+unpack_kuberay_archive() {
+  local archive="$1" dir="$2" actual
+  actual="$(sha256sum "$archive" | cut -d' ' -f1)" || return 1
+  if [[ "$actual" != "$KUBERAY_RELEASE_ARCHIVE_SHA256" ]]; then
+    log "ERROR: SHARDSCORE_KUBERAY_ARCHIVE=$archive has sha256 $actual, not the pinned" \
+      "$KUBERAY_RELEASE_ARCHIVE_SHA256 (cluster/versions.env): not KubeRay $KUBERAY_RELEASE's archive"
+    return 1
+  fi
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" && tar -xzf "$archive" -C "$dir.tmp" && rm -rf "$dir" && mv "$dir.tmp" "$dir"
 }

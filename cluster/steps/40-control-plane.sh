@@ -90,7 +90,8 @@ subjects:
 roleRef: {kind: ClusterRole, name: kuberay-operator, apiGroup: rbac.authorization.k8s.io}
 EOF
   # The operator's own ClusterRole, as its chart installs it (config/rbac/role.yaml of the pinned module).
-  kctl apply -f "$(kuberay_module_dir)/config/rbac/role.yaml"
+  local src; src="$(kuberay_source_dir)"
+  kctl apply -f "$src/config/rbac/role.yaml"
 }
 
 # --- kube-controller-manager ----------------------------------------------------------------------------------
@@ -142,14 +143,4 @@ EOF
     --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" \
     --tls-cert-file="$PKI/kube-scheduler-serving.crt" --tls-private-key-file="$PKI/kube-scheduler-serving.key" \
     --client-ca-file="$PKI/ca.crt" --profiling=false
-}
-
-# kuberay_module_dir: the operator module's source in the module cache (CRDs, RBAC), downloaded if missing.
-kuberay_module_dir() {
-  local dir="$CACHE_DIR/gomod/github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION"
-  if [[ ! -d "$dir" ]]; then
-    GOMODCACHE="$CACHE_DIR/gomod" GOFLAGS=-modcacherw go mod download \
-      "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" >&2
-  fi
-  echo "$dir"
 }

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Steps "kuberay-crds" and "kuberay-operator": the KubeRay CRDs of the pinned operator module
+# Steps "kuberay-crds" and "kuberay-operator": the KubeRay CRDs of the operator's source
 # (config/crd/bases), then the operator itself, out of cluster on the host, as the user kuberay-operator with
 # the operator's own ClusterRole (step "rbac").
 #
@@ -10,9 +10,13 @@
 #                                    which the host cannot resolve
 #   --metrics-addr, --health-probe-bind-address  loopback and ports of ours (the defaults :8080 and :8082 are
 #                                    Ray's and everyone's)
-# SHARDSCORE_CLUSTER_KUBERAY_CRDS=<dir> installs other CRDs instead (e.g. .tools/kuberay-crds, v1.7.0's: make crds).
+# SHARDSCORE_CLUSTER_KUBERAY_CRDS=<dir> installs other CRDs instead (e.g. .tools/kuberay-crds: make crds).
 
-kuberay_crd_dir() { echo "${SHARDSCORE_CLUSTER_KUBERAY_CRDS:-$(kuberay_module_dir)/config/crd/bases}"; }
+kuberay_crd_dir() {
+  if [[ -n "${SHARDSCORE_CLUSTER_KUBERAY_CRDS:-}" ]]; then echo "$SHARDSCORE_CLUSTER_KUBERAY_CRDS"; return 0; fi
+  local src; src="$(kuberay_source_dir)" || return 1
+  echo "$src/config/crd/bases"
+}
 
 step_kuberay_crds_ok() {
   local crd

@@ -9,9 +9,10 @@ The same suite runs on the local cluster of `make cluster` (`make e2e-cluster`) 
     SHARDSCORE_E2E_CONTEXT             its context (default: the current one)
     SHARDSCORE_E2E_KUBECTL             kubectl (default: the local cluster's own, else kubectl on PATH)
     SHARDSCORE_E2E_HOST_ADDRESS        the host's address as pods see it; the S3 server listens there (10.99.0.1)
-    SHARDSCORE_E2E_KUBERAY_VERSION     the operator's version (default: KUBERAY_VERSION of cluster/versions.env)
+    SHARDSCORE_E2E_KUBERAY_VERSION     the operator's version (default: SHARDSCORE_CLUSTER_KUBERAY_VERSION, else
+                                       KUBERAY_VERSION of cluster/versions.env)
     SHARDSCORE_E2E_KUBERAY_SOURCE      that operator's source (ray-operator module), for the rules a skip names
-                                       (default: the local build's GOMODCACHE copy)
+                                       (default: the local build's copy in its cache)
     SHARDSCORE_E2E_OPERATOR_LOG        the operator's log file (default: the local cluster's)
     SHARDSCORE_E2E_OPERATOR_NAMESPACE  or the namespace of an in-cluster operator (kubectl logs deploy/kuberay-operator)
     SHARDSCORE_E2E_KUBERNETES_VERSION  what the API server's /version must say (default: the local cluster's
@@ -103,7 +104,7 @@ class Target:
         kubectl = kubectl or shutil.which("kubectl") or ""
         if not kubectl:
             raise Unavailable("no kubectl (set SHARDSCORE_E2E_KUBECTL)")
-        version = env.get("SHARDSCORE_E2E_KUBERAY_VERSION", "")
+        version = env.get("SHARDSCORE_E2E_KUBERAY_VERSION", "") or env.get("SHARDSCORE_CLUSTER_KUBERAY_VERSION", "")
         if not version:
             match = re.search(r"^KUBERAY_VERSION=(\S+)", (ROOT / "cluster" / "versions.env").read_text(), re.M)
             version = match.group(1)
@@ -111,7 +112,10 @@ class Target:
         source = env.get("SHARDSCORE_E2E_KUBERAY_SOURCE", "")
         if not source:
             cache = Path(env.get("SHARDSCORE_CLUSTER_CACHE", Path.home() / ".cache" / "shardscore-cluster"))
-            source = str(cache / "gomod" / "github.com" / "ray-project" / "kuberay" / f"ray-operator@{version}")
+            # Where cluster/lib/common.sh's kuberay_source_dir put it: the unpacked release archive, or the module.
+            unpacked = cache / "src" / f"kuberay-{version}" / "ray-operator"
+            source = str(unpacked if unpacked.is_dir() else
+                         cache / "gomod" / "github.com" / "ray-project" / "kuberay" / f"ray-operator@{version}")
         state = Path(env.get("SHARDSCORE_CLUSTER_DIR", "/var/lib/shardscore-cluster"))
         operator_log = env.get("SHARDSCORE_E2E_OPERATOR_LOG") or (str(state / "logs" / "kuberay-operator.log")
                                                                     if local else "")
