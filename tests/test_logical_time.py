@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datasets import assert_readable, read_output, sample
+from support import start_driver
 
 DUMMY = ["--model", "shardscore.models.dummy:load_model", "--model-arg", "payload_mb=1", "--key-columns", "vendor_id"]
 DAYS = {"2026-12-02": (2, 300), "2026-12-03": (3, 500)}  # date -> (files, rows per file)
@@ -107,3 +108,25 @@ def test_on_s3_a_partition_of_the_day_is_scored_from_a_template(shardscore, s3, 
     assert missing.returncode == 2, missing.stderr[-3000:]
     assert (f"input s3://{bucket}/in/date=2026-12-04: no such file or directory (--input '{inp}' for --logical-time "
             "2026-12-04T00:00:00Z)") in missing.stderr
+
+
+@pytest.mark.ray
+def test_two_runs_for_one_logical_time_started_together_one_writes(ray_cluster, tmp_path: Path):
+    """Two ticks for one logical time (the instant spelled two ways) started at once resolve to one output: the
+    output's lease (lease.Lease) lets one write it, the other exits 2 naming the holder; the day is scored once."""
+    root = lake(tmp_path / "lake")
+    inp, out = f"{root}/events/date={{date}}/", f"{root}/scores/date={{date}}/"
+    slow = ["--model", "slow_model:load_model", "--model-arg", "delay=1", "--batch-size", "100",
+            "--key-columns", "vendor_id"]
+    drivers = [start_driver(ray_cluster, "run", "--input", inp, "--output", out, "--logical-time", when, *slow)
+               for when in ("2026-12-03T02:30:00Z", "2026-12-03T03:30:00+01:00")]
+    outputs = [d.communicate(timeout=300)[0] for d in drivers]
+    codes = sorted(d.returncode for d in drivers)
+    assert codes == [0, 2], outputs
+    winner, loser = (outputs[0], outputs[1]) if drivers[0].returncode == 0 else (outputs[1], outputs[0])
+    day = root / "scores" / "date=2026-12-03"
+    m = manifest(day)
+    assert f"is being written by another run (run {m['run_id']} " in loser, loser[-3000:]
+    assert m["logical_time"] == "2026-12-03T02:30:00Z" and m["totals"]["committed"] == 3, winner[-3000:]
+    assert read_output(day).num_rows == day_rows(root, "2026-12-03") == 1500
+    assert len(list((day / "_shardscore" / "runs").glob("*.json"))) == 1, "one run wrote the day"

@@ -67,7 +67,7 @@ def _assert_scored_once(out: Path) -> None:
     assert table.column("score").to_pylist() == [2 * i for i in ids]
 
 
-@pytest.mark.parametrize("strategy, batch_format", [("tasks", "pandas"), ("actors", "pyarrow")])
+@pytest.mark.parametrize("strategy, batch_format", [("tasks", "pandas"), ("actors", "pyarrow"), ("tasks", "numpy")])
 def test_rows_the_model_raises_on_are_quarantined_and_every_other_row_scored_once(shardscore, tmp_path: Path,
                                                                                   strategy: str, batch_format: str):
     inp, out, log = _ids(tmp_path / "in"), tmp_path / "out", tmp_path / "calls.log"
@@ -90,7 +90,7 @@ def test_rows_the_model_raises_on_are_quarantined_and_every_other_row_scored_onc
     calls = log.read_text().splitlines()
     assert len(calls) <= 40 + len(BAD) * 2 * math.ceil(math.log2(100)), len(calls)
     _assert_reruns_keep_the_rejected_set(shardscore, inp, out, args)
-    if strategy == "tasks":
+    if batch_format == "pandas":
         _assert_readmes_command_rescores_exactly_the_rejected_rows(shardscore, tmp_path)
 
 

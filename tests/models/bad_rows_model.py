@@ -15,7 +15,8 @@ class BadRowsModel:
         self.seen_log = seen_log
 
     def __call__(self, batch):
-        ids = batch["id"].tolist() if self.batch_format == "pandas" else batch.column("id").to_pylist()
+        # pandas: a DataFrame; numpy: a dict of arrays; pyarrow: a Table.
+        ids = batch.column("id").to_pylist() if self.batch_format == "pyarrow" else batch["id"].tolist()
         if self.seen_log:
             with open(self.seen_log, "a") as f:
                 f.write(f"{os.getpid()} {len(ids)}\n")
@@ -24,6 +25,8 @@ class BadRowsModel:
             raise ValueError(f"cannot score id {bad[0]}")
         if self.batch_format == "pandas":
             return (batch["id"] * 2).rename("score")
+        if self.batch_format == "numpy":
+            return {"score": batch["id"] * 2}
         return {"score": pc.multiply(batch.column("id"), pa.scalar(2, pa.int64()))}
 
 
