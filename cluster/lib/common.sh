@@ -214,7 +214,8 @@ kuberay_source_dir() {
     echo "$unpacked"
     return 0
   fi
-  if [[ ! -d "$module" ]] && ! GOMODCACHE="$CACHE_DIR/gomod" GOFLAGS=-modcacherw go mod download       "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" >&2; then
+  if [[ ! -d "$module" ]] && ! GOMODCACHE="$CACHE_DIR/gomod" GOFLAGS=-modcacherw go mod download \
+      "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" >&2; then
     log "ERROR: the Go module proxy does not serve github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION;" \
       "set SHARDSCORE_KUBERAY_ARCHIVE to the release's archive (an unmodified git archive of ray-operator/ at the" \
       "tag, sha256 $KUBERAY_RELEASE_ARCHIVE_SHA256: cluster/versions.env)"
