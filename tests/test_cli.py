@@ -105,6 +105,10 @@ def test_environment_options_that_are_misspelt_or_not_booleans(cli, tmp_path: Pa
     assert r.returncode == 0
     assert ("warning: environment variable SHARDSCORE_BATCHSIZE is not an option; did you mean "
             "SHARDSCORE_BATCH_SIZE?") in r.stderr
+    # The project's own build and test variables are no misspelt options (CI exports SHARDSCORE_KUBERAY_ARCHIVE).
+    r = cli("plan", "--input", str(inp), *DUMMY, env={"SHARDSCORE_KUBERAY_ARCHIVE": "/a.tar.gz",
+                                                      "SHARDSCORE_CLUSTER_CACHE": "/c", "SHARDSCORE_E2E_KUBECONFIG": "k"})
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     r = cli("plan", "--input", str(inp), *DUMMY, env={"SHARDSCORE_OVERWRITE": "ture"})
     assert r.returncode == 2 and "SHARDSCORE_OVERWRITE: invalid value 'ture' for overwrite" in r.stderr, r.stderr
     (tmp_path / "c.yaml").write_text("overwrite: maybe\n")

@@ -125,7 +125,7 @@ def test_a_writer_failure_in_the_background_fails_the_shard_by_name(tmp_path: Pa
         raise OSError("No space left on device")
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk)
-    result = ray_worker._score_one(shard, scorer, _job(tmp_path, "out", True), {}, "", 1, lambda: None)
+    result = ray_worker._score_one(shard, scorer, _job(tmp_path, "out", True), {}, "", 1, lambda: None, None)
     assert calls and calls[0] == "shardscore-write"  # it did fail in the writer thread
     assert result.status == "failed" and result.shard_id == "part-00000.parquet"
     assert result.reason == "input or output could not be read or written: OSError: No space left on device"

@@ -369,8 +369,11 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
     return resolved(RunConfig(**values))
 
 
-#: SHARDSCORE_* variables that are not run options: the config file, and those of the project's scripts.
-_OTHER_ENV = {"CONFIG"}
+#: SHARDSCORE_* variables that are not run options: the config file, and those of the project's own scripts and
+#: builds (the KubeRay archive and CRDs, helm, Docker, the chart's submitter, the local cluster and its e2e), which
+#: a shell that runs both may well have set.
+_OTHER_ENV = {"CONFIG", "KUBERAY_ARCHIVE", "CRD_DIR", "SKIP_HELM3", "DOCKER_DIR", "DOCKER_WAIT_S", "TICK_JOB"}
+_OTHER_ENV_PREFIXES = ("CLUSTER_", "E2E_")
 
 
 def _warn_unknown_env(env: Mapping[str, str], names: set[str]) -> None:
@@ -380,7 +383,7 @@ def _warn_unknown_env(env: Mapping[str, str], names: set[str]) -> None:
         if not key.startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX):]
-        if name in options or name in _OTHER_ENV:
+        if name in options or name in _OTHER_ENV or name.startswith(_OTHER_ENV_PREFIXES):
             continue
         close = difflib.get_close_matches(name, sorted(options), n=1)
         hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""

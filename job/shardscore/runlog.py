@@ -32,13 +32,14 @@ def _unrecorded(run_id: str, shards: list[ShardResult], by: dict[str, Any]) -> d
             "started_at": min((r.attempt_started_at for r in shards if r.attempt_started_at), default=0.0),
             "finished_at": max(r.attempt_started_at + r.seconds for r in shards), "logical_time": None,
             "input": by["input"], "output": by["output"], "model_identity": shards[0].model_identity,
-            "added": [_shard(r) for r in shards], "replaced": [], "removed": [], "failed": [],
+            "added": _shards(shards), "replaced": [], "removed": [], "failed": [],
             "rows_added": sum(r.rows_out for r in shards)}
 
 
-def _shard(r: ShardResult) -> dict[str, Any]:
-    return {"shard_id": r.shard_id, "output": r.output, "rows": r.rows_out, "rows_rejected": r.rows_rejected,
-            "rejected": r.rejected}
+def _shards(results: list[ShardResult]) -> list[dict[str, Any]]:
+    """Shards as a record lists them: in shard order, not in the order they happened to finish."""
+    return [{"shard_id": r.shard_id, "output": r.output, "rows": r.rows_out, "rows_rejected": r.rows_rejected,
+             "rejected": r.rejected} for r in sorted(results, key=lambda r: r.shard_id)]
 
 
 def run_record(manifest: dict[str, Any], rec: Reconciliation, results: list[ShardResult]) -> dict[str, Any] | None:
@@ -53,8 +54,8 @@ def run_record(manifest: dict[str, Any], rec: Reconciliation, results: list[Shar
         "run_id": manifest["run_id"], "status": manifest["status"], "started_at": manifest["started_at"],
         "finished_at": manifest["finished_at"], "logical_time": manifest.get("logical_time"),
         "input": manifest["input"], "output": manifest["output"], "model_identity": manifest["model"]["identity"],
-        "added": [_shard(r) for r in committed if r.shard_id not in redone],
-        "replaced": [_shard(r) for r in committed if r.shard_id in redone],
+        "added": _shards([r for r in committed if r.shard_id not in redone]),
+        "replaced": _shards([r for r in committed if r.shard_id in redone]),
         "removed": sorted(r.shard_id for r in rec.orphans),
         "failed": sorted(r.shard_id for r in results if not r.committed),
         "rows_added": sum(r.rows_out for r in committed),
