@@ -128,6 +128,16 @@ def test_every_source_of_the_paths_is_filled_once(tmp_path: Path):
     assert resolved(braces).input == "in/{x}"
 
 
+def test_the_latest_pointer_is_filled_like_the_paths():
+    """A RayCronJob child's entrypoint passes job.output's template with /_LATEST (the chart cannot fill it): the
+    run fills --latest-pointer from its logical time too, and refuses it without one, naming it."""
+    cfg = load({"input": "in/{date}", "output": "scores/date={date}/run=1", "model": "m:f",
+                "latest_pointer": "scores/date={date}/_LATEST", "logical_time": "2026-12-03T02:30:00Z"}, env={})
+    assert cfg.latest_pointer == "scores/date=2026-12-03/_LATEST"
+    with pytest.raises(ConfigError, match=r"--latest-pointer 'p/\{date\}/_LATEST' holds the placeholder \{date\}"):
+        load({"input": "in", "output": "out", "model": "m:f", "latest_pointer": "p/{date}/_LATEST"}, env={})
+
+
 def test_a_runconfig_built_in_code_must_be_resolved():
     cfg = RunConfig(input="in/{date}", output="out", model="m:f", logical_time=WHEN)
     with pytest.raises(ConfigError, match="placeholders not filled; pass the RunConfig through config.resolved"):

@@ -207,7 +207,8 @@ class RunConfig:
     progress_interval: float = option(10.0, "seconds between progress lines", convert=_number)
     latest_pointer: str | None = option(
         None, "once the run succeeded, point this JSON file (a local path or s3://...) at its --output, unless it "
-        "names a run of a later logical time already: the newest complete one of many per-tick outputs",
+        "names a run of a later logical time already: the newest complete one of many per-tick outputs; may hold "
+        "placeholders of --logical-time",
         metavar="FILE")
     summary_json: str | None = option(None, "also write the summary as JSON to this file ('-': stdout, which then "
                                       "carries only the JSON; every other line, the workers' prints included, goes "
@@ -282,14 +283,16 @@ _CHOICES = {f.name: opt.choices for f, opt in options(RunConfig) if opt.choices}
 
 
 def resolved(cfg: RunConfig) -> RunConfig:
-    """cfg with --input and --output filled from --logical-time (templates.fill), the paths as given kept in
-    `templates`: done once, in `load`, before anything reads the paths; a resolved cfg is returned as it is."""
+    """cfg with --input, --output and --latest-pointer filled from --logical-time (templates.fill), --input's and
+    --output's as given kept in `templates`: done once, in `load`, before anything reads the paths; a resolved cfg
+    is returned as it is."""
     if cfg.templates is not None:
         return cfg
     when = None if cfg.logical_time is None else parse_time(cfg.logical_time)  # a datetime given in code: in UTC
     given = PathTemplates(cfg.input, cfg.output, when)
+    pointer = cfg.latest_pointer and fill(cfg.latest_pointer, when, "--latest-pointer")
     return replace(cfg, input=fill(cfg.input, when, "--input"), output=fill(cfg.output, when, "--output"),
-                   logical_time=when, templates=given)
+                   latest_pointer=pointer, logical_time=when, templates=given)
 
 
 def _refuse_unfilled(cfg: RunConfig) -> None:

@@ -76,9 +76,10 @@ class ParquetFolder:
         delete(self.loc, self._record_path(result.shard_id))
         for relpath in (result.output, result.rejected):
             if relpath:
-                delete(self.loc, self.loc.join(relpath))
+                self.discard(relpath)
 
     def discard(self, relpath: str) -> None:
+        """A file of the output that no record names (a leftover quarantine file)."""
         delete(self.loc, self.loc.join(relpath))
 
     def published(self) -> bool:
