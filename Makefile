@@ -21,6 +21,15 @@ $(STAMP): requirements.lock requirements-dev.lock job/pyproject.toml
 	$(PY) -m pip install -q --no-deps -e job
 	touch $@
 
+# Spark and Daft for make bench, in a venv of their own: Daft pins a pyarrow older than the project's.
+PEERS_VENV := bench/.venv
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+$(PEERS_STAMP): bench/peers.lock
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -r bench/peers.lock
+	touch $@
+
 helm: $(HELM)
 
 $(HELM):
@@ -40,8 +49,8 @@ demo: $(STAMP)
 test: crds $(STAMP) $(HELM)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
-## bench: side-by-side benchmarks, results in bench/RESULTS.md.
-bench: $(STAMP)
+## bench: side-by-side benchmarks, results in bench/RESULTS.md (Spark and Daft from their own venv, bench/.venv).
+bench: $(STAMP) $(PEERS_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/run.py
 
 ## image: build the container image (on a local debootstrap base when no registry is reachable).
@@ -71,4 +80,4 @@ cluster-down:
 	@bash cluster/cluster.sh down
 
 clean:
-	rm -rf $(VENV) $(TOOLS) demo-output bench/data bench/out image/.wheelhouse
+	rm -rf $(VENV) $(PEERS_VENV) $(TOOLS) demo-output bench/data bench/out image/.wheelhouse

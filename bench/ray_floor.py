@@ -1,15 +1,18 @@
 """Ray's own floor on this machine: what any driver on an up cluster pays before its first row, measured alone.
 
-`python ray_floor.py` (RAY_ADDRESS set) prints one JSON line: seconds from the process's start to `import ray`
-done, `ray.init` done, the first no-op task's result (a worker process started for this job), a second one (a
-round trip on that warm worker), and one no-op task per CPU at once (every worker the job needs). bench/run.py
-times the whole process too, so exit is counted.
+`python ray_floor.py [MODULE ...]` (RAY_ADDRESS set) prints one JSON line: seconds from the process's start to
+`import ray` done, `ray.init` done, the first no-op task's result (a worker process started for this job), a second
+one (a round trip on that warm worker), and one no-op task per CPU at once (every worker the job needs). With
+MODULEs, each task imports them first: the floor of any Ray scorer whose workers need pyarrow and the model's
+module. bench/run.py times the whole process too, so exit is counted.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
 
 from shardscore.cli import process_age
 
@@ -18,7 +21,7 @@ def since_start() -> float:
     return round(process_age(), 3)
 
 
-def main() -> None:
+def main(imports: list[str]) -> None:
     marks = {}
     import ray
 
@@ -28,6 +31,8 @@ def main() -> None:
 
     @ray.remote(num_cpus=1)
     def noop() -> int:
+        for module in imports:
+            importlib.import_module(module)
         return os.getpid()
 
     ray.get(noop.remote())
@@ -43,4 +48,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -170,6 +170,9 @@ def median_of(name: str, cmd: list[str], ray_env: dict[str, str], repeats: int =
               "peak_mb": statistics.median(r["peak_mb"] for r in runs),
               "driver_peak_mb": statistics.median(r["driver_peak_mb"] for r in runs),
               "ray_init_s": statistics.median(r["ray_init"] for r in runs) if "ray_init" in runs[0] else None}
+    for key in ("import_s", "engine_s"):  # the peers' own start, apart (bench/peers.py)
+        if key in runs[0]:
+            result[key] = statistics.median(r[key] for r in runs)
     if "_manifest" in runs[0]:  # where shardscore's time went, phase by phase (the manifest's breakdown)
         result["totals"] = runs[0]["_manifest"]["totals"]
         phases = runs[0]["_manifest"]["seconds"]["breakdown"]
@@ -224,16 +227,18 @@ def ratio(a: dict, b: dict) -> float:
     return a["median_s"] / b["median_s"]
 
 
-def floor(ray_env: dict[str, str], repeats: int = REPEATS) -> dict:
-    """Ray's own floor, measured alone (bench/ray_floor.py): the median of each mark, and of the whole process."""
+def floor(ray_env: dict[str, str], repeats: int = REPEATS, imports: tuple[str, ...] = ()) -> dict:
+    """Ray's own floor, measured alone (bench/ray_floor.py): the median of each mark, and of the whole process.
+    With `imports`, every no-op task imports those modules first."""
     runs = []
     for _ in range(repeats):
         started = time.monotonic()
-        out = subprocess.run([sys.executable, str(BENCH / "ray_floor.py")], env=env(**ray_env), check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, str(BENCH / "ray_floor.py"), *imports], env=env(**ray_env),
+                             check=True, capture_output=True, text=True).stdout
         runs.append({**json.loads(out.strip().splitlines()[-1]), "process": time.monotonic() - started})
     marks = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    print(f"  Ray's floor: {json.dumps({k: round(v, 2) for k, v in marks.items()})}", flush=True)
+    print(f"  Ray's floor{' importing ' + ', '.join(imports) if imports else ''}: "
+          f"{json.dumps({k: round(v, 2) for k, v in marks.items()})}", flush=True)
     return marks
 
 
@@ -258,6 +263,8 @@ def sweep_variants(inp: Path, ray_env: dict[str, str], label: str, repeats: int)
                                                               str(inp), "{out}"], {}, repeats),
         "Ray Data": median_of(f"Ray Data, {label}", [py, str(BENCH / "baselines.py"), "ray-data", str(inp),
                                                       "{out}"], ray_env, repeats),
+        **{name: median_of(f"{name}, {label}", peer(engine, "example", inp), peer_env(), repeats)
+           for engine, name in PEER_ENGINES.items()},
     }
 
 
@@ -341,11 +348,111 @@ def incremental(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
 
 
 #: The sections `python bench/run.py <name>` measures alone: (heading, function of (taxi data, cluster, rows)).
-SECTIONS = {"quarantine": (QUARANTINE_HEADING, quarantine), "incremental": (INCREMENTAL_HEADING, incremental)}
+PEERS_HEADING = "## Spark and Daft, and the fixed cost"
+PEERS_PY = BENCH / ".venv" / "bin" / "python"  # the peers' own venv (make bench; bench/peers.lock)
+PEER_ENGINES = {"spark": "Spark", "daft": "Daft"}
+PEER_MODELS = {"example": "Ray example model", "declaring": "dummy model (declares columns)"}
+
+
+def peer(engine: str, model: str, inp: Path) -> list[str]:
+    return [str(PEERS_PY), str(BENCH / "peers.py"), engine, model, str(inp), "{out}"]
+
+
+def peer_env() -> dict[str, str]:
+    return {"PYTHONPATH": f"{BENCH}:{ROOT / 'job'}"}  # ray_example, and shardscore's dummy model
+
+
+def peer_versions() -> str:
+    code = ("import daft, pandas, pyarrow, pyspark, platform, subprocess; print(f'PySpark {pyspark.__version__}, "
+            "Daft {daft.__version__}, pandas {pandas.__version__}, pyarrow {pyarrow.__version__} (their venv); ' + "
+            "subprocess.run(['java', '-version'], capture_output=True, text=True).stderr.splitlines()[0])")
+    return subprocess.run([str(PEERS_PY), "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _peer_runs(sizes: dict[str, Path], ray_env: dict[str, str]) -> dict[tuple[str, str, str], dict]:
+    """(size, model, variant) -> median result: shardscore, the process pool, Spark and Daft, on each size."""
+    models = {"example": "ray_example:load_model", "declaring": "shardscore.models.dummy:load_model"}
+    pools = {"example": "pool-example", "declaring": "pool-best"}
+    runs = {}
+    for size, inp in sizes.items():
+        for model, text in PEER_MODELS.items():
+            runs[size, model, "shardscore tasks"] = median_of(f"shardscore tasks, {text}, {size}",
+                                                              shardscore(inp, models[model]), ray_env)
+            runs[size, model, "process pool"] = median_of(f"process pool ({pools[model]}), {text}, {size}",
+                                                          [sys.executable, str(BENCH / "baselines.py"), pools[model],
+                                                           str(inp), "{out}"], {})
+            for engine, name in PEER_ENGINES.items():
+                runs[size, model, name] = median_of(f"{name}, {text}, {size}", peer(engine, model, inp), peer_env())
+    return runs
+
+
+def peers(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
+    """Spark and Daft against shardscore and the process pool at 14M and 56M rows, both models; and the fixed cost:
+    shardscore on 12 ten-row shards against Ray's floor (bare, and with the imports any Ray scorer of the model
+    pays in its workers); the report's section."""
+    big = sample(DATA / f"taxi-48x{int(1_166_666 * SCALE)}", 48, int(1_166_666 * SCALE))
+    tiny = sample(DATA / "tiny-12x10", 12, 10)
+    sizes = {f"{rows / 1e6:.3g}M": inp, f"{48 * int(1_166_666 * SCALE) / 1e6:.3g}M": big}
+    runs = _peer_runs(sizes, ray_env)
+    bare = floor(ray_env)
+    scoring_floor = floor(ray_env, imports=("pyarrow.parquet", "pandas", "ray_example"))
+    tiny_ss = median_of("shardscore tasks, Ray example model, 12 shards of 10 rows",
+                        shardscore(tiny, "ray_example:load_model"), ray_env, repeats=5)
+    tiny_pool = median_of("process pool, Ray example model, 12 shards of 10 rows",
+                          [sys.executable, str(BENCH / "baselines.py"), "pool-example", str(tiny), "{out}"], {},
+                          repeats=5)
+    warm = warm_pool("shardscore warm pool, Ray example model", shardscore(inp, "ray_example:load_model"), ray_env,
+                     "bench-peers")
+    small, large = sizes
+    lines = [PEERS_HEADING, "",
+             f"Measured on {time.strftime('%Y-%m-%d')} by bench/run.py `peers` (also part of `make bench`), in one run: "
+             f"{peer_versions()}. Each peer is written the way its docs recommend for batch scoring with a model "
+             "loaded once per worker (bench/peers.py): Spark in local mode on every core, `mapInPandas` for the Ray "
+             "example's model and `mapInArrow` on the one column the declaring model reads; Daft's native runner with "
+             "a `@daft.cls` class and a `@daft.method.batch` method. Same data, same models, Parquet out (zstd), "
+             f"whole processes, median of {REPEATS}. Ratio: the variant's seconds over shardscore's (above 1: "
+             "shardscore is faster). Engine start: Spark's JVM and session, Daft's plan, apart from the import.", "",
+             f"| model | variant | {small} s | {large} s | {small} ratio | {large} ratio | import s | engine start s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for model, text in PEER_MODELS.items():
+        for variant in ("shardscore tasks", "process pool", *PEER_ENGINES.values()):
+            a, b = runs[small, model, variant], runs[large, model, variant]
+            base_a, base_b = runs[small, model, "shardscore tasks"], runs[large, model, "shardscore tasks"]
+            start = [f"{a[k]:.2f}" if k in a else "-" for k in ("import_s", "engine_s")]
+            lines.append(f"| {text} | {variant} | {a['median_s']:.2f} | {b['median_s']:.2f} | {ratio(a, base_a):.2f} | "
+                         f"{ratio(b, base_b):.2f} | {start[0]} | {start[1]} |")
+    above_bare = tiny_ss["median_s"] - bare["process"]
+    above_scoring = tiny_ss["median_s"] - scoring_floor["process"]
+    ss_small, pool_small = runs[small, "example", "shardscore tasks"], runs[small, "example", "process pool"]
+    ss_large, pool_large = runs[large, "example", "shardscore tasks"], runs[large, "example", "process pool"]
+    lines += ["", "The fixed cost: a run with (almost) nothing to score, 12 shards of 10 rows, the Ray example's model, "
+              "against Ray's floor (bench/ray_floor.py: import ray, ray.init, one no-op task per CPU, exit) bare and "
+              "with each task importing pyarrow.parquet, pandas and the model's module, which every Ray scorer of "
+              "this model pays in its workers:", "",
+              "| measure | seconds |", "|---|---:|",
+              f"| Ray's floor, bare | {bare['process']:.2f} |",
+              f"| Ray's floor, tasks importing pyarrow, pandas and the model's module | {scoring_floor['process']:.2f} |",
+              f"| shardscore, 12 shards of 10 rows | {tiny_ss['median_s']:.2f} |",
+              f"| process pool, 12 shards of 10 rows | {tiny_pool['median_s']:.2f} |",
+              f"| shardscore above Ray's bare floor | {above_bare:.2f} |",
+              f"| shardscore above the floor with the scoring imports | {above_scoring:.2f} |", "",
+              "Ratios, the Ray example's model (cold: a run that starts its workers; warm: `--pool`, workers left "
+              "loaded by an earlier run):", "",
+              "| ratio | value |", "|---|---:|",
+              f"| shardscore / process pool, {small}, cold | {ratio(ss_small, pool_small):.2f} |",
+              f"| shardscore / process pool, {small}, warm pool | {ratio(warm, pool_small):.2f} |",
+              f"| shardscore / process pool, {large}, cold | {ratio(ss_large, pool_large):.2f} |",
+              f"| shardscore / Ray's bare floor, {small}, cold | {ss_small['median_s'] / bare['process']:.2f} |",
+              f"| shardscore / Ray's bare floor, {small}, warm pool | {warm['median_s'] / bare['process']:.2f} |", ""]
+    return lines
+
+
+SECTIONS = {"quarantine": (QUARANTINE_HEADING, quarantine), "incremental": (INCREMENTAL_HEADING, incremental),
+            "peers": (PEERS_HEADING, peers)}
 
 
 def section_only(name: str) -> None:
-    """`python bench/run.py quarantine|incremental`: that section alone, written into RESULTS.md in place of its
+    """`python bench/run.py quarantine|incremental|peers`: that section alone, written into RESULTS.md in place of its
     last one (or at the end)."""
     heading, measure = SECTIONS[name]
     rows = int(14_000_000 * SCALE) // 12
@@ -434,7 +541,8 @@ def main() -> None:
                                        repeats=1)
         r["pool_tiny"] = median_of(f"process pool at its best, {int(10_000 * SCALE):,} tiny shards",
                                    [py, str(BENCH / "baselines.py"), "pool-best", str(tiny), "{out}"], {}, repeats=1)
-        sections = quarantine(taxi, ray_env, rows_main * 12) + incremental(taxi, ray_env, rows_main * 12)
+        sections = [*quarantine(taxi, ray_env, rows_main * 12), *incremental(taxi, ray_env, rows_main * 12),
+                    *peers(taxi, ray_env, rows_main * 12)]
         growth = worker_growth(big, ray_env)
         print("scaling sweep (the Ray example's model):", flush=True)
         sweep = {label: sweep_variants(path, ray_env, label, SWEEP_REPEATS) for label, path in sweep_data.items()}
