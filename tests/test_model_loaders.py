@@ -1,4 +1,4 @@
-"""The shipped loaders for the models teams already have (scikit-learn, XGBoost, LightGBM): each scores on the
+"""The shipped loaders for the models teams already have (scikit-learn, XGBoost, LightGBM, ONNX): each scores on the
 multi-node Ray cluster and gives, row for row, what the library's own predict gives in-process on the same rows;
 each refuses a missing or foreign file, a missing package and columns the input lacks with exit 2, naming it."""
 
@@ -18,7 +18,8 @@ from shardscore.model import ModelSpec, load
 FEATURES = ["passenger_count", "trip_distance", "fare_amount", "tip_amount", "tolls_amount"]
 LOADERS = {"sklearn": "shardscore.models.sklearn_model:load_model",
            "xgboost": "shardscore.models.xgboost_model:load_model",
-           "lightgbm": "shardscore.models.lightgbm_model:load_model"}
+           "lightgbm": "shardscore.models.lightgbm_model:load_model",
+           "onnx": "shardscore.models.onnx_model:load_model"}
 
 
 def _frame(path: Path) -> pd.DataFrame:
@@ -31,6 +32,30 @@ def _label(frame: pd.DataFrame) -> np.ndarray:
 
 def _three_classes(frame: pd.DataFrame) -> np.ndarray:
     return np.digitize(frame["trip_distance"].to_numpy(), [2.0, 5.0])
+
+
+def _onnx_models(root: Path) -> tuple[Path, Path]:
+    """Two graphs as converters write them: a feature matrix through MatMul and Add (two outputs per row), and two
+    named vector inputs added and multiplied (one output each)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    weights = numpy_helper.from_array(rng.normal(size=(len(FEATURES), 2)).astype(np.float32), "W")
+    bias = numpy_helper.from_array(rng.normal(size=2).astype(np.float32), "b")
+    matrix = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["scores"])],
+        "linear", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(FEATURES)])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 2])], [weights, bias])
+    vectors = helper.make_graph(
+        [helper.make_node("Add", ["trip_distance", "fare_amount"], ["total"]),
+         helper.make_node("Mul", ["trip_distance", "fare_amount"], ["product"])],
+        "named", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None]) for n in ("trip_distance", "fare_amount")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None]) for n in ("total", "product")])
+    paths = root / "linear.onnx", root / "named.onnx"
+    for graph, path in zip((matrix, vectors), paths, strict=True):
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    return paths
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +84,17 @@ def trained(tmp_path_factory) -> dict:
     gbm.booster_.save_model(root / "gbm.txt")
     booster_r, booster_c = xgb.Booster(model_file=str(root / "regressor.ubj")), classes.get_booster()
     native = lgb.Booster(model_file=str(root / "gbm.txt"))
+    import onnxruntime as ort
+
+    linear, vectors = _onnx_models(root)
+    linear_s, vectors_s = ort.InferenceSession(linear), ort.InferenceSession(vectors)
+
+    def linear_scores(f: pd.DataFrame) -> np.ndarray:
+        return linear_s.run(None, {"features": f[FEATURES].to_numpy(np.float32)})[0]
+
+    def named_answers(f: pd.DataFrame) -> dict:
+        feed = {n: f[n].to_numpy(np.float32) for n in ("trip_distance", "fare_amount")}
+        return dict(zip(("total", "product"), vectors_s.run(None, feed), strict=True))
     return {"input": inp, "root": root, "cases": {
         "sklearn pipeline, predict_proba": ("sklearn", [f"path={root / 'pipeline.joblib'}", "method=predict_proba"],
                                             lambda f: {"proba_0": pipeline.predict_proba(f[FEATURES])[:, 0],
@@ -73,11 +109,15 @@ def trained(tmp_path_factory) -> dict:
                                                   f[FEATURES].to_numpy())[:, i] for i in range(3)}),
         "lightgbm text, binary": ("lightgbm", [f"path={root / 'gbm.txt'}"],
                                   lambda f: {"prediction": native.predict(f[FEATURES])}),
+        "onnx feature matrix, columns=": ("onnx", [f"path={linear}", f"columns={','.join(FEATURES)}"],
+                                          lambda f: {f"scores_{i}": linear_scores(f)[:, i] for i in range(2)}),
+        "onnx inputs by name": ("onnx", [f"path={vectors}"], named_answers),
     }}
 
 
 CASES = ["sklearn pipeline, predict_proba", "sklearn on an array, columns=", "xgboost ubj regressor",
-         "xgboost json, 3 classes, columns=", "lightgbm text, binary"]
+         "xgboost json, 3 classes, columns=", "lightgbm text, binary", "onnx feature matrix, columns=",
+         "onnx inputs by name"]
 
 
 @pytest.mark.ray
@@ -145,7 +185,8 @@ def test_a_missing_model_file_is_named(cli, trained: dict, tmp_path: Path, loade
 
 @pytest.mark.parametrize("loader,what", [("sklearn", "not a model saved by joblib.dump or pickle.dump"),
                                          ("xgboost", "not an XGBoost model saved by save_model"),
-                                         ("lightgbm", "not a LightGBM model saved by save_model")])
+                                         ("lightgbm", "not a LightGBM model saved by save_model"),
+                                         ("onnx", "not an ONNX model ONNX Runtime loads")])
 def test_a_file_of_something_else_is_named(cli, trained: dict, tmp_path: Path, loader: str, what: str):
     junk = tmp_path / "model.bin"
     junk.write_bytes(b"\x00\x01 not a model \xff" * 40)
@@ -153,19 +194,20 @@ def test_a_file_of_something_else_is_named(cli, trained: dict, tmp_path: Path, l
     assert f"model file {junk} is {what}" in err, err
 
 
-@pytest.mark.parametrize("loader,file", [("sklearn", "pipeline.joblib"), ("xgboost", "regressor.ubj"),
-                                         ("lightgbm", "gbm.txt")])
+@pytest.mark.parametrize("loader,file,dropped", [
+    ("sklearn", "pipeline.joblib", "tolls_amount"), ("xgboost", "regressor.ubj", "tolls_amount"),
+    ("lightgbm", "gbm.txt", "tolls_amount"), ("onnx", "named.onnx", "fare_amount")])
 def test_a_feature_the_input_lacks_is_named_before_scoring(cli, trained: dict, tmp_path: Path, loader: str,
-                                                            file: str):
+                                                            file: str, dropped: str):
     inp = sample(tmp_path / "in", shards=2, rows=50)
     for shard in inp.glob("*.parquet"):
-        drop_column(shard, "tolls_amount")
+        drop_column(shard, dropped)
     err = _refused(cli, trained, tmp_path, loader, f"path={trained['root'] / file}", inp=inp)
-    assert "reads columns ['tolls_amount'] that the input does not have" in err, err
+    assert f"reads columns ['{dropped}'] that the input does not have" in err, err
 
 
 @pytest.mark.parametrize("loader,package", [("sklearn", "sklearn"), ("xgboost", "xgboost"),
-                                            ("lightgbm", "lightgbm")])
+                                            ("lightgbm", "lightgbm"), ("onnx", "onnxruntime")])
 def test_a_missing_library_names_the_extra_to_install(cli, trained: dict, tmp_path: Path, loader: str,
                                                       package: str):
     shadow = tmp_path / "shadow"  # a module that fails to import, first on the path: the package as if absent
@@ -184,6 +226,18 @@ def test_a_model_trained_without_names_needs_columns(cli, trained: dict, tmp_pat
     err = _refused(cli, trained, tmp_path, "sklearn", f"path={trained['root'] / 'on_array.pkl'}",
                    "columns=passenger_count,trip_distance")
     assert "the model takes 5 features, and columns= names 2" in err, err
+
+
+def test_an_onnx_graph_is_fed_as_it_declares(cli, trained: dict, tmp_path: Path):
+    root = trained["root"]
+    err = _refused(cli, trained, tmp_path, "onnx", f"path={root / 'linear.onnx'}")
+    assert "graph input 'features' takes a matrix of features; name the input columns" in err, err
+    err = _refused(cli, trained, tmp_path, "onnx", f"path={root / 'linear.onnx'}", "columns=trip_distance")
+    assert "graph input 'features' takes 5 features, and columns= names 1: trip_distance" in err, err
+    err = _refused(cli, trained, tmp_path, "onnx", f"path={root / 'named.onnx'}", "outputs=total,ratio")
+    assert "outputs ['ratio'] are not among its tensor outputs ['total', 'product']" in err, err
+    err = _refused(cli, trained, tmp_path, "onnx", f"path={root / 'named.onnx'}", "device=cuda")
+    assert "device=cuda: this ONNX Runtime has no CUDAExecutionProvider" in err, err
 
 
 def test_a_method_the_estimator_lacks_is_named_with_those_it_has(cli, trained: dict, tmp_path: Path):
