@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Sequence
@@ -23,6 +24,18 @@ def library(module: str, extra: str) -> ModuleType:
     except ImportError as exc:
         raise ImportError(f"this loader needs the {module.split('.')[0]} package, which is not installed here: "
                           f"pip install 'shardscore[{extra}]' ({exc})") from exc
+
+
+def installed(module: str, extra: str) -> None:
+    """Check that `module` is installed without importing it (some take a second to import: the driver only
+    checks; the workers import)."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ImportError(f"this loader needs the {module} package, which is not installed here: "
+                          f"pip install 'shardscore[{extra}]'")
 
 
 @dataclass(frozen=True)
