@@ -30,6 +30,14 @@ $(PEERS_STAMP): bench/peers.lock
 	$(PEERS_VENV)/bin/python -m pip install -q -r bench/peers.lock
 	touch $@
 
+# The MLflow tracking server the tests start, in a venv of its own (tests/mlflow-server.lock says why).
+MLFLOW_SERVER := $(TOOLS)/mlflow/bin/mlflow
+
+$(MLFLOW_SERVER): tests/mlflow-server.lock
+	test -x $(TOOLS)/mlflow/bin/python || $(PYTHON) -m venv $(TOOLS)/mlflow
+	$(TOOLS)/mlflow/bin/python -m pip install -q -r tests/mlflow-server.lock
+	touch $@
+
 helm: $(HELM)
 
 $(HELM):
@@ -44,9 +52,9 @@ crds:
 demo: $(STAMP)
 	$(VENV)/bin/shardscore demo
 
-## test: the whole test suite (Ray cluster on loopback, S3 server, helm, charts); the CRDs first, so that a missing
-## source stops it in seconds.
-test: crds $(STAMP) $(HELM)
+## test: the whole test suite (Ray cluster on loopback, S3 and MLflow servers, helm, charts); the CRDs first, so
+## that a missing source stops it in seconds.
+test: crds $(STAMP) $(HELM) $(MLFLOW_SERVER)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: side-by-side benchmarks, results in bench/RESULTS.md (Spark and Daft from their own venv, bench/.venv).

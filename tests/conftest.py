@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import chartlib
-from support import (BIN, RayCluster, S3Server, base_env, make_tempdir, rmtree, start_ray_cluster, start_s3,
-                     stop_process, stop_ray_cluster)
+from support import (BIN, MLFLOW_SERVER, MlflowServer, RayCluster, S3Server, base_env, make_tempdir, rmtree,
+                     start_mlflow, start_ray_cluster, start_s3, stop_process, stop_ray_cluster)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "models"))
 
@@ -24,6 +24,17 @@ def s3() -> S3Server:
     yield server
     stop_process(server.process)
     rmtree(log_dir)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> MlflowServer:
+    if not MLFLOW_SERVER.exists():
+        pytest.skip(f"the MLflow tracking server is not installed ({MLFLOW_SERVER}): make test installs it")
+    root = make_tempdir("shardscore-mlflow-")
+    server = start_mlflow(root)
+    yield server
+    stop_process(server.process)
+    rmtree(root)
 
 
 @pytest.fixture(scope="session")

@@ -112,6 +112,46 @@ def start_s3(log_dir: Path, host: str = "127.0.0.1", credentials: dict[str, str]
     return server
 
 
+#: The MLflow tracking server's own venv (make test builds it from tests/mlflow-server.lock): the server's mlflow
+#: pins a pyarrow older than the project's, while the job's tests use the client, mlflow-skinny, in the main venv.
+MLFLOW_SERVER = ROOT / ".tools" / "mlflow" / "bin" / "mlflow"
+
+
+@dataclass
+class MlflowServer:
+    """`mlflow server` on loopback: a SQLite backend store and artifacts under `root`, served through the server."""
+
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_mlflow(root: Path) -> MlflowServer:
+    """Starts the tracking server on a free port and waits for its /health."""
+    port = free_port()
+    log_path = root / "mlflow.log"
+    proc = subprocess.Popen([str(MLFLOW_SERVER), "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=root)
+    server = MlflowServer(port, proc, log_path)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
+        try:
+            return urllib.request.urlopen(f"{server.uri}/health", timeout=1).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 120, f"the MLflow tracking server on {server.uri}")
+    return server
+
+
 @dataclass
 class RayCluster:
     """A head (no CPUs: like the chart's head, it runs no scoring), a CPU worker and a `--num-gpus 1` worker."""

@@ -119,6 +119,10 @@ def refuse_missing_columns(cfg: RunConfig, scorer: model_mod.Scorer, the_plan: P
     if missing_model:
         raise ConfigError(f"--model {cfg.model} reads columns {missing_model} that the input does not have "
                           f"(its columns: {names})")
+    try:
+        scorer.check_input(the_plan.schema)
+    except ValueError as exc:
+        raise ConfigError(f"--model {cfg.model}: {exc}") from None
 
 
 def _refuse_partition_keys(key_columns: list[str], the_plan: Plan) -> None:

@@ -7,7 +7,9 @@ A factory returns a callable on a batch. It may declare, as attributes of what i
   the plan's reference schema (the most common file's columns and order), whatever each file's own order;
 - `pandas_backend`: "numpy" (default: NumPy-backed frames, which code written for pandas 2 expects) or "pyarrow";
 - `prepare(device)`: called once per worker before its first batch (a torch model moves to the device here);
-- `fingerprint`: a string that changes when the model's weights do (folded into the model identity).
+- `fingerprint`: a string that changes when the model's weights do (folded into the model identity);
+- `check_input(schema)`: called with the input's Arrow schema before anything is scored; a ValueError refuses the
+  input (an MLflow model's signature is checked here).
 A plain function that declares nothing, such as the Ray example's `load_model()`, works unchanged.
 A pandas answer is matched to the batch's rows by its index (pandas aligns by label): one in another order is put
 back in the batch's; one whose index is not a permutation of the batch's (or of 0..n-1) is refused (`_in_batch_order`).
@@ -301,6 +303,12 @@ class Scorer:
             self.device = resolve_device(device)
         if callable(hook):
             hook(self.device)
+
+    def check_input(self, schema: pa.Schema) -> None:
+        """The model's own check of the input's schema (its `check_input`), where it declares one."""
+        hook = getattr(self.model, "check_input", None)
+        if callable(hook):
+            hook(schema)
 
     def _to_batch(self, table: pa.Table) -> Any:
         if self.batch_format == "pyarrow":
