@@ -170,7 +170,7 @@ def median_of(name: str, cmd: list[str], ray_env: dict[str, str], repeats: int =
               "peak_mb": statistics.median(r["peak_mb"] for r in runs),
               "driver_peak_mb": statistics.median(r["driver_peak_mb"] for r in runs),
               "ray_init_s": statistics.median(r["ray_init"] for r in runs) if "ray_init" in runs[0] else None}
-    for key in ("import_s", "engine_s"):  # the peers' own start, apart (bench/peers.py)
+    for key in ("import_s", "engine_s", "scoring_s"):  # the peers' own start, apart; a loop's own seconds
         if key in runs[0]:
             result[key] = statistics.median(r[key] for r in runs)
     if "_manifest" in runs[0]:  # where shardscore's time went, phase by phase (the manifest's breakdown)
@@ -447,12 +447,43 @@ def peers(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
     return lines
 
 
+LOADERS_HEADING = "## Loaders against their library's own predict"
+
+
+def loaders(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
+    """Each shipped loader on one worker (`--max-in-flight 1`) against its library's own batch predict in one process
+    (bench/loaders.py), on the same data: the loop's rows/s (shardscore: first shard start to last result, the
+    manifest's scoring minus first_shard_start) and whole processes; the report's section."""
+    models = OUT / "loader-models"
+    specs = json.loads(subprocess.run([sys.executable, str(BENCH / "loaders.py"), "train", str(inp), str(models)],
+                                      env=env(), check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+    lines = [LOADERS_HEADING, "",
+             f"Measured on {time.strftime('%Y-%m-%d')} by bench/run.py `loaders` (also part of `make bench`): {rows:,} "
+             "taxi rows in 12 shards, five features; each loader in shardscore on one worker (`--max-in-flight 1`, "
+             "tasks) and its library alone in one process (bench/loaders.py: file by file, Arrow batches of 65,536 "
+             f"rows, the library's predict, Parquet out), both on one core (OMP_NUM_THREADS=1); median of {REPEATS}. "
+             "Loop: shardscore from the first shard's start to the last result, the library from its first read to "
+             "its last write.", "",
+             "| loader | shardscore loop rows/s | library alone rows/s | ratio (target >= 0.9) | shardscore process s | "
+             "library process s |", "|---|---:|---:|---:|---:|---:|"]
+    for name, (spec, *args) in specs.items():
+        ss = median_of(f"shardscore, one worker, {name}", shardscore(inp, spec, *[x for a in args for x in (
+            "--model-arg", a)], "--max-in-flight", "1"), ray_env)
+        alone = median_of(f"{name} alone, one process", [sys.executable, str(BENCH / "loaders.py"), "bare", name,
+                                                         str(inp), "{out}", str(models)], {})
+        loop = ss["breakdown_s"]["scoring"] - ss["breakdown_s"]["first_shard_start"]
+        ss_rate, alone_rate = ss["rows"] / loop, alone["rows"] / alone["scoring_s"]
+        lines.append(f"| {name} | {ss_rate:,.0f} | {alone_rate:,.0f} | {ss_rate / alone_rate:.2f} | "
+                     f"{ss['median_s']:.2f} | {alone['median_s']:.2f} |")
+    return lines + [""]
+
+
 SECTIONS = {"quarantine": (QUARANTINE_HEADING, quarantine), "incremental": (INCREMENTAL_HEADING, incremental),
-            "peers": (PEERS_HEADING, peers)}
+            "peers": (PEERS_HEADING, peers), "loaders": (LOADERS_HEADING, loaders)}
 
 
 def section_only(name: str) -> None:
-    """`python bench/run.py quarantine|incremental|peers`: that section alone, written into RESULTS.md in place of its
+    """`python bench/run.py quarantine|incremental|peers|loaders`: that section alone, written into RESULTS.md in place of its
     last one (or at the end)."""
     heading, measure = SECTIONS[name]
     rows = int(14_000_000 * SCALE) // 12
@@ -542,7 +573,7 @@ def main() -> None:
         r["pool_tiny"] = median_of(f"process pool at its best, {int(10_000 * SCALE):,} tiny shards",
                                    [py, str(BENCH / "baselines.py"), "pool-best", str(tiny), "{out}"], {}, repeats=1)
         sections = [*quarantine(taxi, ray_env, rows_main * 12), *incremental(taxi, ray_env, rows_main * 12),
-                    *peers(taxi, ray_env, rows_main * 12)]
+                    *peers(taxi, ray_env, rows_main * 12), *loaders(taxi, ray_env, rows_main * 12)]
         growth = worker_growth(big, ray_env)
         print("scaling sweep (the Ray example's model):", flush=True)
         sweep = {label: sweep_variants(path, ray_env, label, SWEEP_REPEATS) for label, path in sweep_data.items()}
