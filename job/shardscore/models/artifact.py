@@ -7,9 +7,13 @@ the CLI ends with exit 2 before anything is scored.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib
 import importlib.util
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Sequence
@@ -65,6 +69,27 @@ def read(source: str | None) -> Artifact:
         raise FileNotFoundError(f"model file {source} does not exist") from None
     except OSError as exc:
         raise OSError(f"model file {source} cannot be read ({exc})") from None
+
+
+def files_digest(files: dict[str, bytes]) -> str:
+    """The fingerprint of a model saved as several files (a directory): their names and contents."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()[:20]
+
+
+def unpack(files: dict[str, bytes], prefix: str) -> str:
+    """The files written into a new local folder (removed when the process exits), for libraries that load a
+    directory: each worker unpacks the bytes it was sent once."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, True)
+    for name, blob in files.items():
+        path = os.path.join(folder, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(blob)
+    return folder
 
 
 def split(columns: Sequence[str] | str | None) -> list[str]:

@@ -13,19 +13,18 @@ importing torch; each worker writes the files to a local temporary folder once a
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import numpy as np
 
-from .artifact import installed, library
+from .artifact import files_digest, installed, library, unpack
 
 TASKS = ("text-classification", "feature-extraction")
+# Everything is in the directory: never reach for the Hub. Set before transformers is imported (this module imports
+# it only when the model is built), as huggingface_hub reads it once, at its import (huggingface_hub/constants.py).
+os.environ["HF_HUB_OFFLINE"] = "1"
 #: Files a tokenizer is saved as (one of them is enough): the fast tokenizer's, or a vocabulary.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
@@ -68,7 +67,7 @@ def _check(files: dict[str, bytes], task: str, source: str) -> dict[str, Any]:
                          "beside the model with tokenizer.save_pretrained(<directory>)")
     heads = [a for a in config.get("architectures", []) if a.endswith("ForSequenceClassification")]
     if task == "text-classification" and not heads:
-        raise ValueError(f"model directory {source} holds {', '.join(config.get('architectures', ['no'])) } "
+        raise ValueError(f"model directory {source} holds {', '.join(config.get('architectures', ['no']))} "
                          "architecture, not one for sequence classification: use task=feature-extraction for "
                          "embeddings, or save a *ForSequenceClassification model")
     return config
@@ -85,10 +84,7 @@ class HFModel:
         self._files, self.task, self.column = files, task, column
         self.all_scores, self.batch_size, self.max_length = all_scores, batch_size, max_length
         self.columns = [column]
-        digest = hashlib.sha256()
-        for name in sorted(files):
-            digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-        self.fingerprint = digest.hexdigest()[:20]
+        self.fingerprint = files_digest(files)
         self._pipe: Any = None
         self._device = "cpu"
 
@@ -96,14 +92,8 @@ class HFModel:
         return {**self.__dict__, "_pipe": None}
 
     def prepare(self, device: str) -> None:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # everything is in the directory: never reach for the Hub
         transformers = library("transformers", "huggingface")
-        folder = tempfile.mkdtemp(prefix="shardscore-hf-")
-        atexit.register(shutil.rmtree, folder, True)
-        for name, blob in self._files.items():
-            os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
-            with open(os.path.join(folder, name), "wb") as f:
-                f.write(blob)
+        folder = unpack(self._files, "shardscore-hf-")
         self._device = device
         self._pipe = transformers.pipeline(self.task, model=folder, tokenizer=folder, device=device)
 

@@ -12,8 +12,6 @@ rerun refuses the output scored by the old one, or re-scores it with --overwrite
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import os
 import re
 import shutil
@@ -22,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifact import library, named
+from .artifact import files_digest, library, named, unpack
 
 #: models:/<name>/<version> and models:/<name>@<alias> (MLflow's model registry URIs).
 REGISTERED = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?")
@@ -69,16 +67,6 @@ def _download(uri: str) -> dict[str, bytes]:
     return files
 
 
-def _unpacked(files: dict[str, bytes]) -> str:
-    folder = tempfile.mkdtemp(prefix="shardscore-mlflow-")
-    atexit.register(shutil.rmtree, folder, True)
-    for name, blob in files.items():
-        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
-        with open(os.path.join(folder, name), "wb") as f:
-            f.write(blob)
-    return folder
-
-
 class MlflowModel:
     """A pandas batch of the signature's columns in, the pyfunc's predictions out. Pickles as the model's files;
     each worker loads the pyfunc from them once."""
@@ -91,17 +79,14 @@ class MlflowModel:
         inputs = meta.signature.inputs if meta.signature is not None else None
         self._schema = inputs if inputs is not None and inputs.has_input_names() else None
         self.columns = inputs.input_names() if self._schema is not None else None
-        digest = hashlib.sha256()
-        for name in sorted(files):
-            digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
         where = f"{registered[0]} version {registered[1]}" if registered else uri
-        self.fingerprint = f"{where} {digest.hexdigest()[:20]}"
+        self.fingerprint = f"{where} {files_digest(files)}"
         self._pyfunc: Any = None
 
     def _meta(self) -> Any:
         from mlflow.models import Model
 
-        folder = _unpacked({"MLmodel": self._files["MLmodel"]})
+        folder = unpack({"MLmodel": self._files["MLmodel"]}, "shardscore-mlflow-")
         return Model.load(os.path.join(folder, "MLmodel"))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -124,7 +109,7 @@ class MlflowModel:
         if self._pyfunc is None:
             import mlflow.pyfunc
 
-            self._pyfunc = mlflow.pyfunc.load_model(_unpacked(self._files))
+            self._pyfunc = mlflow.pyfunc.load_model(unpack(self._files, "shardscore-mlflow-"))
         import pandas as pd
 
         answer = self._pyfunc.predict(batch)
