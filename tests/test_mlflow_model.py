@@ -47,7 +47,8 @@ def registry(mlflow_server, tmp_path_factory) -> dict:
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", 1)
     yield {"input": inp, "models": models, "runs": runs, "env": {"MLFLOW_TRACKING_URI": mlflow_server.uri,
                                                                    "MLFLOW_DISABLE_TELEMETRY": "true"}}
-    del os.environ["MLFLOW_TRACKING_URI"]
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY"):
+        del os.environ[key]
 
 
 def _run(shardscore, registry: dict, out: Path, uri: str, *more: str):

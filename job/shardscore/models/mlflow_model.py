@@ -84,10 +84,10 @@ class MlflowModel:
         self._pyfunc: Any = None
 
     def _meta(self) -> Any:
+        import yaml
         from mlflow.models import Model
 
-        folder = unpack({"MLmodel": self._files["MLmodel"]}, "shardscore-mlflow-")
-        return Model.load(os.path.join(folder, "MLmodel"))
+        return Model.from_dict(yaml.safe_load(self._files["MLmodel"]))  # as Model.load does once the file is read
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pyfunc": None}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifact import library, named, read, split
+from .artifact import library, matrix, named, read, split
 
 #: ONNX Runtime's tensor types and the NumPy types fed to them.
 DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
@@ -73,7 +73,7 @@ class OnnxModel:
         feed = {}
         for name, (columns, dtype, rank) in self._feeds.items():
             if len(columns) > 1 or rank == 2:
-                feed[name] = np.stack([np.asarray(batch[c], dtype=dtype) for c in columns], axis=1)
+                feed[name] = matrix(batch, columns, dtype)
             else:
                 feed[name] = np.asarray(batch[columns[0]], dtype=dtype)
         return feed
