@@ -20,10 +20,10 @@ command -v "$HELM" >/dev/null || { echo "render-manifests: helm not found on PAT
 # manifest name -> templates it contains
 # (the NetworkPolicies go with every manifest that brings Ray pods: applying them twice is harmless.)
 declare -A SHOW=(
-  [raycluster]="templates/serviceaccount.yaml templates/networkpolicy.yaml templates/raycluster.yaml"
+  [raycluster]="templates/serviceaccount.yaml templates/progress-report.yaml templates/networkpolicy.yaml templates/raycluster.yaml"
   [rayjob]="templates/rayjob.yaml"
-  [rayjob-ephemeral]="templates/serviceaccount.yaml templates/networkpolicy.yaml templates/rayjob.yaml"
-  [scheduled]="templates/serviceaccount.yaml templates/networkpolicy.yaml templates/cronjob.yaml"
+  [rayjob-ephemeral]="templates/serviceaccount.yaml templates/progress-report.yaml templates/networkpolicy.yaml templates/rayjob.yaml"
+  [scheduled]="templates/serviceaccount.yaml templates/progress-report.yaml templates/networkpolicy.yaml templates/cronjob.yaml"
 )
 
 mkdir -p "$OUT"

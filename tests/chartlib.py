@@ -390,7 +390,8 @@ ADVERTISED = [
                                  "podSecurityStandard=baseline"), (), RELEASE),
     ("auth disabled", ("rayAuth.mode=disabled",), (), RELEASE),
     ("optional extras", ("metrics.podMonitor.enabled=true", "cluster.head.preventEviction.podDisruptionBudget=true",
-                         "cluster.head.preventEviction.safeToEvictAnnotation=true"),
+                         "cluster.head.preventEviction.safeToEvictAnnotation=true", "metrics.prometheusRule.enabled=true",
+                         "metrics.grafanaDashboard.enabled=true"),
      ('cluster.cpuWorkers.topologySpreadConstraints=[{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", '
       '"whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"ray.io/group": "cpu"}}}]',), RELEASE),
     ("operator out of cluster", ("networkPolicy.operator.namespace=", "networkPolicy.operator.ipBlocks[0]=10.0.0.10/32"),

@@ -215,17 +215,23 @@ def start_ray_cluster(temp_dir: Path) -> RayCluster:
     return cluster
 
 
-def kill_processes_mentioning(path: Path) -> None:
+def kill_processes_mentioning(path: Path, gcs_port: int | None = None) -> None:
     """Stop one cluster and only it: its GCS, raylets and agents name its temp dir; workers are their children.
+    The head's Ray Client server names neither, only the GCS's address (`--address=<node ip>:<gcs_port>`:
+    ray/_private/services.py, start_ray_client_server), and outlived every cluster until it was matched on that.
 
     (`ray stop` would kill every Ray process on the machine, other clusters and containers' included.)
     """
     import psutil
 
+    def ours(cmdline: list[str]) -> bool:
+        return any(str(path) in part or (gcs_port is not None and part.startswith("--address=")
+                                         and part.endswith(f":{gcs_port}")) for part in cmdline)
+
     me = psutil.Process()
     spare = {me.pid, *(p.pid for p in me.parents())}
     for proc in psutil.process_iter(["cmdline"]):
-        if proc.pid not in spare and any(str(path) in part for part in (proc.info["cmdline"] or [])):
+        if proc.pid not in spare and ours(proc.info["cmdline"] or []):
             try:
                 victims = [*proc.children(recursive=True), proc]
             except psutil.Error:
@@ -238,7 +244,7 @@ def kill_processes_mentioning(path: Path) -> None:
 
 
 def stop_ray_cluster(cluster: RayCluster) -> None:
-    kill_processes_mentioning(cluster.temp_dir)
+    kill_processes_mentioning(cluster.temp_dir, cluster.gcs_port)
 
 
 def stop_process(proc: subprocess.Popen) -> None:

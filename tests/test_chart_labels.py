@@ -43,7 +43,8 @@ def test_image_pull_secrets_service_account_and_extra_env():
                             "imagePullSecrets[0].name=regcred", "serviceAccount.name=scorer",
                             "extraEnv[0].name=LOG_LEVEL", "extraEnv[0].value=debug",
                             "cluster.cpuWorkers.env[0].name=OMP_NUM_THREADS", "cluster.cpuWorkers.env[0].value=2"])
-    assert c.one(docs, "ServiceAccount")["metadata"]["name"] == "scorer"
+    # Beside the run report's own account (test_chart_security.py).
+    assert [a["metadata"]["name"] for a in c.of_kind(docs, "ServiceAccount")] == ["scoring-shardscore-report", "scorer"]
     for where, pod in all_pod_specs(docs):
         assert pod["imagePullSecrets"] == [{"name": "regcred"}], where
         assert pod["serviceAccountName"] == "scorer", where

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import chartlib as c
-from chartlib import CI_FILES, CI_IDS, CPU, GPU, IMAGE, all_renders, clusters, entrypoint_argv
+from chartlib import CI_FILES, CI_IDS, CPU, FULLNAME, GPU, IMAGE, all_renders, clusters, entrypoint_argv
 
 
 @pytest.mark.parametrize("values", CI_FILES, ids=CI_IDS)
@@ -113,7 +113,7 @@ def test_dev_shm_is_left_to_kuberay(rendered, advertised):
 def test_the_head_always_runs_as_the_charts_service_account(autoscaling):
     docs = c.render([CPU], [f"cluster.autoscaling.enabled={str(autoscaling).lower()}",
                             "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/s"])
-    sa = c.one(docs, "ServiceAccount")
+    sa = next(a for a in c.of_kind(docs, "ServiceAccount") if a["metadata"]["name"] == FULLNAME)
     assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/s"}
     spec = c.one(docs, "RayCluster")["spec"]
     assert spec["enableInTreeAutoscaling"] is autoscaling

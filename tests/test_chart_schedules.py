@@ -45,11 +45,12 @@ def test_cronjob(rendered):
     mounts = {m["mountPath"]: m["name"] for m in ctr["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts["/etc/shardscore"]]["configMap"]["name"] == f"{FULLNAME}-tick"
-    # RBAC: exactly the tick's three calls, on rayjobs, in the release namespace.
-    role = c.one(docs, "Role")
+    # RBAC: exactly the tick's three calls, on rayjobs, in the release namespace (the run report's Role is
+    # test_chart_security.py's).
+    role = next(r for r in c.of_kind(docs, "Role") if r["metadata"]["name"] == f"{FULLNAME}-tick")
     assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "delete"]}]
     assert not c.of_kind(docs, "ClusterRole") and not c.of_kind(docs, "ClusterRoleBinding")
-    binding = c.one(docs, "RoleBinding")
+    binding = next(b for b in c.of_kind(docs, "RoleBinding") if b["metadata"]["name"] == f"{FULLNAME}-tick")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{FULLNAME}-tick", "namespace": c.NAMESPACE}]
     tick_sa = [sa for sa in c.of_kind(docs, "ServiceAccount") if sa["metadata"]["name"] == f"{FULLNAME}-tick"]

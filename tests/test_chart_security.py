@@ -104,3 +104,39 @@ def test_auth_disabled():
     assert len(everything_that_runs_ray(docs)) == 4
     assert all(c.env_of(ctr)["RAY_AUTH_MODE"]["value"] == "disabled" for ctr in everything_that_runs_ray(docs))
     assert "RAY_AUTH_TOKEN" not in c.env_of(c.one(docs, "Pod")["spec"]["containers"][0])
+
+
+REPORT = f"{FULLNAME}-report"
+REPORT_MOUNT = "/var/run/secrets/shardscore.io/rayjob-report"
+
+
+def report_mounts(docs: list[dict]) -> dict[str, list[str]]:
+    """Each Ray pod template's mount paths of the reporter's token, by group."""
+    return {g: [m["mountPath"] for m in t["spec"]["containers"][0].get("volumeMounts", [])
+                if m["name"] == "rayjob-report-token"] for spec in clusters(docs) for g, t in c.pod_templates(spec)}
+
+
+@pytest.mark.parametrize(("values", "names"), [(CPU, [FULLNAME]), (EPHEMERAL, [FULLNAME]), (c.CRONJOB, None),
+                                               (c.RAYCRONJOB, None)], ids=["cpu", "ephemeral", "cronjob", "raycronjob"])
+def test_the_driver_reports_on_its_rayjob_with_least_privilege(values, names):
+    """Issue 22 §1: the head's Ray container alone mounts the reporter's token, whose Role may get and patch this
+    release's RayJob (any RayJob of the namespace with a schedule: their names carry the tick's time) and create
+    Events, nothing else."""
+    docs = c.render([values])
+    role = next(r for r in c.of_kind(docs, "Role") if r["metadata"]["name"] == REPORT)
+    rayjobs = {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["get", "patch"]}
+    assert role["rules"] == [rayjobs | ({"resourceNames": names} if names else {}),
+                             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    binding = next(b for b in c.of_kind(docs, "RoleBinding") if b["metadata"]["name"] == REPORT)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": REPORT, "namespace": c.NAMESPACE}]
+    secret = next(s for s in c.of_kind(docs, "Secret") if s["metadata"]["name"] == f"{REPORT}-token")
+    assert secret["type"] == "kubernetes.io/service-account-token"
+    assert secret["metadata"]["annotations"]["kubernetes.io/service-account.name"] == REPORT
+    mounts = report_mounts(docs)
+    assert mounts.pop("head") == [REPORT_MOUNT] and mounts and not any(mounts.values()), report_mounts(docs)
+
+
+def test_without_report_progress_there_is_no_account_no_role_and_no_token():
+    docs = c.render([CPU], ["rayJob.reportProgress=false"])
+    assert not [d for d in docs if d["metadata"]["name"].startswith(REPORT)]
+    assert not any(report_mounts(docs).values())

@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from datasets import assert_readable, corrupt, drop_column, empty, expected_even, read_output, retype, sample
@@ -182,26 +183,101 @@ def test_changed_input_is_refused_then_recomputed_with_overwrite(shardscore, tmp
     assert r.returncode == 2 and "scored by another model" in r.stderr
 
 
-def test_workers_export_ray_metrics_for_rows_and_shards(shardscore, ray_cluster, tmp_path: Path):
+def scrape(ray_cluster) -> str:
+    """What the nodes' Prometheus endpoints serve now (Ray's metrics agents)."""
     import urllib.request
 
+    text = ""
+    for port in ray_cluster.metrics_ports:
+        try:
+            text += urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            pass
+    return text
+
+
+def test_workers_export_ray_metrics_for_rows_and_shards(shardscore, ray_cluster, tmp_path: Path):
     inp = sample(tmp_path / "in", shards=3, rows=1000)
     assert shardscore("run", "--input", str(inp), "--output", str(tmp_path / "out"), *DUMMY).returncode == 0
 
     def exported():
-        text = ""
-        for port in ray_cluster.metrics_ports:
-            try:
-                text += urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            except OSError:
-                pass
-        rows = [line for line in text.splitlines() if line.startswith("ray_shardscore_rows_scored")]
-        shards = [line for line in text.splitlines() if line.startswith("ray_shardscore_shards")]
-        return (rows, shards) if rows and shards else None
+        lines = scrape(ray_cluster).splitlines()
+        rows = [line for line in lines if line.startswith("ray_shardscore_rows_scored")]
+        shards = [line for line in lines if line.startswith("ray_shardscore_shards")]
+        # Each worker's agent reports on its own beat: wait for all three shards' rows.
+        return (rows, shards) if shards and sum(float(line.rsplit(" ", 1)[1]) for line in rows) >= 3000 else None
 
-    rows, shards = wait_for(exported, 60, "shardscore metrics on the nodes' Prometheus endpoints", interval=2)
-    assert sum(float(line.rsplit(" ", 1)[1]) for line in rows) >= 3000
+    _, shards = wait_for(exported, 60, "3000 rows in the shardscore metrics of the nodes' Prometheus endpoints",
+                         interval=2)
     assert any('status="committed"' in line for line in shards)
+
+
+def running_tasks(metrics: str) -> set[str]:
+    """The names of the tasks and actor calls that Ray's `ray_tasks` says are running."""
+    import re
+
+    names = set()
+    for line in metrics.splitlines():
+        if line.startswith("ray_tasks{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            if labels.get("State") == "RUNNING" and float(line.rsplit(" ", 1)[1]) > 0:
+                names.add(labels.get("Name", ""))
+    return names
+
+
+def dashboard_and_alert_queries() -> list[str]:
+    """Every PromQL query of helm/shardscore/dashboards/shardscore.json and of the chart's PrometheusRule."""
+    import chartlib
+
+    dashboard = json.loads((chartlib.CHART / "dashboards" / "shardscore.json").read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    queries += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    rule = chartlib.one(chartlib.render([chartlib.CPU], ["metrics.podMonitor.enabled=true",
+                                                         "metrics.prometheusRule.enabled=true",
+                                                         "metrics.prometheusRule.noRowsFor=26h"]), "PrometheusRule")
+    return queries + [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def test_every_metric_of_the_dashboard_and_the_alerts_is_one_a_run_exports(shardscore, ray_cluster, tmp_path: Path):
+    """Issue 22 §4: the dashboard and the alerts name only series that real runs put on the nodes' endpoints: the
+    workers' (a run with rejected rows, so that every one exists) and Ray's, read while scoring work runs, as tasks
+    and as actor calls (the names the queries select)."""
+    import re
+
+    inp = tmp_path / "ids"
+    inp.mkdir()
+    pq.write_table(pa.table({"id": pa.array(range(400), pa.int64())}), inp / "part-0.parquet")
+    r = shardscore("run", "--input", str(inp), "--output", str(tmp_path / "bad"), "--model", "bad_rows_model:load_model",
+                   "--model-arg", "bad=[7]", "--key-columns", "id", "--batch-size", "100", "--max-bad-rows", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    slow = sample(tmp_path / "in", shards=4, rows=1000)
+    running: set[str] = set()
+    for strategy in ("tasks", "actors"):
+        driver = start_driver(ray_cluster, "run", "--input", str(slow), "--output", str(tmp_path / strategy),
+                              "--model", "slow_model:load_model", "--model-arg", "delay=1.5", "--batch-size", "250",
+                              "--strategy", strategy)
+        try:
+            running |= wait_for(lambda seen=frozenset(running): running_tasks(scrape(ray_cluster)) - seen or None,
+                                90, f"Ray's running tasks of a --strategy {strategy} run", interval=1)
+        finally:
+            assert driver.wait(timeout=300) == 0, driver.stdout.read()[-3000:]
+    queries = dashboard_and_alert_queries()
+    named = {m for q in queries for m in re.findall(r"\b(ray_[a-z0-9_]+)\{", q)}  # every query uses a selector
+    assert named
+
+    def missing() -> set[str]:
+        return named - set(re.findall(r"^(ray_[a-zA-Z0-9_]+)", scrape(ray_cluster), re.M))
+
+    # Ray's node metrics come with its agents' own reports, a few seconds apart.
+    try:
+        wait_for(lambda: not missing(), 30, "every metric the queries name", interval=2)
+    except TimeoutError:
+        pytest.fail(f"named but not exported: {sorted(missing())}")
+    # The one other ray_ name is a label: the PodMonitor's relabeling of the pods' ray.io/cluster (podmonitor.yaml).
+    assert {m for q in queries for m in re.findall(r"\b(ray_[a-z0-9_]+)", q)} - named == {"ray_io_cluster"}
+    selected = {n for q in queries for n in re.findall(r'Name=~"([^"]+)"', q)}
+    assert {"score_task", "ShardScorer.score"} <= running, running
+    assert selected == {"score_task|ShardScorer.score"}, selected
 
 
 def test_a_worker_that_keeps_dying_fails_its_shard_by_name_and_a_rerun_completes(shardscore, ray_cluster,

@@ -155,6 +155,24 @@ def test_the_bundle_mates_of_a_shard_that_kills_every_worker_are_scored(shardsco
 
 
 @pytest.mark.ray
+def test_a_worker_that_dies_after_committing_and_failing_shards_of_its_bundle_is_named_with_the_right_one(
+        shardscore, tmp_path: Path):
+    """The bundle f04..f07: its worker commits f04, fails f05 (the model raises on its rows), then dies on f06. The
+    driver names f06, the first shard of the bundle neither committed nor failed (ray_worker.last_scoring), not f05;
+    f05, whose failure died with the worker, is handed out again and fails with its own error; f07 is scored."""
+    inp, out = _ids(tmp_path / "in", files=48, rows=50), tmp_path / "out"
+    r = shardscore("run", "--input", str(inp), "--output", str(out), "--model", "hang_model:load_model",
+                   "--model-arg", "raise_on=[50000]", "--model-arg", "exit_on=[60000]", "--key-columns", "id",
+                   "--max-retries", "1", "--max-failed-shards", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    reasons = {f["shard_id"]: f["reason"] for f in manifest(out)["failures"]}
+    assert sorted(reasons) == ["f05.parquet", "f06.parquet"], reasons
+    assert "ValueError: ids [50000] are not to be scored" in reasons["f05.parquet"], reasons
+    assert reasons["f06.parquet"].startswith("the worker process died 2 time(s) while scoring this shard"), reasons
+    assert _scored(out) == sorted(10000 * f + r for f in range(48) for r in range(50) if f not in (5, 6))
+
+
+@pytest.mark.ray
 def test_a_warm_pool_actor_ended_by_the_timeout_gets_the_model_again(shardscore, tmp_path: Path):
     """The second run finds the pool warm and sends no model; the actor the watchdog ends restarts without it."""
     pool = ["--strategy", "actors", "--pool", "hangpool", "--pool-idle-timeout", "5", "--num-actors", "2"]

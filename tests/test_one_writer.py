@@ -178,6 +178,28 @@ def test_sigterm_ends_the_run_as_aborted_and_a_rerun_completes_it_exactly(shards
     assert manifest(out)["totals"]["committed"] == 10
 
 
+def test_a_stop_that_cuts_bundles_short_counts_what_they_had_committed(shardscore, ray_cluster, tmp_path: Path):
+    """A bundle reports only when it ends. Small shards go in bundles of several (planning.bundle): a run stopped
+    before any bundle ended reads its shards' commit records (ray_dispatch._committed_so_far), so that its aborted
+    manifest counts them, and does not say `nothing was changed`. (Seen on the local cluster: a tick's run on
+    workers its autoscaler had just started, bundled for the one slot it found, stopped at the deadline.)"""
+    inp = sample(tmp_path / "in", shards=48, rows=500)
+    out = tmp_path / "out"
+    args = ["run", "--input", str(inp), "--output", str(out), "--model", "slow_model:load_model", "--model-arg",
+            "delay=0.5", "--batch-size", "500"]
+    driver = start_driver(ray_cluster, *args, "--grace-period", "0")
+    wait_for(lambda: commit_count(out) >= 1 or driver.poll() is not None, 120, "a committed shard")
+    driver.send_signal(signal.SIGTERM)
+    output, _ = driver.communicate(timeout=60)
+    assert driver.returncode == 3, output[-3000:]
+    m = manifest(out)
+    assert m["status"] == "aborted" and 1 <= m["totals"]["committed"] <= commit_count(out), m["totals"]
+    assert f"({m['totals']['committed']} shard(s) committed by this run stay committed" in output, output[-3000:]
+    r = shardscore(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert manifest(out)["totals"]["committed"] == 48 and len(read_output(out)) == 48 * 500
+
+
 def test_a_second_signal_exits_at_once(ray_cluster, tmp_path: Path):
     inp = sample(tmp_path / "in", shards=6, rows=4000)
     out = tmp_path / "out"

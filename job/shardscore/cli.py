@@ -15,8 +15,9 @@ import sys
 from typing import Any, Sequence, TextIO
 
 from . import __version__, config, options, runlog
-from .errors import ConfigError, OutputUnwritable, ShardscoreError
-from .k8s import tick
+from .errors import ConfigError, OutputUnwritable, RunAborted, ShardscoreError
+from .k8s import rayjob_report, tick
+from .logs import BoundedLog, capture_driver_output
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--since", metavar="RUN_ID", help="only the runs after this one (what is new since you read it)")
     runs.add_argument("--json", action="store_true", help="print the run records as a JSON list")
     runs.add_argument("--s3-endpoint", default=None)
+
+    status = sub.add_parser("status", help="whether a run on an output is running, succeeded, failed or was aborted, "
+                                           "which shards failed and why, and what to do next")
+    status.add_argument("output", help="the output (a local path or s3://bucket/prefix)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument("--logs", action="store_true",
+                        help="also print the run's driver log and its failed shards' errors, as kept in the output")
+    status.add_argument("--watch", action="store_true", help="follow a running run until it ends")
+    status.add_argument("--every", type=float, default=5.0, metavar="SECONDS", help="--watch's interval")
+    status.add_argument("--s3-endpoint", default=None)
 
     # `shardscore tick`: the Helm chart's CronJob tick (scheduleMode cronJob); see k8s/tick.py.
     tick.add_parser(sub)
@@ -93,8 +104,9 @@ def _summary_text(manifest: dict[str, Any]) -> str:
     if manifest.get("latest_pointer"):
         lines.append(f"shardscore: --latest-pointer {manifest['latest_pointer']}")
     lines += [f"shardscore: warning: {w}" for w in manifest.get("warnings", [])]
-    lines += [f"shardscore: FAILED shard {f['shard_id']} ({f['path']}): {f['reason']}" if f["shard_id"]
-              else f"shardscore: FAILED: {f['reason']}" for f in manifest["failures"]]
+    from .status import failure_line
+
+    lines += [failure_line(f) for f in manifest["failures"]]
     return "\n".join(lines)
 
 
@@ -113,17 +125,31 @@ def _write_summary(manifest: dict[str, Any], target: str | None, stdout: Any) ->
 
 def cmd_run(cfg: config.RunConfig) -> int:
     started_seconds = process_age()  # the interpreter and the CLI's imports
-    from .ray_session import start_workers  # imports Ray, before the heavier imports of the run: see ray_session.py
+    driver_log = capture_driver_output()  # kept in the output with the manifest (logs.py), before Ray logs a line
+    from . import ray_session  # noqa: F401 - imports Ray, before the heavier imports of the run: see ray_session.py
 
     ray_import_seconds = process_age() - started_seconds
+    watcher = rayjob_report.from_environment()  # None, at no cost, outside a KubeRay RayJob that allows it
+    try:
+        return _run(cfg, started_seconds, ray_import_seconds, driver_log, watcher)
+    except Exception as exc:
+        if watcher is not None:
+            watcher.ended("aborted" if isinstance(exc, RunAborted) else "failed",
+                          str(exc) if isinstance(exc, ShardscoreError) else f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _run(cfg: config.RunConfig, started_seconds: float, ray_import_seconds: float, driver_log: BoundedLog,
+         watcher: rayjob_report.RayJobReport | None) -> int:
+    from .ray_session import start_workers
+    from .run import Run, unwritable_message
+
     stdout = _stdout_for_json_only() if cfg.summary_json == "-" else sys.stdout
     cfg.validate()
     # Joining a cluster that is up: connect and have its workers start now, while the input is planned and the
     # model loaded (they take longer than both). A local Ray is started only once every check has passed.
     workers = start_workers(cfg) if cfg.ray_address or os.environ.get("RAY_ADDRESS") else None
-    from .run import Run, unwritable_message
-
-    run = Run(cfg, workers)
+    run = Run(cfg, workers, driver_log=driver_log, watcher=watcher)
     run.prepare()
     run.checked.seconds.update(startup=round(started_seconds, 3), import_ray=round(ray_import_seconds, 3))
     try:
@@ -134,8 +160,11 @@ def cmd_run(cfg: config.RunConfig) -> int:
             print(_summary_text(unwritable.manifest), flush=True)
             _write_summary(unwritable.manifest, cfg.summary_json, stdout)
         raise unwritable from (None if unwritable is exc else exc)
-    print(_summary_text(manifest), flush=True)
+    summary = _summary_text(manifest)
+    print(summary, flush=True)
     _write_summary(manifest, cfg.summary_json, stdout)
+    if watcher is not None:
+        watcher.ended(manifest["status"], "; ".join(line.removeprefix("shardscore: ") for line in summary.splitlines()))
     return 0 if manifest["status"] == "succeeded" else 1
 
 
@@ -287,6 +316,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """`shardscore status OUTPUT`: the output's own files tell how its latest run goes or went (status.py)."""
+    from . import status
+    from .storage import StorageOptions, resolve
+
+    loc = resolve(args.output, StorageOptions(args.s3_endpoint))
+    try:
+        if args.watch:
+            return status.watch(lambda: status.read_status(loc), sys.stdout, args.every).exit_code
+        found = status.read_status(loc)
+        logs = status.logs_text(loc, found) if args.logs else ""
+    except OSError as exc:
+        raise ConfigError(f"{args.output} cannot be read: {exc}") from None
+    status.print_status(found, args.json, sys.stdout, logs)
+    return found.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Like `python -m`, make modules in the working directory importable (a user's model module): Ray passes
@@ -308,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return tick.main(args)
         if args.command == "runs":
             return cmd_runs(args)
+        if args.command == "status":
+            return cmd_status(args)
         return cmd_sample_data(args)
     except ShardscoreError as exc:
         print(f"shardscore: error: {exc}", file=sys.stderr)

@@ -62,6 +62,9 @@ class ShardResult:
     rejected_size: int = 0
     rejected_mtime_ns: int = 0
     rejected_sha256: str = ""
+    # A failed shard's whole error, traceback included (logs.error_text): the driver writes it to the shard's log
+    # file (logs.write_logs); never into a record or the manifest (to_dict leaves it out).
+    traceback: str = ""
 
     def __post_init__(self) -> None:
         self.status = ShardStatus(self.status)
@@ -71,7 +74,9 @@ class ShardResult:
         return self.status is ShardStatus.COMMITTED
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "status": self.status.value}
+        data = {**asdict(self), "status": self.status.value}
+        del data["traceback"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ShardResult":
@@ -79,9 +84,10 @@ class ShardResult:
         return cls(**known)
 
 
-def failed(shard_id: str, path: str, reason: str, worker: dict[str, Any] | None = None) -> ShardResult:
+def failed(shard_id: str, path: str, reason: str, worker: dict[str, Any] | None = None,
+           traceback: str = "") -> ShardResult:
     return ShardResult(shard_id=shard_id, status=ShardStatus.FAILED, input_path=path, reason=reason,
-                       worker=worker or {})
+                       worker=worker or {}, traceback=traceback)
 
 
 def options_identity(key_columns: list[str]) -> str:

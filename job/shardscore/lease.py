@@ -107,7 +107,7 @@ class Lease:
         return loc.join(LEASE_DIR, f"{generation:08d}.json")
 
     @classmethod
-    def _current(cls, loc: Location) -> Holder | None:
+    def current(cls, loc: Location) -> Holder | None:
         """The highest generation's holder. A file that cannot be parsed yet is read again (it is being written)."""
         found = generations(loc)
         if not found:
@@ -131,7 +131,7 @@ class Lease:
         `clock` gives the time of day by which the current holder's heartbeat is judged and this one's stamped (a
         test passes a later one rather than wait for a ttl to pass)."""
         while True:
-            current = cls._current(loc)
+            current = cls.current(loc)
             took_over = ""
             if current is not None:
                 why = why_free(current, clock(), me.host)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from typing import Iterable, TextIO
+from typing import Any, Iterable, TextIO
 
 from .commit import ShardResult
 
@@ -75,27 +75,37 @@ class Progress:
             return "-"
         remaining = max(0, self.total_rows - self.rows)
         estimate = remaining / (self.rows / elapsed)
-        if self.out:
+        out = list(self.out.values())  # one step: another thread may be reading (snapshot)
+        if out:
             # The shards out now run side by side: the slowest of them, at the pace of the shards finished so far.
-            pace = statistics.median(self.seconds_per_row)
-            left = max(rows * pace - (now - since) for since, rows in self.out.values())
-            if left <= 0 and remaining <= sum(rows for _, rows in self.out.values()):
+            pace = statistics.median(list(self.seconds_per_row))
+            left = max(rows * pace - (now - since) for since, rows in out)
+            if left <= 0 and remaining <= sum(rows for _, rows in out):
                 return "unknown (the shards still out are taking longer than the others did)"
             estimate = max(estimate, left)
         return _duration(estimate)
 
     def line(self) -> str:
+        return "shardscore: " + self.snapshot()["text"]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The progress as numbers and as the line's text, for what reads it elsewhere (status.ProgressBeacon).
+        Safe from another thread: it only reads, and copies the shards out in one step."""
         elapsed = self.clock() - self.started
         finished = self.shards_done + self.shards_failed
         rate = self.rows / elapsed if elapsed > 0 else 0.0
         pct = 100.0 * finished / self.total_shards if self.total_shards else 100.0
-        text = (f"shardscore: {finished}/{self.total_shards} shards ({pct:.1f}%), {_count(self.rows)} rows, "
-                f"{_count(rate)} rows/s, elapsed {_duration(elapsed)}, ETA {self.eta()}, {self.shards_failed} failed")
-        if self.out:
-            shard_id, (since, _) = min(self.out.items(), key=lambda item: item[1][0])
+        eta = self.eta()
+        text = (f"{finished}/{self.total_shards} shards ({pct:.1f}%), {_count(self.rows)} rows, "
+                f"{_count(rate)} rows/s, elapsed {_duration(elapsed)}, ETA {eta}, {self.shards_failed} failed")
+        out = list(self.out.items())
+        if out:
+            shard_id, (since, _) = min(out, key=lambda item: item[1][0])
             if self.clock() - since >= self.slow_after:
                 text += f"; oldest unfinished: {shard_id}, out for {_duration(self.clock() - since)}"
-        return text
+        return {"shards_finished": finished, "shards_total": self.total_shards, "shards_failed": self.shards_failed,
+                "rows": self.rows, "rows_total": self.total_rows, "rows_per_second": round(rate, 1),
+                "elapsed_seconds": round(elapsed, 1), "eta": eta, "text": text}
 
     def _bar(self) -> str:
         finished = self.shards_done + self.shards_failed

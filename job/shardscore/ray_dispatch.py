@@ -142,7 +142,17 @@ def dispatch(bundles: Iterable[list[Shard]], strategy: Strategy, feed: Feed, con
         if control.expired():
             for ref in pending:
                 ray.cancel(ref, force=False)
+            for bundle in pending.values():
+                listener.reported(_committed_so_far(bundle, feed.job))
             return
+
+
+def _committed_so_far(bundle: list[Shard], job: ScoringJob) -> BundleReport:
+    """What a bundle cut off at the end of the grace period had committed (its shards' commit records): those
+    shards stay committed, and the run's manifest must count them. A bundle reports only when it ends, so a run
+    of long bundles, stopped, would otherwise know of none. (One that commits after this look is found by the
+    next run, as any commit record of an earlier run.)"""
+    return BundleReport(results=[done for shard in bundle if (done := committed_this_run(shard, job)) is not None])
 
 
 def _ready(pending: dict[ray.ObjectRef, list[Shard]], timeout: float) -> list[ray.ObjectRef]:

@@ -24,6 +24,7 @@ from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get, _in
 from .commit import ShardResult, failed
 from .errors import DeviceError, ModelError, RunAborted, ShardError
 from .lease import LeaseLost
+from .logs import error_text
 from .model import Scorer
 from .planning import Shard
 from .schema_rule import SchemaGate
@@ -83,21 +84,34 @@ def import_quietly(module: str) -> None:
             pass
 
 
+#: The histogram buckets of a shard's seconds (from its start to its commit).
+SHARD_SECONDS_BUCKETS = [1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
+
+
 def _count(result: ShardResult) -> None:
-    """Export a finished shard to Ray's metrics. Metrics never fail a shard: an error is logged once, then ignored.
+    """Export a finished shard to Ray's metrics (their Prometheus names are ray_<name>, counters with _total:
+    helm/shardscore/dashboards read them). Metrics never fail a shard: an error is logged once, then ignored.
 
     (Ray's Counter.inc rejects 0, which is what a failed shard adds to the rows counter: ray/util/metrics.py.)
     """
     try:
         if not _METRICS:
-            from ray.util.metrics import Counter
+            from ray.util.metrics import Counter, Histogram
 
             _METRICS["rows"] = Counter("shardscore_rows_scored", "Rows scored by shardscore workers.")
+            _METRICS["rejected"] = Counter("shardscore_rows_rejected",
+                                           "Rows the model raised on, set aside within --max-bad-rows.")
             _METRICS["shards"] = Counter("shardscore_shards", "Shards finished by shardscore workers.",
                                          tag_keys=("status",))
+            _METRICS["seconds"] = Histogram("shardscore_shard_seconds", "Seconds from a shard's start to its end.",
+                                            boundaries=SHARD_SECONDS_BUCKETS)
         if result.rows_in > 0:
             _METRICS["rows"].inc(result.rows_in)
+        if result.rows_rejected > 0:
+            _METRICS["rejected"].inc(result.rows_rejected)
         _METRICS["shards"].inc(1, tags={"status": result.status.value})
+        if result.seconds > 0:
+            _METRICS["seconds"].observe(result.seconds)
     except Exception as exc:  # noqa: BLE001 - whatever the metrics library raises
         if not _METRICS.get("warned"):
             _METRICS["warned"] = True
@@ -157,7 +171,7 @@ def _score_one(shard: Shard, scorer: Scorer, job: ScoringJob, info: dict[str, An
             return score_shard(shard, scorer, job, info, expected_schema=expected_schema,
                                before_publish=before_publish, watch=watch)
         except ShardError as exc:
-            return failed(shard.shard_id, display, exc.reason, info)
+            return failed(shard.shard_id, display, exc.reason, info, error_text(exc))
         except (RunAborted, LeaseLost) as exc:
             raise _RunStops(str(exc)) from exc
         except OSError as exc:
@@ -167,7 +181,7 @@ def _score_one(shard: Shard, scorer: Scorer, job: ScoringJob, info: dict[str, An
                               f"{type(exc).__name__}: {exc}", info)
             time.sleep(min(10.0, 0.5 * 2 ** (attempt - 1)))
         except Exception as exc:  # noqa: BLE001 - an unexpected fault of this shard stays this shard's
-            return failed(shard.shard_id, display, f"{type(exc).__name__}: {exc}", info)
+            return failed(shard.shard_id, display, f"{type(exc).__name__}: {exc}", info, error_text(exc))
     raise AssertionError("unreachable")
 
 
@@ -195,11 +209,12 @@ def score_bundle(bundle: list[Shard], model_box: list[ray.ObjectRef] | None, job
             f"the model could not be loaded on worker {socket.gethostname()}: {type(exc).__name__}: {exc}"))
     info, gate, unpublish = _worker_info(scorer.device), SchemaGate(expected_schema), _Unpublisher(job)
     report = BundleReport()
+    key, failed_ids = _scoring_key(bundle, job), []
+    _internal_kv_put(key, "[]", overwrite=True, namespace=_KV)
     try:
         for shard in bundle:
             result = committed_this_run(shard, job)
             if result is None:
-                _internal_kv_put(_scoring_key(bundle, job), shard.shard_id, overwrite=True, namespace=_KV)
                 watch = _watch(shard, job)
                 try:
                     result = _score_one(shard, scorer, job, info, gate.text, attempts, unpublish, watch)
@@ -208,16 +223,21 @@ def score_bundle(bundle: list[Shard], model_box: list[ray.ObjectRef] | None, job
                     return report
                 if watch is not None and watch.earlier:
                     forget_overruns(shard.shard_id, job)
+                if not result.committed:
+                    failed_ids.append(shard.shard_id)
+                    _internal_kv_put(key, json.dumps(failed_ids), overwrite=True, namespace=_KV)
             gate.admit(result)  # the bundle's later shards must match its first
             _count(result)
             report.results.append(result)
     finally:
-        _internal_kv_del(_scoring_key(bundle, job), namespace=_KV)
+        _internal_kv_del(key, namespace=_KV)
     return report
 
 
-#: Ray's internal key-value store (the GCS's) holds, per bundle in flight, the shard its worker is scoring: when the
-#: worker process dies (os._exit, a segfault, the OOM killer) the driver can name the shard it died on.
+#: Ray's internal key-value store (the GCS's) holds, per bundle in flight, that its worker began scoring it and the
+#: shards it failed so far: when the worker process dies (os._exit, a segfault, the OOM killer) the driver can name
+#: the shard it died on (last_scoring). Two writes a bundle, not one a shard: a GCS round trip cost a tiny shard
+#: half a millisecond.
 _KV = "shardscore"
 
 
@@ -258,11 +278,18 @@ def _watch(shard: Shard, job: ScoringJob) -> Watch | None:
 
 
 def last_scoring(bundle: list[Shard], job: ScoringJob) -> Shard | None:
-    """Read by the driver after the bundle's worker died: the shard it was scoring, if it had begun one."""
+    """Read by the driver after the bundle's worker died: the shard it was scoring, if it had begun the bundle.
+
+    A worker scores its bundle in order, and each shard ends committed (its commit record) or failed (named in the
+    bundle's key), so the shard it died on is the first that is neither.
+    """
     key = _scoring_key(bundle, job)
-    scoring = (_internal_kv_get(key, namespace=_KV) or b"").decode()
+    began = _internal_kv_get(key, namespace=_KV)
     _internal_kv_del(key, namespace=_KV)
-    return next((s for s in bundle if s.shard_id == scoring), None)
+    if began is None:
+        return None
+    failed_ids = set(json.loads(began))
+    return next((s for s in bundle if s.shard_id not in failed_ids and committed_this_run(s, job) is None), None)
 
 
 @ray.remote

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
 
 import pyarrow.fs as pafs
 
@@ -22,11 +22,13 @@ from .commit import Reconciliation, ShardResult, SourceLedger, failed, options_i
 from .config import RunConfig
 from .errors import OutputError, OutputUnwritable, RunAborted
 from .lease import Lease, LeaseHeld, ray_job_id, this_process
+from .logs import LOGS_DIR, BoundedLog, write_logs
 from .output import Output, open_output
 from .planning import Plan, Shard, bundle, ignored_text, listed, partition_keys
 from .progress import Progress
 from .schema_rule import SchemaGate
 from .scoring import ScoringJob, commit_empty
+from .status import ProgressBeacon
 from .storage import Location, StorageOptions, resolve
 
 if TYPE_CHECKING:
@@ -88,6 +90,16 @@ def _reconcile(checked: Checked, output: Output) -> Reconciliation:
                             incremental=checked.cfg.incremental)
 
 
+class RunWatcher(Protocol):
+    """What follows a run from outside it (k8s.rayjob_report on Kubernetes): told when scoring starts and of each
+    failed shard, it reads the progress from `snapshot` when it likes. It must return at once: the run never waits
+    on it."""
+
+    def started(self, run_id: str, output: str, snapshot: Callable[[], dict[str, Any]]) -> None: ...
+
+    def shard_failed(self, shard_id: str, path: str, reason: str) -> None: ...
+
+
 class Run:
     """One `shardscore run`. `prepare` checks everything and takes the output's lease; `execute` runs the rest
     (start, dispatch with `collect` as each bundle reports, finish) and always releases the lease.
@@ -96,11 +108,14 @@ class Run:
     local Ray starts them in `start`, after every check has passed.
     """
 
-    def __init__(self, cfg: RunConfig, workers: Workers | None = None, progress_stream: TextIO | None = None):
-        self.cfg, self.workers, self.progress_stream = cfg, workers, progress_stream
+    def __init__(self, cfg: RunConfig, workers: Workers | None = None, progress_stream: TextIO | None = None,
+                 driver_log: BoundedLog | None = None, watcher: RunWatcher | None = None):
+        self.cfg, self.workers, self.progress_stream, self.driver_log = cfg, workers, progress_stream, driver_log
+        self.watcher = watcher
         self.started = 0.0  # when execute began: the manifest's started_at and total seconds
         self.timings: dict[str, float] = {"ray_init": workers.ray_init_seconds if workers else 0.0, "scoring": 0.0}
         self.results: list[ShardResult] = []
+        self.beacon: ProgressBeacon | None = None  # writes the progress into the output while the run scores
 
     # -- prepare -----------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -134,9 +149,15 @@ class Run:
                 return self._leave_as_is()
             self.start()
             self.dispatch()
+            self._stop_beacon()  # no progress write races the run's last ones
             return self.finish()
         finally:
+            self._stop_beacon()
             self.lease.release()
+
+    def _stop_beacon(self) -> None:
+        if self.beacon is not None:
+            self.beacon.stop()
 
     def _leave_as_is(self) -> dict[str, Any]:
         """Nothing to score: a good output stays exactly as it was; an unfinished one gets its manifest."""
@@ -177,6 +198,12 @@ class Run:
                                  self.cfg.progress_interval, self.progress_stream)
         for result in self.results:
             self.progress.record(result)
+        self.beacon = ProgressBeacon(self.output.loc, self.job.run_id, lease.holder.generation, self.progress.snapshot)
+        self.beacon.start()
+        if self.watcher is not None:
+            self.watcher.started(self.job.run_id, self.cfg.output, self.progress.snapshot)
+        for result in self.results:
+            self._tell_failed(result)
         self.gate, self.ledger = SchemaGate.of(rec.done), SourceLedger(rec.done)
 
     def _job(self) -> ScoringJob:
@@ -277,6 +304,11 @@ class Run:
             result = failed(result.shard_id, result.input_path, why, result.worker)
         self.results.append(result)
         self.progress.record(result)
+        self._tell_failed(result)
+
+    def _tell_failed(self, result: ShardResult) -> None:
+        if self.watcher is not None and not result.committed:
+            self.watcher.shard_failed(result.shard_id, result.input_path, result.reason)
 
     # -- finish ------------------------------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
@@ -356,10 +388,22 @@ class Run:
             result["failures"] += [{"shard_id": "", "path": self.cfg.output, "reason": p}
                                    for p in result["verification"]]
         try:
+            self._write_logs(result)
             self.output.publish(result, success=result["status"] == "succeeded")
         except OSError as exc:
             result.update(status="failed", error=f"the manifest could not be written: {type(exc).__name__}: {exc}")
             raise OutputUnwritable(unwritable_message(self.cfg.output, exc), result) from exc
+
+
+    def _write_logs(self, result: dict[str, Any]) -> None:
+        """The driver's log and the failed shards' errors into the output before the manifest, which names them."""
+        run_id = self.lease.holder.run_id
+        logged = write_logs(self.output.loc, run_id, self.lease.holder.generation, self.driver_log,
+                            [r for r in self.results if not r.committed])
+        for failure in result["failures"]:
+            if failure["shard_id"] in logged:
+                failure["log"] = logged[failure["shard_id"]]
+        result["logs"] = f"{LOGS_DIR}/{run_id}/"
 
 
 def unwritable_message(output: str, exc: OSError) -> str:

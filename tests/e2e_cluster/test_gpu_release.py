@@ -213,8 +213,10 @@ def test_the_head_runs_as_the_charts_serviceaccount_with_autoscaling(gpu, kube):
     assert head["spec"].get("automountServiceAccountToken") is False
     names = [c["name"] for c in head["spec"]["containers"]]
     assert names == ["ray-head", "autoscaler"], names
-    assert not [m for m in container(head, "ray-head").get("volumeMounts", [])
-                if m["mountPath"].startswith("/var/run/secrets/kubernetes.io")], "the Ray container has an API token"
+    # The Ray container's only token is the run report's (k8s/rayjob_report.py), not the autoscaler's account's.
+    tokens = [m["mountPath"] for m in container(head, "ray-head").get("volumeMounts", [])
+              if m["mountPath"].startswith("/var/run/secrets/")]
+    assert tokens == ["/var/run/secrets/shardscore.io/rayjob-report"], tokens
     binding = kube.get("rolebinding", NAME, ns)
     assert binding and binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": ns}], binding
     gpu_pods = [p for p in gpu.pods_seen.values() if p["group"] == "gpu"]

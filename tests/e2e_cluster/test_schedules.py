@@ -29,6 +29,9 @@ from .conftest import make_namespace  # noqa: F401 (the module fixture)
 
 EVERY_MINUTE = "* * * * *"
 
+#: The run's state, which its driver keeps on its RayJob (job/shardscore/k8s/rayjob_report.py).
+REPORT_STATE = "shardscore.io/state"
+
 
 def common(s3, ns: str, data, output: str) -> dict:
     return {"objectStore.endpoint": s3.endpoint, "job.input": data.uri, "job.output": f"s3://{ns}/{output}",
@@ -69,6 +72,8 @@ def test_a_raycronjob_child_rayjob_succeeds(kube, helm, s3, s3_namespace, target
     final = wait_for(lambda: kube.get("rayjob", child, ns.name), rayjob_finished, 600,
                      f"child RayJob {child} to finish")
     assert rayjob_succeeded(final), final["status"]
+    # Its driver told the run on it, as on every RayJob of the chart (k8s/rayjob_report.py).
+    assert final["metadata"]["annotations"].get(REPORT_STATE) == "succeeded", final["metadata"]
     assert_exact(s3, data, f"hourly/{child_output(child, name)}")
     # The child's run got the tick's time as --logical-time from its name on v1.7.0 (the chart's
     # shardscore.tickLogicalTime): the manifest records the same instant as KubeRay's annotation. v1.6.x names
@@ -117,6 +122,7 @@ def test_the_cronjob_tick_creates_its_rayjob_which_succeeds(kube, helm, s3, s3_n
     assert [(o["kind"], o["name"]) for o in created["metadata"]["ownerReferences"]] == [("Job", job)]
     final = wait_for(lambda: kube.get("rayjob", rayjob, ns.name), rayjob_finished, 600, f"RayJob {rayjob} to finish")
     assert rayjob_succeeded(final), final["status"]
+    assert final["metadata"]["annotations"].get(REPORT_STATE) == "succeeded", final["metadata"]
     done = wait_for(lambda: kube.get("job", job, ns.name), job_condition, 120, f"tick Job {job} to finish")
     assert job_condition(done) == "Complete:CompletionsReached" or job_condition(done).startswith("Complete"), \
         done["status"]

@@ -16,10 +16,11 @@ Each shard lasts about 10 s (4 batches of 2.5 s), longer than those 3 s, shorter
 from __future__ import annotations
 
 import json
+import re
 import time
 
-from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, Dataset, assert_exact, fullname, job_condition,
-                         job_logs, log, manifest_of, raycluster_ready, rayjob_finished, rayjob_succeeded,
+from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, Dataset, assert_exact, committed_shards, fullname,
+                         job_condition, job_logs, log, manifest_of, raycluster_ready, rayjob_finished, rayjob_succeeded,
                          slow_model_values, utc_stamp, values_args, wait_for, write_input)
 from .test_faults import lease, mid_run
 from .test_schedules import Ticks, ray_jobs
@@ -103,30 +104,40 @@ def test_a_tick_past_its_deadline_aborts_its_run_in_grace_and_the_next_tick_comp
     tick for the same scheduled minute, run again with a later deadline, resumes the run folder."""
     ns = s3_namespace
     ticks = Ticks(kube, helm, s3, ns)
-    # 20 s per shard, at least 80 s for the run on 4 workers: it is still going at the deadline.
-    data = write_input(s3, ns.name, "input", shards=16, rows=4000)
+    # 10 s per shard (4 batches of 2.5 s), 100 s of scoring on 4 workers: still going at the deadline, LEAD s after
+    # the tick starts, however fast the driver starts (25 to 60 s seen), and a shard committed well before it.
+    data = write_input(s3, ns.name, "input", shards=40, rows=2000)
     values = {**slow_model_values(delay=2.5), "job.batchSize": 500}
-    deadline_seconds = 90
+    deadline_seconds, lead = 120, 90
     name = ticks.install("ticks", data, "late", **values, **{"cronJob.deadlineSeconds": deadline_seconds})
     wait_for(lambda: kube.get("raycluster", ticks.cluster, ns.name), raycluster_ready, 300,
              f"RayCluster {ticks.cluster} to be ready")
-    # A scheduled minute that puts the deadline 60 to 120 s from now: time to start and commit a few shards.
-    minutes = int(-(-(time.time() + 60 - deadline_seconds) // 60))
+    # The tick's deadline counts from its scheduled minute (tick.run): the minute that puts it LEAD to LEAD + 60 s
+    # ahead, then a wait that makes it LEAD s; the minute is 30 s past when the tick starts.
+    minutes = int(-(-(time.time() + lead - deadline_seconds) // 60))
+    time.sleep(max(0.0, minutes * 60 + deadline_seconds - lead - time.time()))
     output = f"late/run={utc_stamp(minutes)}"
     job, rayjob = ticks.fire(name, minutes), f"{name}-{minutes}"
     running = wait_for(lambda: kube.get("rayjob", rayjob, ns.name),
                        lambda j: ((j or {}).get("status") or {}).get("jobStatus") == "RUNNING", 120,
                        f"RayJob {rayjob} to run", fail=rayjob_finished)
+    # Without a committed shard the stopped run changed nothing and writes no manifest (Run._abort): the case
+    # this test is about is a stop that keeps what was committed.
+    done = wait_for(lambda: committed_shards(s3, ns.name, output), bool, minutes * 60 + deadline_seconds - time.time(),
+                    "a shard committed before the tick's deadline")
     job_id = running["status"]["jobId"]
     wait_for(lambda: kube.get("rayjob", rayjob, ns.name), lambda j: j is None, deadline_seconds + 240,
              f"the tick to delete RayJob {rayjob} at its deadline")
-    done = wait_for(lambda: kube.get("job", job, ns.name), job_condition, 180, f"tick Job {job} to fail")
-    assert "passed the tick's deadline" in job_logs(kube, ns.name, job)[0]
+    failed = wait_for(lambda: kube.get("job", job, ns.name), job_condition, 180, f"tick Job {job} to fail")
+    tick_log = job_logs(kube, ns.name, job)[0]
+    assert "passed the tick's deadline" in tick_log
+    # The tick's log follows the run's progress, which its driver keeps on the RayJob (k8s/rayjob_report.py).
+    assert re.search(rf"RayJob {rayjob}: \d+/40 shards \(", tick_log), tick_log[-3000:]
     stopped = wait_for(lambda: [j for j in ray_jobs(kube, ns.name, ticks.cluster) if j["submission_id"] == job_id],
                        lambda js: js and js[0]["status"] in ("STOPPED", "FAILED", "SUCCEEDED"), 120,
                        f"Ray job {job_id} to end")
-    log(f"Ray job {job_id}: {stopped[0]['status']}; tick Job {job}: {job_condition(done)}")
-    assert_stopped_in_grace(s3, ns.name, output, 0)
+    log(f"Ray job {job_id}: {stopped[0]['status']}; tick Job {job}: {job_condition(failed)}")
+    assert_stopped_in_grace(s3, ns.name, output, done)
     # The same scheduled minute again, with a later deadline: a new Job of the same name, the same run folder.
     kube("-n", ns.name, "delete", "job", job, "--wait=true", timeout=180)
     # A deadline an hour after the scheduled minute (`--set ...=null` with --reuse-values kept the 90 s: seen).

@@ -1,6 +1,7 @@
 """A model that scores each row with twice its `id`, except where it is told to misbehave: it hangs (sleeps) on a
 batch holding an id of `hang`, hangs holding the GIL (a regular expression that backtracks for ever in C) on one of
-`hang_in_c`, or ends its worker process (os._exit, as a segfault or the OOM killer would) on one of `exit_on`;
+`hang_in_c`, ends its worker process (os._exit, as a segfault or the OOM killer would) on one of `exit_on`, or
+raises ValueError on one of `raise_on`;
 `delay` seconds per batch give a test time to act while a run is under way."""
 
 import os
@@ -12,8 +13,10 @@ import pyarrow.compute as pc
 
 
 class HangModel:
-    def __init__(self, hang: list[int], hang_in_c: list[int], exit_on: list[int], batch_format: str, delay: float):
+    def __init__(self, hang: list[int], hang_in_c: list[int], exit_on: list[int], raise_on: list[int],
+                 batch_format: str, delay: float):
         self.hang, self.hang_in_c, self.exit_on, self.delay = set(hang), set(hang_in_c), set(exit_on), delay
+        self.raise_on = set(raise_on)
         self.batch_format = batch_format
         self.columns = ["id"]
 
@@ -22,6 +25,8 @@ class HangModel:
         time.sleep(self.delay)
         if self.exit_on & ids:
             os._exit(9)
+        if self.raise_on & ids:
+            raise ValueError(f"ids {sorted(self.raise_on & ids)} are not to be scored")
         if self.hang & ids:
             time.sleep(3600)
         if self.hang_in_c & ids:
@@ -31,6 +36,6 @@ class HangModel:
         return {"score": pc.multiply(batch.column("id"), pa.scalar(2, pa.int64()))}
 
 
-def load_model(hang: list[int] = (), hang_in_c: list[int] = (), exit_on: list[int] = (),
+def load_model(hang: list[int] = (), hang_in_c: list[int] = (), exit_on: list[int] = (), raise_on: list[int] = (),
                batch_format: str = "pandas", delay: float = 0):
-    return HangModel(list(hang), list(hang_in_c), list(exit_on), batch_format, delay)
+    return HangModel(list(hang), list(hang_in_c), list(exit_on), list(raise_on), batch_format, delay)

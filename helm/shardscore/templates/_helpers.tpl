@@ -67,6 +67,11 @@ annotations:
 {{- end }}
 {{- end }}
 
+{{/* The account whose token the driver uses to report on its RayJob (progress-report.yaml). */}}
+{{- define "shardscore.reportName" -}}
+{{- printf "%s-report" (include "shardscore.fullname" .) }}
+{{- end }}
+
 {{/* The chart's image: repository:tag (tag defaults to appVersion). */}}
 {{- define "shardscore.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}

@@ -96,6 +96,8 @@ Pod template of a Ray node. Call with (dict "root" $ "group" <values of the grou
 {{- $g := .group -}}
 {{- $head := eq .kind "head" -}}
 {{- $autoscalerToken := and $head $v.cluster.autoscaling.enabled -}}
+{{- /* The driver runs on the head: the token it reports on its RayJob with (progress-report.yaml). */}}
+{{- $reportToken := and $head $v.rayJob.enabled $v.rayJob.reportProgress -}}
 {{- $annotations := merge (dict) ($g.annotations | default dict) -}}
 {{- if $head }}{{ if ($g.preventEviction | default dict).safeToEvictAnnotation }}
 {{- $_ := set $annotations "cluster-autoscaler.kubernetes.io/safe-to-evict" "false" }}
@@ -165,14 +167,23 @@ spec:
         - {name: metrics, containerPort: 8080}
       {{- end }}
       {{- /* No /dev/shm here: KubeRay's BuildPod (common/pod.go) adds a memory-backed one sized to the memory limit. */}}
-      {{- with $v.volumeMounts }}
+      {{- if or $v.volumeMounts $reportToken }}
       volumeMounts:
+        {{- if $reportToken }}
+        - {name: rayjob-report-token, mountPath: /var/run/secrets/shardscore.io/rayjob-report, readOnly: true}
+        {{- end }}
+        {{- with $v.volumeMounts }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- end }}
-  {{- if or $v.volumes $autoscalerToken }}
+  {{- if or $v.volumes $autoscalerToken $reportToken }}
   volumes:
     {{- if $autoscalerToken }}
     {{- include "shardscore.autoscalerTokenVolume" $root | nindent 4 }}
+    {{- end }}
+    {{- if $reportToken }}
+    - name: rayjob-report-token
+      secret: {secretName: {{ include "shardscore.reportName" $root }}-token, defaultMode: 0444}
     {{- end }}
     {{- with $v.volumes }}
     {{- toYaml . | nindent 4 }}

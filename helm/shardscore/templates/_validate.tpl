@@ -265,4 +265,8 @@ scheduled run fills, from its tick's time (the CronJob tick; a RayCronJob child 
 {{- if and $v.schedule (not $v.rayJob.enabled) }}
 {{- fail "schedule: set, but rayJob.enabled is false" }}
 {{- end }}
+{{- /* A chart rule: the alerts select the PodMonitor's series by its job label. */}}
+{{- if and $v.metrics.prometheusRule.enabled (not $v.metrics.podMonitor.enabled) }}
+{{- fail "metrics.prometheusRule.enabled: needs metrics.podMonitor.enabled (the alerts read the series it scrapes)" }}
+{{- end }}
 {{- end }}

@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ..templates import fill, iso
+from .rayjob_report import PROGRESS_ANNOTATION
 from .rayjobs import KubeRayJobs, RayJobs
 from .tickconfig import LATEST_POINTER, LOGICAL_TIME, TickConfig, TickError
 
@@ -259,7 +260,7 @@ class _Tick:
 
     def watch(self) -> Decision | None:
         """Follow the RayJob's status, logging each change, until it ends the tick; None when it is gone."""
-        last = None
+        last = progress = None
         while True:
             obj = self.api.get(self.name)
             if obj is None:
@@ -270,6 +271,11 @@ class _Tick:
             if decision.message != last:
                 self.say(f"RayJob {self.name}: {decision.message}")
                 last = decision.message
+            # The run's own progress, which its driver keeps on the RayJob (rayjob_report.py).
+            now = (obj.get("metadata", {}).get("annotations") or {}).get(PROGRESS_ANNOTATION)
+            if now and now != progress:
+                self.say(f"RayJob {self.name}: {now}")
+                progress = now
             self.sleep(self.cfg.poll_seconds)
 
     def finish(self, decision: Decision) -> int:
