@@ -251,14 +251,22 @@ def test_every_metric_of_the_dashboard_and_the_alerts_is_one_a_run_exports(shard
                    "--model-arg", "bad=[7]", "--key-columns", "id", "--batch-size", "100", "--max-bad-rows", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     slow = sample(tmp_path / "in", shards=4, rows=1000)
+    exported: set[str] = set()  # every ray_ series any scrape of this test served: ray_tasks' go with their tasks
+
+    def scraped() -> str:
+        text = scrape(ray_cluster)
+        exported.update(re.findall(r"^(ray_[a-zA-Z0-9_]+)", text, re.M))
+        return text
+
     running: set[str] = set()
-    for strategy in ("tasks", "actors"):
+    # Each strategy's scoring name, awaited by name: other tasks run too (the workers' warm-up, `_warm`).
+    for strategy, name in (("tasks", "score_task"), ("actors", "ShardScorer.score")):
         driver = start_driver(ray_cluster, "run", "--input", str(slow), "--output", str(tmp_path / strategy),
                               "--model", "slow_model:load_model", "--model-arg", "delay=1.5", "--batch-size", "250",
                               "--strategy", strategy)
         try:
-            running |= wait_for(lambda seen=frozenset(running): running_tasks(scrape(ray_cluster)) - seen or None,
-                                90, f"Ray's running tasks of a --strategy {strategy} run", interval=1)
+            running |= wait_for(lambda name=name: {name} & running_tasks(scraped()), 90,
+                                f"Ray's ray_tasks naming {name} RUNNING in a --strategy {strategy} run", interval=0.5)
         finally:
             assert driver.wait(timeout=300) == 0, driver.stdout.read()[-3000:]
     queries = dashboard_and_alert_queries()
@@ -266,7 +274,8 @@ def test_every_metric_of_the_dashboard_and_the_alerts_is_one_a_run_exports(shard
     assert named
 
     def missing() -> set[str]:
-        return named - set(re.findall(r"^(ray_[a-zA-Z0-9_]+)", scrape(ray_cluster), re.M))
+        scraped()
+        return named - exported
 
     # Ray's node metrics come with its agents' own reports, a few seconds apart.
     try:
