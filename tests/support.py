@@ -193,9 +193,10 @@ def _node_args(cluster: RayCluster) -> list[str]:
             "--object-store-memory", str(300 * 2**20)]
 
 
-def start_ray_cluster(temp_dir: Path) -> RayCluster:
+def start_ray_cluster(temp_dir: Path, **env: str) -> RayCluster:
+    """The suite's cluster; `env` reaches every node's processes (Ray's agents included)."""
     gcs, dash = free_port(), free_port()
-    cluster = RayCluster(temp_dir, gcs, dash, base_env(RAY_metrics_report_interval_ms="1000"))
+    cluster = RayCluster(temp_dir, gcs, dash, base_env(RAY_metrics_report_interval_ms="1000", **env))
     head = ["start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
             "--num-cpus", "0", "--num-gpus", "0", "--temp-dir", str(temp_dir), "--resources", '{"head": 1}',
             *_node_args(cluster)]
@@ -298,3 +299,45 @@ def commit_count(out: Path) -> int:
     """Shards committed so far under a local output (its commit records)."""
     d = out / "_shardscore" / "commits"
     return len(list(d.glob("*.json"))) if d.exists() else 0
+
+
+TEAM_MODEL = """import pandas as pd
+
+EVEN = {even}
+
+
+class Model:
+    \"\"\"Pickled by reference to this module: each worker scores with the code its own node imports.\"\"\"
+
+    columns = ["passenger_count"]
+
+    def __call__(self, batch):
+        return pd.DataFrame({{"score": (batch["passenger_count"] % 2 == 0) == EVEN}})
+
+
+def load_model():
+    return Model()
+"""
+
+TEAM_PYPROJECT = """[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "teammodel"
+version = "{version}"
+dependencies = ["pandas"]
+
+[tool.setuptools]
+packages = ["teammodel"]
+"""
+
+
+def write_team_project(root: Path, even: bool = True) -> Path:
+    """A team's project that is installed nowhere: the package `teammodel` (`teammodel.score:load_model` scores
+    passenger_count is even, as the dummy model does; with even=False, is odd) and its pyproject.toml."""
+    (root / "teammodel").mkdir(parents=True, exist_ok=True)
+    (root / "teammodel" / "__init__.py").write_text("")
+    (root / "teammodel" / "score.py").write_text(TEAM_MODEL.format(even=even))
+    (root / "pyproject.toml").write_text(TEAM_PYPROJECT.format(version="1.0.0" if even else "2.0.0"))
+    return root

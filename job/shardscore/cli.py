@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--every", type=float, default=5.0, metavar="SECONDS", help="--watch's interval")
     status.add_argument("--s3-endpoint", default=None)
 
+    package = sub.add_parser("package", help="zip a folder of model code under a name from its content, put it on an "
+                                             "object store, and print the runtime_env that ships it to a Ray cluster")
+    package.add_argument("folder", help="the folder whose contents become the job's working directory")
+    package.add_argument("--to", required=True, metavar="URI", help="where the zip goes (s3://bucket/prefix/, a path)")
+    package.add_argument("--json", action="store_true", help="print the result as JSON")
+    package.add_argument("--s3-endpoint", default=None)
+
     # `shardscore tick`: the Helm chart's CronJob tick (scheduleMode cronJob); see k8s/tick.py.
     tick.add_parser(sub)
     return parser
@@ -333,6 +340,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     return found.exit_code
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    """`shardscore package FOLDER --to URI`: the folder as a content-addressed runtime_env zip (code_package.py)."""
+    from . import code_package
+    from .storage import StorageOptions, resolve
+
+    package = code_package.build(args.folder)
+    loc = resolve(args.to, StorageOptions(args.s3_endpoint))
+    try:
+        uri, uploaded = code_package.publish(package, loc)
+    except OSError as exc:
+        raise ConfigError(f"shardscore package: {args.to} cannot be written: {exc}") from None
+    if args.json:
+        print(json.dumps({"uri": uri, "sha256": package.digest, "files": package.files, "bytes": len(package.data),
+                          "uploaded": uploaded}))
+        return 0
+    print(f"shardscore: {args.folder}: {package.files} files, {len(package.data):,} bytes zipped, "
+          f"{'uploaded to' if uploaded else 'already at'} {uri}")
+    if loc.is_local:
+        # Ray uploads a local zip as it is (no top folder stripped: packaging.py, download_and_unpack_package).
+        print(f"shardscore: copy it to an object store under the same name ({package.name}) and give that URI as "
+              "the job's runtime_env working_dir")
+    else:
+        print("shardscore: ship it with the job's runtime_env, e.g. the chart's values:\n"
+              f"rayJob:\n  runtimeEnvYAML: |\n    working_dir: {uri}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Like `python -m`, make modules in the working directory importable (a user's model module): Ray passes
@@ -356,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_runs(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "package":
+            return cmd_package(args)
         return cmd_sample_data(args)
     except ShardscoreError as exc:
         print(f"shardscore: error: {exc}", file=sys.stderr)

@@ -101,8 +101,20 @@ def model_sources(module_name: str) -> list[str]:
 
 
 def _sources_digest(module_name: str) -> str:
+    return _files_digest(model_sources(module_name))
+
+
+def package_digest(module_name: str) -> str | None:
+    """The digest of the factory's package as this process finds it (`_package_files`), or None where this process
+    has not imported it (a worker that got a model whose code was pickled by value, or needs none of the package)."""
+    if module_name.split(".", 1)[0] not in sys.modules:
+        return None
+    return _files_digest(_package_files(module_name))
+
+
+def _files_digest(paths: list[str]) -> str:
     digest = hashlib.sha256()
-    for path in model_sources(module_name):
+    for path in paths:
         try:
             with open(path, "rb") as f:
                 digest.update(os.path.basename(path).encode() + b"\0" + f.read() + b"\0")
@@ -286,6 +298,27 @@ class Scorer:
         self.device = "cpu"
         # The project modules `model_sources` covers beyond the factory's package, by name (see loaded_sources).
         self.covered_modules: tuple[str, ...] = tuple(_IMPORTED_WITH.get(spec.target.partition(":")[0], ()))
+        # The factory's package as the driver imported it (package_digest): a worker compares its own (check_code).
+        self.code_digest = package_digest(spec.target.partition(":")[0])
+
+    def check_code(self) -> None:
+        """Refuse to score in a process that imported other files of the factory's package than the driver did.
+
+        The model is pickled by reference to its module, so each worker runs the code its own node has: another
+        image on the workers than on the head, or a runtime_env zip re-uploaded under the URI some nodes had already
+        unpacked (Ray keeps a package by its URI: ray/_private/runtime_env/packaging.py, download_and_unpack_package),
+        would score with other code than the model identity names.
+        """
+        module = self.spec.target.partition(":")[0]
+        here = package_digest(module)
+        if self.code_digest and here and here != self.code_digest:
+            files = _package_files(module)
+            where = os.path.dirname(files[0]) if files else "?"
+            raise ModelError(f"--model {self.spec.target}: this worker's copy of the code ({where}) differs from the "
+                             "driver's, so it would score with other code than the run's model identity names. "
+                             "Give the head and the workers the same image, and ship code in a runtime_env zip under "
+                             "a new name for each version (`shardscore package`): Ray keeps a zip by its URI on the "
+                             "nodes that unpacked it")
 
     @cached_property
     def identity(self) -> str:

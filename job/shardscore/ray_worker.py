@@ -130,6 +130,7 @@ def _scorer(model_box: list[ray.ObjectRef] | None, identity: str, device: str) -
     if scorer is None:
         assert model_box is not None, "score_bundle asks the driver for the model first"
         scorer = cloudpickle.loads(ray.get(model_box[0]))  # the driver put pickle_model's bytes
+        scorer.check_code()
         scorer.prepare(device)
         _WORKER_MODEL.clear()
         _WORKER_MODEL[identity] = scorer
