@@ -193,18 +193,21 @@ def _node_args(cluster: RayCluster) -> list[str]:
             "--object-store-memory", str(300 * 2**20)]
 
 
-def start_ray_cluster(temp_dir: Path, **env: str) -> RayCluster:
-    """The suite's cluster; `env` reaches every node's processes (Ray's agents included)."""
+def start_ray_cluster(temp_dir: Path, own_temp_dirs: bool = False, **env: str) -> RayCluster:
+    """The suite's cluster; `env` reaches every node's processes (Ray's agents included). With `own_temp_dirs`,
+    each worker node keeps its session (runtime_env packages included) in `<temp_dir>-<role>`, as pods each have
+    their own disk: nodes sharing one session folder share one unpacked working_dir, which one node's runtime_env
+    agent deletes while another's job runs in it."""
     gcs, dash = free_port(), free_port()
     cluster = RayCluster(temp_dir, gcs, dash, base_env(RAY_metrics_report_interval_ms="1000", **env))
     head = ["start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
             "--num-cpus", "0", "--num-gpus", "0", "--temp-dir", str(temp_dir), "--resources", '{"head": 1}',
             *_node_args(cluster)]
     cluster.ray(*head)
-    cluster.ray("start", "--address", cluster.address, "--num-cpus", "2", "--num-gpus", "0",
-                "--resources", '{"cpu_group": 1}', *_node_args(cluster))
-    cluster.ray("start", "--address", cluster.address, "--num-cpus", "1", "--num-gpus", "1",
-                "--resources", '{"gpu_group": 1}', *_node_args(cluster))
+    for role, cpus, gpus in (("cpu_group", "2", "0"), ("gpu_group", "1", "1")):
+        own = ["--temp-dir", f"{temp_dir}-{role}"] if own_temp_dirs else []
+        cluster.ray("start", "--address", cluster.address, "--num-cpus", cpus, "--num-gpus", gpus,
+                    "--resources", json.dumps({role: 1}), *own, *_node_args(cluster))
 
     def all_nodes():
         nodes = [n for n in cluster.nodes() if n["Alive"]]

@@ -5,6 +5,7 @@ driver's refuses to score."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -67,7 +68,8 @@ def test_the_zip_goes_up_once_and_the_values_that_ship_it_are_printed(s3, tmp_pa
     found = json.loads(first.stdout)
     assert found["uploaded"] and found["uri"].startswith(f"s3://{bucket}/code/proj-")
     key = found["uri"].removeprefix(f"s3://{bucket}/")
-    assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]] == [key]  # no temporary left
+    # No temporary left (keys ending in "/" are the folder markers pyarrow's S3 filesystem writes).
+    assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"] if not o["Key"].endswith("/")] == [key]
     assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == \
         __import__("shardscore.code_package").code_package.build(str(project)).data
 
@@ -124,10 +126,11 @@ def cluster_with_s3(s3):
     """A Ray cluster whose nodes reach the test S3 server as AWS's variables say (AWS_ENDPOINT_URL), as the chart's
     pods do: Ray's runtime_env agent downloads s3:// packages with boto3 (runtime_env/protocol.py)."""
     temp_dir = Path("/tmp") / f"sspk{uuid.uuid4().hex[:6]}"
-    cluster = start_ray_cluster(temp_dir, AWS_ENDPOINT_URL=s3.endpoint)
+    cluster = start_ray_cluster(temp_dir, own_temp_dirs=True, AWS_ENDPOINT_URL=s3.endpoint)
     yield cluster
     stop_ray_cluster(cluster)
-    subprocess.run(["rm", "-rf", str(temp_dir)], check=False)
+    for folder in temp_dir.parent.glob(f"{temp_dir.name}*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _submit(cluster, working_dir: str, *args: str) -> tuple[bool, str]:
