@@ -10,7 +10,7 @@ HELM := $(TOOLS)/bin/helm
 PYTEST_ARGS ?=
 E2E_ARGS ?=
 
-.PHONY: venv demo test bench image manifests e2e-cluster e2e-kind helm crds clean
+.PHONY: venv demo test bench image model-image manifests e2e-cluster e2e-kind helm crds clean
 
 venv: $(STAMP)
 
@@ -64,6 +64,12 @@ bench: $(STAMP) $(PEERS_STAMP)
 ## image: build the container image (on a local debootstrap base when no registry is reachable).
 image:
 	bash image/build.sh
+
+## model-image: a team's image derived from shardscore's, with its packages (folders or wheels) installed:
+## make model-image MODEL_IMAGE=registry/team/scorer:1.0 MODEL_PACKAGES="path/to/mypkg" (image/derived/build.sh).
+model-image:
+	@test -n "$(MODEL_IMAGE)" -a -n "$(MODEL_PACKAGES)" || { echo "usage: make model-image MODEL_IMAGE=REF MODEL_PACKAGES='DIR_OR_WHEEL ...'" >&2; exit 2; }
+	bash image/derived/build.sh $(MODEL_IMAGE) $(MODEL_PACKAGES)
 
 ## manifests: regenerate manifests/ from the Helm chart.
 manifests: $(HELM)

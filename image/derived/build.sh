@@ -29,7 +29,9 @@ for source in "$@"; do
     echo "$0: $source: neither a wheel nor a folder with a pyproject.toml or setup.py" >&2; exit 2
   fi
 done
-pip_wheel --constraint "$root/requirements.lock" --wheel-dir "$ctx/wheels/deps" "$ctx"/wheels/own/*.whl
+# Constraints may not name extras (ray[default]): the pins without them.
+sed 's/\[[^]]*\]//' "$root/requirements.lock" >"$ctx/constraints.txt"
+pip_wheel --constraint "$ctx/constraints.txt" --wheel-dir "$ctx/wheels/deps" "$ctx"/wheels/own/*.whl
 cp "$here/Dockerfile" "$ctx/Dockerfile"
 docker build -q --build-arg "SHARDSCORE_IMAGE=$base" -t "$ref" "$ctx" >&2
 echo "$ref"

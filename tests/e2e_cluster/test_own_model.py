@@ -29,7 +29,7 @@ def _run_once(kube, helm, s3, ns: str, release: str, sets: dict) -> dict:
     helm("install", release, str(CHART), "-n", ns,
          *values_args([CI_VALUES / "ephemeral-values.yaml", E2E_VALUES / "small-nodes.yaml"],
                       {"objectStore.endpoint": s3.endpoint, "job.model": MODEL, "job.keyColumns": [ROW_KEY],
-                       "rayJob.ttlSecondsAfterFinished": 5, **sets}))
+                       "job.modelArgs": None, "rayJob.ttlSecondsAfterFinished": 5, **sets}))
     name = fullname(release)
     log(f"helm install {release}: RayJob {name}")
     return wait_for(lambda: kube.get("rayjob", name, ns), rayjob_finished, 600, f"RayJob {name} to finish")
