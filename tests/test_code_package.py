@@ -177,3 +177,39 @@ def test_code_shipped_as_a_package_scores_and_a_new_version_is_a_new_model(clust
     ok, logs = _submit(cluster_with_s3, second, *run, "--overwrite")
     assert ok, logs[-3000:]
     assert pq.read_table(out).sort_by("id")["score"].to_pylist() == [(i % 100) % 7 % 2 == 1 for i in range(300)]
+
+
+@pytest.mark.ray
+def test_a_warm_pool_that_imported_an_older_version_refuses_the_new_one(ray_cluster, tmp_path: Path):
+    """A pool's actors keep the modules they imported from run to run: after the code changed on disk, they would
+    score with the old code under the new model identity. They refuse (package_digest is what a process first saw),
+    and the new version scores in a pool of another name."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    pq.write_table(pa.table({"id": pa.array(range(100)), "passenger_count": pa.array(range(100), pa.int8())}),
+                   inp / "part-0.parquet")
+    project = write_team_project(tmp_path / "proj")
+
+    def run(out: str, pool: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "shardscore"), "run", "--input", str(inp), "--output", str(tmp_path / out),
+                               "--model", "teammodel.score:load_model", "--key-columns", "id", "--strategy", "actors",
+                               "--num-actors", "1", "--pool", pool, "--pool-idle-timeout", "30"],
+                              env={**ray_cluster.env, "RAY_ADDRESS": ray_cluster.address}, cwd=project,
+                              capture_output=True, text=True, timeout=300)
+
+    try:
+        first = run("v1", "code-pool")
+        assert first.returncode == 0, first.stderr[-3000:]
+        write_team_project(project, even=False)
+        stale = run("v2", "code-pool")
+        assert stale.returncode != 0, stale.stdout[-3000:]
+        assert "this worker's copy of the code" in stale.stdout + stale.stderr, (stale.stdout + stale.stderr)[-3000:]
+        assert not (tmp_path / "v2" / "_SUCCESS").exists()
+        fresh = run("v2", "code-pool-2")
+        assert fresh.returncode == 0, fresh.stderr[-3000:]
+        assert pq.read_table(tmp_path / "v2").sort_by("id")["score"].to_pylist() == [i % 2 == 1 for i in range(100)]
+    finally:  # the pools' actors hold a CPU each until they idle out: the next tests need them
+        script = ("import ray; ray.init()\nfor name in ('code-pool-0', 'code-pool-2-0'):\n    try:\n"
+                  "        ray.kill(ray.get_actor(name, namespace='shardscore'))\n    except ValueError:\n        pass")
+        subprocess.run([sys.executable, "-c", script], env={**ray_cluster.env, "RAY_ADDRESS": ray_cluster.address},
+                       capture_output=True, timeout=120)

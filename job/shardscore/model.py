@@ -104,12 +104,19 @@ def _sources_digest(module_name: str) -> str:
     return _files_digest(model_sources(module_name))
 
 
+#: Per process: the digest of the factory's package when this process first looked (package_digest). First seen,
+#: not re-read: a process runs the modules it imported, and a warm pool's actor keeps them from run to run.
+_PACKAGE_SEEN: dict[str, str] = {}
+
+
 def package_digest(module_name: str) -> str | None:
-    """The digest of the factory's package as this process finds it (`_package_files`), or None where this process
-    has not imported it (a worker that got a model whose code was pickled by value, or needs none of the package)."""
+    """The digest of the factory's package as this process imported it (`_package_files`), or None where this
+    process has not imported it (a worker that got a model whose code was pickled by value, or needs none of it)."""
     if module_name.split(".", 1)[0] not in sys.modules:
         return None
-    return _files_digest(_package_files(module_name))
+    if module_name not in _PACKAGE_SEEN:
+        _PACKAGE_SEEN[module_name] = _files_digest(_package_files(module_name))
+    return _PACKAGE_SEEN[module_name]
 
 
 def _files_digest(paths: list[str]) -> str:
@@ -304,10 +311,11 @@ class Scorer:
     def check_code(self) -> None:
         """Refuse to score in a process that imported other files of the factory's package than the driver did.
 
-        The model is pickled by reference to its module, so each worker runs the code its own node has: another
-        image on the workers than on the head, or a runtime_env zip re-uploaded under the URI some nodes had already
-        unpacked (Ray keeps a package by its URI: ray/_private/runtime_env/packaging.py, download_and_unpack_package),
-        would score with other code than the model identity names.
+        The model is pickled by reference to its module, so each worker runs the code its own process imported: a
+        warm pool's actor that imported an older version, another image on the workers than on the head, or a
+        runtime_env zip re-uploaded under the URI some nodes had already unpacked (Ray keeps a package by its URI:
+        ray/_private/runtime_env/packaging.py, download_and_unpack_package) would score with other code than the
+        model identity names.
         """
         module = self.spec.target.partition(":")[0]
         here = package_digest(module)
@@ -316,6 +324,7 @@ class Scorer:
             where = os.path.dirname(files[0]) if files else "?"
             raise ModelError(f"--model {self.spec.target}: this worker's copy of the code ({where}) differs from the "
                              "driver's, so it would score with other code than the run's model identity names. "
+                             "A warm --pool keeps the code its actors imported: give a new version another pool name. "
                              "Give the head and the workers the same image, and ship code in a runtime_env zip under "
                              "a new name for each version (`shardscore package`): Ray keeps a zip by its URI on the "
                              "nodes that unpacked it")
