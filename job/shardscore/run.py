@@ -394,7 +394,6 @@ class Run:
             result.update(status="failed", error=f"the manifest could not be written: {type(exc).__name__}: {exc}")
             raise OutputUnwritable(unwritable_message(self.cfg.output, exc), result) from exc
 
-
     def _write_logs(self, result: dict[str, Any]) -> None:
         """The driver's log and the failed shards' errors into the output before the manifest, which names them."""
         run_id = self.lease.holder.run_id
