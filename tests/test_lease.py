@@ -48,6 +48,29 @@ def test_create_json_creates_once_on_s3(s3, monkeypatch):
     assert read_json(loc, loc.join("x.json")) == {"n": 1}
 
 
+@pytest.mark.s3
+def test_on_s3_a_heartbeat_paused_past_its_generation_check_lands_nothing_after_a_takeover(s3, monkeypatch):
+    """The first holder's heartbeat passed its check and was paused; a second run took the lease over meanwhile.
+    The taker rewrote the first's file (`superseded_by`), so the first's conditional write fails."""
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"beat-{uuid.uuid4().hex[:8]}"
+    s3.client().create_bucket(Bucket=bucket)
+    loc = resolve(f"s3://{bucket}/out", StorageOptions(s3.endpoint))
+    first = Lease.acquire(loc, replace(this_process(ttl=2), host="elsewhere"))
+    assert first.heartbeat()
+    taken = []
+
+    def taken_over_while_paused() -> None:
+        taken.append(Lease.acquire(loc, this_process(ttl=30), clock=lambda: time.time() + 2.2))
+
+    assert not first._file.write({**read_json(loc, Lease._path(loc, 1)), "heartbeat_at": 0.0},
+                                 check=taken_over_while_paused)
+    assert taken[0].holder.generation == 2 and "no heartbeat for 2 s" in taken[0].took_over
+    assert read_json(loc, Lease._path(loc, 1))["superseded_by"] == 2
+    assert not first.heartbeat() and first.lost.is_set()
+
+
 def test_a_holder_is_free_when_released_expired_or_gone_from_this_host():
     me = this_process(ttl=30)
     now = time.time()

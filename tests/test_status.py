@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from support import free_port, start_driver, stop_process, wait_for
+from support import S3_ENV, free_port, start_driver, stop_process, wait_for
 
+from shardscore.lease import LeaseLost
 from shardscore.status import read_status
 from shardscore.storage import resolve
 
@@ -243,6 +244,43 @@ def test_the_beacon_of_a_run_whose_output_was_taken_over_writes_nothing(tmp_path
     for generation in (1, 2):  # this run held generation 1; another run has taken generation 2
         (tmp_path / LEASE_DIR / f"{generation:08d}.json").write_text("{}")
     beacon = ProgressBeacon(resolve(str(tmp_path)), "run1", 1, lambda: {"text": "1/2 shards"}, every=0.05)
-    beacon.start()
-    beacon._thread.join(timeout=10)  # it ends by itself at its first beat: lease.check_fence raised LeaseLost
+    beacon.start()  # its first write, right away, finds lease.check_fence raising LeaseLost: no thread starts
     assert not beacon._thread.is_alive() and not (tmp_path / PROGRESS_FILE).exists()
+
+
+@pytest.mark.s3
+def test_on_s3_a_run_paused_past_its_fence_check_writes_no_progress_once_another_run_wrote(s3, monkeypatch):
+    """Run A passed lease.check_fence and was frozen before its PUT; run B took the output over and wrote its
+    progress; A resumes. Its write is conditional on the ETag it last saw (storage.SharedJson), so it fails."""
+    from shardscore.lease import LEASE_DIR
+    from shardscore.status import PROGRESS_FILE, ProgressBeacon
+    from shardscore.storage import StorageOptions
+
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"beacon-{uuid.uuid4().hex[:8]}"
+    s3.client().create_bucket(Bucket=bucket)
+    loc = resolve(f"s3://{bucket}/out", StorageOptions(s3.endpoint))
+
+    def lease(generation: int) -> None:
+        s3.client().put_object(Bucket=bucket, Key=f"out/{LEASE_DIR}/{generation:08d}.json", Body=b"{}")
+
+    def progress() -> dict:
+        return json.loads(s3.client().get_object(Bucket=bucket, Key=f"out/{PROGRESS_FILE}")["Body"].read())
+
+    lease(1)
+    a = ProgressBeacon(loc, "runA", 1, lambda: {"text": "1/3 shards"}, every=3600)
+    a.start()
+    assert progress()["run_id"] == "runA"
+
+    def taken_over_while_paused() -> None:  # A's fence check passed; then B takes the lease and writes
+        lease(2)
+        b = ProgressBeacon(loc, "runB", 2, lambda: {"text": "0/3 shards"}, every=3600)
+        b.start()
+        b.stop()
+
+    assert not a._file.write({"run_id": "runA", "text": "2/3 shards"}, check=taken_over_while_paused)
+    with pytest.raises(LeaseLost, match="another run took over output"):
+        a.write()
+    a.stop()
+    assert progress() == {"run_id": "runB", "at": progress()["at"], "text": "0/3 shards"}

@@ -5,6 +5,9 @@ Layout: `<output>/_shardscore/lease/<generation>.json`, generations 1, 2, 3, ...
 - A run takes the lease by *creating* the next generation's file with the store's create-if-absent (a hard link
   on local disks, S3's `If-None-Match: *`): of two runs that race for it, exactly one creates it.
 - The holder rewrites its own file every `ttl / 4` seconds (the heartbeat) and marks it released when it ends.
+  A run that takes the lease over rewrites the former holder's file once, naming itself (`superseded_by`): on S3
+  the holder's writes are conditional on its own last one (storage.SharedJson), so after that none lands, also a
+  heartbeat that passed its generation check before its process was paused.
 - The highest generation is held while its file is not released and its heartbeat is younger than its ttl. On the
   holder's own host a holder whose process is gone has died at once, without waiting for the expiry.
 - A run that finds it held is refused, naming the holder. It takes over a dead or expired holder's lease by
@@ -29,7 +32,7 @@ from typing import Callable
 import psutil
 
 from .errors import ShardscoreError
-from .storage import Location, create_json, delete, list_files, read_json, write_json
+from .storage import Location, SharedJson, create_json, delete, list_files, read_json, write_json
 
 LEASE_DIR = "_shardscore/lease"
 
@@ -58,6 +61,7 @@ class Holder:
     heartbeat_at: float
     ttl: float
     released: bool = False
+    superseded_by: int = 0  # the generation of the run that took the lease over (written by that run)
 
     def describe(self) -> str:
         started = datetime.fromtimestamp(self.started_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -98,6 +102,7 @@ class Lease:
         self.loc = loc
         self.holder = holder
         self.took_over = took_over  # a message when the lease was taken from a holder that died
+        self._file = SharedJson(loc, self._path(loc, holder.generation), holder.generation)
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -146,24 +151,29 @@ class Lease:
             mine = replace(me, generation=(current.generation if current else 0) + 1, heartbeat_at=clock())
             if create_json(loc, cls._path(loc, mine.generation), asdict(mine), mine.generation):
                 lease = cls(loc, mine, took_over)
+                if took_over:  # the former holder's conditional writes fail from now on
+                    write_json(loc, cls._path(loc, current.generation),
+                               asdict(replace(current, superseded_by=mine.generation)), mine.generation)
                 for old in generations(loc):
                     if old < mine.generation - 1:
                         delete(loc, cls._path(loc, old))
                 return lease
             # Another run created that generation first: look again (it now holds the lease, or died at once).
 
-    def heartbeat(self) -> bool:
-        """Refresh the heartbeat; False (and `lost` set) when a newer generation has taken the lease."""
-        found = generations(self.loc)
-        if found and found[-1] > self.holder.generation:
+    def heartbeat(self, released: bool = False) -> bool:
+        """Refresh the heartbeat (and mark the lease released); False, `lost` set and nothing written, once a newer
+        generation has taken the lease."""
+        mine = replace(self.holder, heartbeat_at=time.time(), released=released)
+        try:
+            written = self._file.write(asdict(mine), check=lambda: check_fence(
+                self.loc, self.holder.generation, "the lease's heartbeat"))
+        except LeaseLost:
+            written = False
+        if not written:  # a newer generation, or (S3) the run that took over rewrote this file
             self.lost.set()
             return False
-        self.holder = replace(self.holder, heartbeat_at=time.time())
-        self._write()
+        self.holder = mine
         return True
-
-    def _write(self) -> None:
-        write_json(self.loc, self._path(self.loc, self.holder.generation), asdict(self.holder), self.holder.generation)
 
     def check(self) -> None:
         """Raise LeaseLost, naming the run that took over, when a newer generation exists: one listing.
@@ -205,9 +215,8 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if not self.lost.is_set() and self.heartbeat():
-            self.holder = replace(self.holder, released=True)
-            self._write()
+        if not self.lost.is_set():
+            self.heartbeat(released=True)
 
 
 def generations(loc: Location) -> list[int]:

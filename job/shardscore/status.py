@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 from .errors import ConfigError, InputError
 from .folder import MANIFEST, META_DIR, RUN_RECORD
 from .lease import Holder, Lease, LeaseLost, check_fence, why_free
-from .storage import Location, list_files, read_json, write_json
+from .storage import Location, SharedJson, list_files, read_json
 
 PROGRESS_FILE = f"{META_DIR}/progress.json"
 #: Seconds between two writes of the progress file: often enough to follow a run, few enough requests for S3.
@@ -38,19 +38,23 @@ SHOWN_FAILURES = 20
 
 
 class ProgressBeacon:
-    """The driver's side: rewrites the progress file every `every` seconds while the run scores, in a thread.
-    A write that fails is tried again at the next beat: progress must never fail a run. Fenced like every other
-    write of a run (lease.check_fence): once another run has taken the output over, it writes nothing more."""
+    """The driver's side: writes the progress file when the run starts scoring, then every `every` seconds, in a
+    thread. A write that fails is tried again at the next beat: progress must never fail a run. Fenced like every
+    other write of a run (lease.check_fence), and on S3 conditional too (storage.SharedJson): the first write of the
+    run that takes an output over makes every later write of the run it superseded fail, also one that had passed
+    its fence check before that run's driver was frozen."""
 
     def __init__(self, loc: Location, run_id: str, generation: int, snapshot: Callable[[], dict[str, Any]],
                  every: float = PROGRESS_EVERY, clock: Callable[[], float] = time.time):
         self.loc, self.run_id, self.generation, self.snapshot = loc, run_id, generation, snapshot
         self.every, self.clock = every, clock
+        self._file = SharedJson(loc, loc.join(PROGRESS_FILE), generation)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="shardscore-progress", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if self._write_quietly():
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -58,18 +62,27 @@ class ProgressBeacon:
             self._thread.join(timeout=5)
 
     def write(self) -> None:
+        """One write; LeaseLost once another run holds the output (a refused conditional write is checked again)."""
+        body = {"run_id": self.run_id, "at": self.clock(), **self.snapshot()}
+        if not self._file.write(body, check=self._fence):
+            self._fence()  # another writer wrote it: a run that took over (LeaseLost), else the next beat writes again
+
+    def _fence(self) -> None:
         check_fence(self.loc, self.generation, "the progress file")
-        write_json(self.loc, self.loc.join(PROGRESS_FILE), {"run_id": self.run_id, "at": self.clock(),
-                                                             **self.snapshot()}, self.generation)
+
+    def _write_quietly(self) -> bool:
+        """Whether the beacon goes on: False once the lease is lost."""
+        try:
+            self.write()
+        except LeaseLost:
+            return False
+        except OSError:
+            pass
+        return True
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self.write()
-            except LeaseLost:
-                return
-            except OSError:
-                pass
+        while not self._stop.wait(self.every) and self._write_quietly():
+            pass
 
 
 @dataclass

@@ -351,23 +351,78 @@ def _create_exclusive(path: str, payload: bytes) -> bool:
     return True
 
 
-def _create_s3(loc: Location, path: str, payload: bytes) -> bool:
+def _s3_client(loc: Location):
     import boto3  # only outputs on S3 need it
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return boto3.client("s3", endpoint_url=loc.endpoint, region_name=region)
+
+
+def _put_s3(loc: Location, path: str, payload: bytes, **condition: str) -> str | None:
+    """One conditional PUT (`IfNoneMatch="*"` or `IfMatch=<etag>`): the new object's ETag, or None when the
+    condition failed. 412: the condition does not hold; 409 (ConditionalRequestConflict): another conditional
+    write to the key is under way; 404 (NoSuchKey): an If-Match on an object deleted since."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _, key = path.partition("/")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    client = boto3.client("s3", endpoint_url=loc.endpoint, region_name=region)
     try:
-        client.put_object(Bucket=bucket, Key=key, Body=payload, IfNoneMatch="*")
-        return True
+        return _s3_client(loc).put_object(Bucket=bucket, Key=key, Body=payload, **condition)["ETag"]
     except ClientError as exc:
-        # 412: the object exists. 409 (ConditionalRequestConflict): another conditional write to it is under way.
-        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
-            return False
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (404, 409, 412):
+            return None
         raise OSError(f"{loc.display(path)}: {exc}") from exc
     except BotoCoreError as exc:  # no credentials, no connection: the same failure pyarrow would report
         raise OSError(f"{loc.display(path)}: {exc}") from exc
+
+
+def _create_s3(loc: Location, path: str, payload: bytes) -> bool:
+    return _put_s3(loc, path, payload, IfNoneMatch="*") is not None
+
+
+class SharedJson:
+    """A small JSON file that one writer at a time rewrites, and that a later writer takes over (the progress file:
+    each run's driver in turn).
+
+    On s3:// every write is conditional on the ETag of what this writer last saw (`If-Match`; `If-None-Match: *`
+    where there was nothing), so once another writer has written the file this one's writes fail, also a write
+    that was past its caller's check when its process was paused (SIGSTOP, a frozen node) and resumed after the
+    other took over. Elsewhere: write_json, whose atomic rename is unconditional (the window stays).
+    """
+
+    def __init__(self, loc: Location, path: str, generation: int = 0):
+        self.loc, self.path, self.generation = loc, path, generation
+        self.conditional = loc.uri.startswith("s3://")
+        self._etag: str | None = None
+        self._known = False  # whether _etag is what the file was after this writer's last read or write
+
+    def write(self, data: Any, check: Callable[[], None] = lambda: None) -> bool:
+        """Replace the file with `data`; False, and nothing written, when another writer wrote it since this one
+        last saw it. `check` (e.g. lease.check_fence) runs after the file's ETag was read and before the write: a
+        writer paused anywhere after it and resumed after another writer's write writes nothing."""
+        if not self.conditional:
+            check()
+            write_json(self.loc, self.path, data, self.generation)
+            return True
+        if not self._known:
+            self._etag, self._known = self._head(), True
+        check()
+        condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
+        etag = _put_s3(self.loc, self.path, _json_bytes(data), **condition)
+        self._etag, self._known = etag, etag is not None
+        return etag is not None
+
+    def _head(self) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = self.path.partition("/")
+        try:
+            return _s3_client(self.loc).head_object(Bucket=bucket, Key=key)["ETag"]
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise OSError(f"{self.loc.display(self.path)}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise OSError(f"{self.loc.display(self.path)}: {exc}") from exc
 
 
 def read_json(loc: Location, path: str) -> Any | None:
