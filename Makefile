@@ -65,10 +65,10 @@ bench: $(STAMP) $(PEERS_STAMP)
 image:
 	bash image/build.sh
 
-## model-image: a team's image derived from shardscore's, with its packages (folders or wheels) installed:
+## model-image: a team's image derived from shardscore's, with its packages (folders, wheels, requirements) installed:
 ## make model-image MODEL_IMAGE=registry/team/scorer:1.0 MODEL_PACKAGES="path/to/mypkg" (image/derived/build.sh).
 model-image:
-	@test -n "$(MODEL_IMAGE)" -a -n "$(MODEL_PACKAGES)" || { echo "usage: make model-image MODEL_IMAGE=REF MODEL_PACKAGES='DIR_OR_WHEEL ...'" >&2; exit 2; }
+	@test -n "$(MODEL_IMAGE)" -a -n "$(MODEL_PACKAGES)" || { echo "usage: make model-image MODEL_IMAGE=REF MODEL_PACKAGES='DIR_WHEEL_OR_REQUIREMENT ...'" >&2; exit 2; }
 	bash image/derived/build.sh $(MODEL_IMAGE) $(MODEL_PACKAGES)
 
 ## manifests: regenerate manifests/ from the Helm chart.

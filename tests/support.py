@@ -119,26 +119,31 @@ MLFLOW_SERVER = ROOT / ".tools" / "mlflow" / "bin" / "mlflow"
 
 @dataclass
 class MlflowServer:
-    """`mlflow server` on loopback: a SQLite backend store and artifacts under `root`, served through the server."""
+    """`mlflow server`: a SQLite backend store under its root, artifacts served through it (the suite's) or kept by
+    the clients themselves in an object store (the cluster e2e's)."""
 
+    host: str
     port: int
     process: subprocess.Popen
     log_path: Path
 
     @property
     def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
 
-def start_mlflow(root: Path) -> MlflowServer:
-    """Starts the tracking server on a free port and waits for its /health."""
-    port = free_port()
+def start_mlflow(root: Path, host: str = "127.0.0.1", artifact_root: str = "") -> MlflowServer:
+    """Starts the tracking server on a free port of `host` and waits for its /health. With `artifact_root` (an s3://
+    URI) the server only records where artifacts are, and its clients read and write them there themselves
+    (`--no-serve-artifacts`); without, it serves them from root/artifacts."""
+    port = free_port(host)
     log_path = root / "mlflow.log"
-    proc = subprocess.Popen([str(MLFLOW_SERVER), "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+    artifacts = (["--default-artifact-root", artifact_root, "--no-serve-artifacts"] if artifact_root
+                 else ["--artifacts-destination", str(root / "artifacts")])
+    proc = subprocess.Popen([str(MLFLOW_SERVER), "server", "--host", host, "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root}/mlflow.db", *artifacts, "--workers", "1"],
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=root)
-    server = MlflowServer(port, proc, log_path)
+    server = MlflowServer(host, port, proc, log_path)
 
     def up() -> bool:
         if proc.poll() is not None:

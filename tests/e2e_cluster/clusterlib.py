@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import pytest
 import yaml
 from support import BIN, S3Server, start_s3, stop_process
 
@@ -618,3 +619,37 @@ def rerun(kube, ns: str, name: str) -> dict:
                                                 "spec": old["spec"]}))
     log(f"RayJob {name} created again")
     return old
+
+
+def run_chart_once(kube, helm, s3, ns: str, release: str, sets: dict) -> dict:
+    """One ephemeral RayJob of the chart (`job.model` and the rest in `sets`), to its end; the finished RayJob,
+    whose cluster KubeRay then deletes."""
+    helm("install", release, str(CHART), "-n", ns,
+         *values_args([CI_VALUES / "ephemeral-values.yaml", E2E_VALUES / "small-nodes.yaml"],
+                      {"objectStore.endpoint": s3.endpoint, "job.keyColumns": [ROW_KEY], "job.modelArgs": None,
+                       "rayJob.ttlSecondsAfterFinished": 5, **sets}))
+    name = fullname(release)
+    log(f"helm install {release}: RayJob {name}")
+    return wait_for(lambda: kube.get("rayjob", name, ns), rayjob_finished, 600, f"RayJob {name} to finish")
+
+
+def skip_without_base_image() -> None:
+    if not shutil.which("docker") or subprocess.run(["docker", "image", "inspect", image()],
+                                                    capture_output=True).returncode != 0:
+        pytest.skip(f"no Docker engine with {image()} here: a derived image is built from it")
+
+
+def build_derived_image(ref: str, *packages: str) -> None:
+    """image/derived/build.sh: shardscore's image with `packages` (folders, wheels, requirements) installed."""
+    built = subprocess.run(["bash", str(ROOT / "image" / "derived" / "build.sh"), ref, *packages],
+                           capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": "python3"})
+    assert built.returncode == 0 and built.stdout.strip().splitlines()[-1] == ref, built.stderr[-3000:]
+
+
+def load_into_nodes(ref: str) -> None:
+    """A locally built image into the cluster's nodes (no registry here)."""
+    if os.environ.get("SHARDSCORE_E2E_KUBECONFIG"):
+        kind = os.environ.get("KIND_CLUSTER", "shardscore-e2e")
+        subprocess.run(["kind", "load", "docker-image", ref, "--name", kind], check=True, timeout=600)
+    else:
+        subprocess.run(["bash", str(CLUSTER_SH), "load-image", ref], check=True, timeout=600)

@@ -9,50 +9,24 @@ until --overwrite re-scores it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import uuid
 
-import pytest
 
 from support import BIN, base_env, make_tempdir, write_team_project
 
-from .clusterlib import (CHART, CI_VALUES, CLUSTER_SH, E2E_VALUES, ROOT, ROW_KEY, assert_exact, fullname, image,
-                         job_logs, log, manifest_of, rayjob_finished, rayjob_succeeded, values_args, wait_for, write_input)
+from .clusterlib import (assert_exact, build_derived_image, fullname, job_logs, load_into_nodes, manifest_of,
+                         rayjob_succeeded, run_chart_once, skip_without_base_image, write_input)
 
 MODEL = "teammodel.score:load_model"
 
 
-def _run_once(kube, helm, s3, ns: str, release: str, sets: dict) -> dict:
-    """One ephemeral RayJob of the chart, to its end; the finished RayJob, whose cluster KubeRay then deletes."""
-    helm("install", release, str(CHART), "-n", ns,
-         *values_args([CI_VALUES / "ephemeral-values.yaml", E2E_VALUES / "small-nodes.yaml"],
-                      {"objectStore.endpoint": s3.endpoint, "job.model": MODEL, "job.keyColumns": [ROW_KEY],
-                       "job.modelArgs": None, "rayJob.ttlSecondsAfterFinished": 5, **sets}))
-    name = fullname(release)
-    log(f"helm install {release}: RayJob {name}")
-    return wait_for(lambda: kube.get("rayjob", name, ns), rayjob_finished, 600, f"RayJob {name} to finish")
-
-
-def _load_into_nodes(ref: str) -> None:
-    if os.environ.get("SHARDSCORE_E2E_KUBECONFIG"):
-        kind = os.environ.get("KIND_CLUSTER", "shardscore-e2e")
-        subprocess.run(["kind", "load", "docker-image", ref, "--name", kind], check=True, timeout=600)
-    else:
-        subprocess.run(["bash", str(CLUSTER_SH), "load-image", ref], check=True, timeout=600)
-
-
 def test_a_derived_image_scores_with_the_teams_package(kube, helm, s3, s3_namespace):
-    if not shutil.which("docker") or subprocess.run(["docker", "image", "inspect", image()],
-                                                    capture_output=True).returncode != 0:
-        pytest.skip(f"no Docker engine with {image()} here: the derived image is built from it")
+    skip_without_base_image()
     ns = s3_namespace.name
     project = write_team_project(make_tempdir("team-") / "teammodel")
     ref = f"shardscore-team:e2e-{uuid.uuid4().hex[:6]}"
-    built = subprocess.run(["bash", str(ROOT / "image" / "derived" / "build.sh"), ref, str(project)],
-                           capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": "python3"})
-    assert built.returncode == 0 and built.stdout.strip().splitlines()[-1] == ref, built.stderr[-3000:]
+    build_derived_image(ref, str(project))
     # As the image runs (uid 1000): the package is in shardscore's venv, and pandas is still shardscore's pin.
     check = subprocess.run(["docker", "run", "--rm", ref, "python", "-c",
                             "import teammodel.score, pandas; print(teammodel.score.__file__, pandas.__version__)"],
@@ -60,12 +34,13 @@ def test_a_derived_image_scores_with_the_teams_package(kube, helm, s3, s3_namesp
     assert check.returncode == 0 and check.stdout.startswith("/opt/venv/lib/python3.11/site-packages/teammodel/"), \
         check.stderr
     assert check.stdout.split()[1] == "3.1.1", check.stdout  # requirements.lock's pandas, not a newer one
-    _load_into_nodes(ref)
+    load_into_nodes(ref)
 
     data = write_input(s3, ns, "input", shards=3, rows=2000)
     repository, tag = ref.split(":")
-    final = _run_once(kube, helm, s3, ns, "derived", {"image.repository": repository, "image.tag": tag,
-                                                       "job.input": data.uri, "job.output": f"s3://{ns}/scores"})
+    final = run_chart_once(kube, helm, s3, ns, "derived", {"image.repository": repository, "image.tag": tag,
+                                                            "job.model": MODEL, "job.input": data.uri,
+                                                            "job.output": f"s3://{ns}/scores"})
     assert rayjob_succeeded(final), final["status"]
     manifest = assert_exact(s3, data, "scores")
     assert manifest["model"]["spec"] == MODEL, manifest["model"]
@@ -84,8 +59,8 @@ def test_code_shipped_as_a_zip_on_s3_scores_and_its_next_version_is_another_mode
 
     data = write_input(s3, ns, "input", shards=3, rows=2000)
     first = ship()
-    job = {"job.input": data.uri, "job.output": f"s3://{ns}/scores"}
-    final = _run_once(kube, helm, s3, ns, "zip1", {**job, "rayJob.runtimeEnvYAML": f"working_dir: {first}\n"})
+    job = {"job.model": MODEL, "job.input": data.uri, "job.output": f"s3://{ns}/scores"}
+    final = run_chart_once(kube, helm, s3, ns, "zip1", {**job, "rayJob.runtimeEnvYAML": f"working_dir: {first}\n"})
     assert rayjob_succeeded(final), final["status"]
     assert_exact(s3, data, "scores")
     identity = manifest_of(s3, ns, "scores")["model"]["identity"]
@@ -93,7 +68,8 @@ def test_code_shipped_as_a_zip_on_s3_scores_and_its_next_version_is_another_mode
     write_team_project(project, even=False)
     second = ship()
     assert second != first, (first, second)
-    final = _run_once(kube, helm, s3, ns, "zip2", {**job, "rayJob.runtimeEnvYAML": f"working_dir: {second}\n"})
+    final = run_chart_once(kube, helm, s3, ns, "zip2", {**job, "rayJob.runtimeEnvYAML": f"working_dir: {second}\n",
+                                                         "rayJob.backoffLimit": 0})  # refused: no second cluster
     assert not rayjob_succeeded(final), final["status"]
     said = (final["status"].get("message") or "") + "\n".join(job_logs(kube, ns, fullname("zip2")))
     assert "scored by another model" in said, said[-3000:]
