@@ -1,10 +1,13 @@
 """The shipped loaders against their library's own batch predict, one worker each (bench/run.py `loaders`).
 
 `python loaders.py train INPUT MODELS` fits a scikit-learn pipeline, an XGBoost and a LightGBM model on the first
-file and writes them, with an ONNX graph, into MODELS; it prints the `--model` and `--model-arg`s of each as JSON.
+file and writes them, with an ONNX graph, the pipeline as an MLflow model, and a small transformers text classifier
+with random weights (and its input: reviews, TEXT_SHARDS files of TEXT_ROWS texts), into MODELS; it prints each
+loader's `--model` and `--model-arg`s, and its input where it is not INPUT, as JSON.
 `python loaders.py bare NAME INPUT OUTPUT MODELS` is the library alone, as a user would write it without shardscore:
-one process, file by file, the features read as Arrow, the library's predict on 65,536-row batches, Parquet out.
-It prints one JSON line: rows, and the seconds of the loop alone (`scoring_s`, models loaded and imports done).
+one process, file by file, the columns read as Arrow, the library's predict on 65,536-row batches, Parquet out.
+It prints one JSON line: rows, the seconds of the batches (`scoring_s`) and of the import and load before them
+(`load_s`).
 """
 
 from __future__ import annotations
@@ -24,10 +27,19 @@ import pyarrow.parquet as pq  # noqa: E402
 
 FEATURES = ["passenger_count", "trip_distance", "fare_amount", "tip_amount", "tolls_amount"]
 BATCH = 65536
-LOADERS = {"scikit-learn": ("shardscore.models.sklearn_model:load_model", "pipeline.joblib", ["method=predict_proba"]),
-           "XGBoost": ("shardscore.models.xgboost_model:load_model", "xgb.ubj", []),
-           "LightGBM": ("shardscore.models.lightgbm_model:load_model", "gbm.txt", []),
-           "ONNX": ("shardscore.models.onnx_model:load_model", "linear.onnx", [f"columns={','.join(FEATURES)}"])}
+#: name -> (factory, the model-arg that names the artifact, the artifact under MODELS, more model-args)
+LOADERS = {"scikit-learn": ("shardscore.models.sklearn_model:load_model", "path", "pipeline.joblib",
+                            ["method=predict_proba"]),
+           "XGBoost": ("shardscore.models.xgboost_model:load_model", "path", "xgb.ubj", []),
+           "LightGBM": ("shardscore.models.lightgbm_model:load_model", "path", "gbm.txt", []),
+           "ONNX": ("shardscore.models.onnx_model:load_model", "path", "linear.onnx", [f"columns={','.join(FEATURES)}"]),
+           "MLflow (scikit-learn pyfunc)": ("shardscore.models.mlflow_model:load_model", "uri", "mlflow-pipeline", []),
+           "transformers (text classification)": ("shardscore.models.hf_model:load_model", "path", "classifier",
+                                                  ["column=review", "batch_size=64"])}
+TEXTS = "texts"  # the transformers loader's input, under MODELS
+TEXT_SHARDS, TEXT_ROWS = 12, 4000
+WORDS = ["good", "bad", "fine", "slow", "fast", "cold", "warm", "great", "awful", "driver", "ride", "car", "late",
+         "early", "clean", "dirty", "tip", "fare", "route", "night"]
 
 
 def train(input_dir: str, models: str) -> dict:
@@ -57,7 +69,41 @@ def train(input_dir: str, models: str) -> dict:
          numpy_helper.from_array(rng.normal(size=2).astype(np.float32), "b")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
               root / "linear.onnx")
-    return {name: [spec, f"path={root / file}", *args] for name, (spec, file, args) in LOADERS.items()}
+    _mlflow_pipeline(joblib.load(root / "pipeline.joblib"), X, root / "mlflow-pipeline")
+    _text_classifier(root / "classifier", root / TEXTS)
+    return {name: {"model": [spec, f"{arg}={root / file}", *args],
+                   "input": str(root / TEXTS) if file == "classifier" else None}
+            for name, (spec, arg, file, args) in LOADERS.items()}
+
+
+def _mlflow_pipeline(model, X, path: Path) -> None:
+    import shutil
+
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    shutil.rmtree(path, ignore_errors=True)
+    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(X, model.predict(X)),
+                              serialization_format="pickle")
+
+
+def _text_classifier(path: Path, texts: Path) -> None:
+    """A small BERT with random weights and its own vocabulary (nothing from the Hub), and reviews to classify."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(
+        vocab_size=5 + len(WORDS), hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        max_position_embeddings=64, num_labels=2)).save_pretrained(path)
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    texts.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for shard in range(TEXT_SHARDS):
+        reviews = [" ".join(rng.choice(WORDS, size=rng.integers(3, 24))) for _ in range(TEXT_ROWS)]
+        pq.write_table(pa.table({"review": reviews}), texts / f"part-{shard:05d}.parquet")
 
 
 def _predictor(name: str, models: Path):
@@ -77,6 +123,21 @@ def _predictor(name: str, models: Path):
 
         booster = lgb.Booster(model_file=str(models / "gbm.txt"))
         return lambda batch: {"prediction": booster.predict(batch.to_pandas())}
+    if name.startswith("MLflow"):
+        import mlflow.pyfunc
+
+        pyfunc = mlflow.pyfunc.load_model(str(models / "mlflow-pipeline"))
+        return lambda batch: {"prediction": np.asarray(pyfunc.predict(batch.to_pandas()))}
+    if name.startswith("transformers"):
+        import transformers
+
+        pipe = transformers.pipeline("text-classification", model=str(models / "classifier"), device=-1)
+
+        def classify(batch: pa.RecordBatch) -> dict[str, list]:
+            answers = pipe(batch.column("review").to_pylist(), batch_size=64, truncation=True)
+            return {"label": [a["label"] for a in answers], "score": [a["score"] for a in answers]}
+
+        return classify
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -92,19 +153,23 @@ def _columns(prefix: str, values: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def bare(name: str, input_dir: str, output_dir: str, models: str) -> dict:
-    predict = _predictor(name, Path(models))
-    os.makedirs(output_dir, exist_ok=True)
+    """Two clocks: the batches alone (`scoring_s`), and the library's import and the model's load before them
+    (`load_s`): where shardscore's worker loads its model inside its loop, the first is stricter than fair."""
     started, rows = time.monotonic(), 0
+    predict = _predictor(name, Path(models))
+    columns = ["review"] if name.startswith("transformers") else FEATURES
+    os.makedirs(output_dir, exist_ok=True)
+    loaded = time.monotonic()
     for path in sorted(Path(input_dir).glob("*.parquet")):
         writer = None
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=FEATURES):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=columns):
             table = pa.table(predict(batch))
             writer = writer or pq.ParquetWriter(Path(output_dir) / path.name, table.schema, compression="zstd")
             writer.write_table(table)
             rows += batch.num_rows
         if writer:
             writer.close()
-    return {"rows": rows, "scoring_s": time.monotonic() - started}
+    return {"rows": rows, "scoring_s": time.monotonic() - loaded, "load_s": loaded - started}
 
 
 if __name__ == "__main__":
