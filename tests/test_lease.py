@@ -71,6 +71,34 @@ def test_on_s3_a_heartbeat_paused_past_its_generation_check_lands_nothing_after_
     assert not first.heartbeat() and first.lost.is_set()
 
 
+@pytest.mark.s3
+def test_on_s3_a_heartbeat_that_landed_without_an_answer_is_not_taken_for_a_takeover(s3, monkeypatch):
+    """A PUT that reached S3 but whose answer was lost (a reset connection): the next heartbeat reads the ETag again
+    rather than find its own write "another writer's", and the lease stays held."""
+    from shardscore import storage
+
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"beat-{uuid.uuid4().hex[:8]}"
+    s3.client().create_bucket(Bucket=bucket)
+    loc = resolve(f"s3://{bucket}/out", StorageOptions(s3.endpoint))
+    lease = Lease.acquire(loc, this_process(ttl=30))
+    assert lease.heartbeat()
+    real = storage._put_s3
+
+    def landed_without_an_answer(*args, **kwargs):
+        real(*args, **kwargs)
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(storage, "_put_s3", landed_without_an_answer)
+    with pytest.raises(OSError):
+        lease.heartbeat()
+    landed = read_json(loc, Lease._path(loc, 1))["heartbeat_at"]
+    monkeypatch.setattr(storage, "_put_s3", real)
+    assert lease.heartbeat() and not lease.lost.is_set()
+    assert read_json(loc, Lease._path(loc, 1))["heartbeat_at"] == lease.holder.heartbeat_at > landed
+
+
 def test_a_holder_is_free_when_released_expired_or_gone_from_this_host():
     me = this_process(ttl=30)
     now = time.time()

@@ -165,15 +165,17 @@ class Lease:
         generation has taken the lease."""
         mine = replace(self.holder, heartbeat_at=time.time(), released=released)
         try:
-            written = self._file.write(asdict(mine), check=lambda: check_fence(
-                self.loc, self.holder.generation, "the lease's heartbeat"))
+            if self._file.write(asdict(mine), check=self._fence):
+                self.holder = mine
+            else:
+                self._fence()  # refused: the run that took over rewrote this file; else the next beat writes again
         except LeaseLost:
-            written = False
-        if not written:  # a newer generation, or (S3) the run that took over rewrote this file
             self.lost.set()
             return False
-        self.holder = mine
         return True
+
+    def _fence(self) -> None:
+        check_fence(self.loc, self.holder.generation, "the lease's heartbeat")
 
     def check(self) -> None:
         """Raise LeaseLost, naming the run that took over, when a newer generation exists: one listing.

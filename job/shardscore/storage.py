@@ -407,7 +407,11 @@ class SharedJson:
             self._etag, self._known = self._head(), True
         check()
         condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
-        etag = _put_s3(self.loc, self.path, _json_bytes(data), **condition)
+        try:
+            etag = _put_s3(self.loc, self.path, _json_bytes(data), **condition)
+        except OSError:
+            self._known = False  # the PUT may have landed all the same: read the ETag again before the next
+            raise
         self._etag, self._known = etag, etag is not None
         return etag is not None
 
