@@ -13,8 +13,8 @@ PACKAGE = Path(shardscore.__file__).parent
 
 #: The functional core: planning, the commit protocol, outputs, batch scoring, the model contract, and what a run
 #: checks and records. The Ray layer (ray_*.py), the run's orchestration (run.py), the CLI and shardscore.k8s are not.
-CORE = ("checks", "commit", "config", "errors", "folder", "lease", "manifest", "markers", "model", "output",
-        "pipeline", "planning", "progress", "sample_data", "schema_rule", "scoring", "storage", "templates")
+CORE = ("checks", "commit", "config", "errors", "folder", "iceberg", "lease", "manifest", "markers", "model", "output",
+        "pipeline", "planning", "progress", "sample_data", "schema_rule", "scoring", "storage", "table_output", "templates")
 
 
 def test_the_core_imports_nothing_of_ray_or_kubernetes():

@@ -16,6 +16,8 @@ from . import model as model_mod
 from .commit import ShardResult, failed
 from .config import RunConfig
 from .errors import ConfigError, InputError
+from .iceberg import IcebergTable, is_table
+from .output import FOLDER, ICEBERG
 from .planning import Plan, partition_clashes, partition_keys, plan
 from .storage import Location, StorageOptions, ancestry, identity, resolve
 
@@ -27,10 +29,15 @@ class Checked:
     cfg: RunConfig
     input: Location
     output: Location | None
+    table: IcebergTable | None  # when --output names an Iceberg table: its catalog's handle (output.location is its)
     scorer: model_mod.Scorer
     plan: Plan
     problems: list[ShardResult]  # input files that fail before any worker sees them
     seconds: dict[str, float]  # where the time before scoring went (the manifest's breakdown)
+
+    @property
+    def output_kind(self) -> str:
+        return ICEBERG if self.table is not None else FOLDER
 
 
 def check(cfg: RunConfig, need_output: bool = True) -> Checked:
@@ -39,7 +46,7 @@ def check(cfg: RunConfig, need_output: bool = True) -> Checked:
     clock = Stopwatch()
     storage = StorageOptions(cfg.s3_endpoint)
     in_loc = resolve(cfg.input, storage)
-    out_loc = resolve(cfg.output, storage) if cfg.output else None
+    out_loc, table = output_location(cfg.output, storage) if cfg.output else (None, None)
     given = cfg.given_paths()
     if out_loc is not None:
         refuse_overlap(in_loc, out_loc, given.origin("--input") + given.origin("--output"))
@@ -57,7 +64,14 @@ def check(cfg: RunConfig, need_output: bool = True) -> Checked:
     problems = [failed(b.shard_id, in_loc.display(b.path), b.reason) for b in the_plan.bad_files]
     problems += [failed(s.shard_id, in_loc.display(s.path), the_plan.schema_mismatches[s.shard_id])
                  for s in the_plan.shards if s.shard_id in the_plan.schema_mismatches]
-    return Checked(cfg, in_loc, out_loc, scorer, the_plan, problems, clock.laps)
+    return Checked(cfg, in_loc, out_loc, table, scorer, the_plan, problems, clock.laps)
+
+
+def output_location(uri: str, storage: StorageOptions) -> tuple[Location, IcebergTable | None]:
+    """Where an output's files are: a folder's own URI, or an Iceberg table's location (found in its catalog, with
+    the catalog's handle)."""
+    table = IcebergTable(uri) if is_table(uri) else None
+    return resolve(table.location if table else uri, storage), table
 
 
 class Stopwatch:

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--shards", type=int, default=8)
     demo.add_argument("--rows-per-shard", type=int, default=100_000)
     demo.add_argument("--strategy", choices=config.STRATEGIES, default="tasks")
+    demo.add_argument("--iceberg", action="store_true",
+                      help="score into the Iceberg table iceberg://demo/demo.predictions: pyiceberg's catalog 'demo' "
+                           "as configured, else a SQLite catalog and a warehouse folder under --workdir")
 
     sample = sub.add_parser("sample-data", help="write taxi-like sample Parquet data")
     sample.add_argument("--output", required=True, help="local directory or s3://bucket/prefix")
@@ -247,6 +250,8 @@ def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
         rec = work.reconciliation
         info.update(already_committed=len(rec.done), to_score=len(work.todo) + len(work.empty),
                     stale=len(rec.stale), orphans=len(rec.orphans), damaged=len(rec.damaged))
+    if view.checked.table is not None:
+        info["table"] = view.checked.table.describe()
     info["warnings"] = [f"symbolic link {loop} not followed: it loops" for loop in p.loops]
     if as_json:
         print(json.dumps(info, indent=2))
@@ -262,6 +267,8 @@ def cmd_plan(cfg: config.RunConfig, as_json: bool) -> int:
             gone = f", {info['orphans']} removed (their input is gone)" if info["orphans"] else ""
             print(f"output {cfg.output}: {info['already_committed']} committed, {info['to_score']} to score{redo}"
                   f"{gone}")
+        if "table" in info:
+            print(info["table"])
         for problem in info["problems"]:
             print(f"PROBLEM shard {problem['shard_id']} ({problem['path']}): {problem['reason']}")
         if p.ignored:
@@ -285,35 +292,64 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .storage import resolve
-
     workdir = os.path.abspath(args.workdir)
-    data, out = os.path.join(workdir, "input"), os.path.join(workdir, "predictions")
+    data = os.path.join(workdir, "input")
     if not os.path.isdir(data):
         cmd_sample_data(argparse.Namespace(output=data, shards=args.shards, rows_per_shard=args.rows_per_shard,
                                            seed=0, row_group_size=262144, s3_endpoint=None))
+    out = _demo_table(workdir) if args.iceberg else os.path.join(workdir, "predictions")
     cfg = config.RunConfig(input=data, output=out, model="shardscore.models.dummy:load_model",
                            model_args={"payload_mb": 8}, strategy=args.strategy, key_columns=["vendor_id"],
                            progress_interval=2.0)
     code = cmd_run(cfg)
+    if args.iceberg:
+        _show_table()
+    else:
+        _show_folder(out)
+    return code
+
+
+def _demo_table(workdir: str) -> str:
+    """The demo's table, in pyiceberg's catalog 'demo' as configured, else in an embedded one under workdir: set
+    before pyiceberg is imported, which reads its variables then (pyiceberg.catalog's _ENV_CONFIG)."""
+    if not os.environ.get("PYICEBERG_CATALOG__DEMO__URI"):
+        os.environ["PYICEBERG_CATALOG__DEMO__URI"] = f"sqlite:///{workdir}/catalog.db"
+        os.environ["PYICEBERG_CATALOG__DEMO__WAREHOUSE"] = f"file://{workdir}/warehouse"
+    return "iceberg://demo/demo.predictions"
+
+
+def _show_table() -> None:
+    from pyiceberg.catalog import load_catalog
+
+    table = load_catalog("demo").load_table("demo.predictions")
+    snapshot = table.current_snapshot()
+    print(f"\nPredictions are in the Iceberg table demo.predictions (catalog demo, {table.location()}), snapshot "
+          f"{snapshot.snapshot_id if snapshot else None}. Its first rows, as pyiceberg's scan reads them:")
+    print(table.scan(limit=5).to_arrow().to_pandas().to_string(index=False))
+    print(f"\nRead it all with: python -c \"from pyiceberg.catalog import load_catalog; print(load_catalog('demo')"
+          f".load_table('demo.predictions').scan().to_arrow().num_rows)\" (with the PYICEBERG_CATALOG__DEMO__* "
+          f"variables: {', '.join(f'{k}={v}' for k, v in os.environ.items() if k.startswith('PYICEBERG_CATALOG__DEMO'))})")
+
+
+def _show_folder(out: str) -> None:
     import pyarrow.parquet as pq
 
-    loc = resolve(out)
     first = sorted(p for p in os.listdir(out) if p.endswith(".parquet"))[0]
-    print(f"\nPredictions are in {loc.uri}. The first rows of {first}:")
+    print(f"\nPredictions are in {out}. The first rows of {first}:")
     print(pq.read_table(os.path.join(out, first)).slice(0, 5).to_pandas().to_string(index=False))
     print(f"\nRead them all with: python -c \"import pyarrow.dataset as ds; "
           f"print(ds.dataset('{out}').to_table().num_rows)\"")
-    return code
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """`shardscore runs OUTPUT`: the output's run records, oldest first (runlog.py)."""
+    from .checks import output_location
     from .output import open_output
-    from .storage import StorageOptions, resolve
+    from .storage import StorageOptions
 
     try:
-        records = runlog.since(open_output(resolve(args.output, StorageOptions(args.s3_endpoint))).runs(), args.since)
+        records = runlog.since(open_output(output_location(args.output, StorageOptions(args.s3_endpoint))[0]).runs(),
+                               args.since)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if args.json:
@@ -326,9 +362,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """`shardscore status OUTPUT`: the output's own files tell how its latest run goes or went (status.py)."""
     from . import status
-    from .storage import StorageOptions, resolve
+    from .checks import output_location
+    from .storage import StorageOptions
 
-    loc = resolve(args.output, StorageOptions(args.s3_endpoint))
+    loc = output_location(args.output, StorageOptions(args.s3_endpoint))[0]
     try:
         if args.watch:
             return status.watch(lambda: status.read_status(loc), sys.stdout, args.every).exit_code

@@ -150,7 +150,9 @@ class RunConfig:
     input: str = option("", "Parquet dataset: a local directory, a file, or s3://bucket/prefix (any pyarrow "
                         "filesystem URI works); may hold placeholders of --logical-time", required=True)
     output: str = option("", "where predictions go: a local path or s3://bucket/prefix (any pyarrow filesystem URI "
-                         "works); may hold placeholders of --logical-time", required=True)
+                         "works), or an Iceberg table, iceberg://<catalog>/<namespace>.<table> (the catalog as "
+                         "pyiceberg's configuration names it); may hold placeholders of --logical-time",
+                         required=True)
     logical_time: datetime | None = option(
         None, "the time the run stands for, ISO 8601 (2026-12-03, 2026-12-03T02:00:00Z; no offset: UTC, an offset: "
         "converted to UTC), which fills the placeholders of --input and --output: {date} 2026-12-03, {hour} 02, "

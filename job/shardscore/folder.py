@@ -40,8 +40,11 @@ class ParquetFolder:
         self.loc = loc
         self.generation = generation
 
+    def data_relpath(self, shard: Shard) -> str:
+        return shard.output_relpath
+
     def data_path(self, shard: Shard) -> str:
-        return self.loc.join(shard.output_relpath)
+        return self.loc.join(self.data_relpath(shard))
 
     def rejected_path(self, shard: Shard) -> str:
         return self.loc.join(shard.rejected_relpath)
@@ -73,10 +76,13 @@ class ParquetFolder:
 
     def forget(self, result: ShardResult) -> None:
         """The record first, then the data: never a data file that looks committed."""
-        delete(self.loc, self._record_path(result.shard_id))
+        self.forget_record(result)
         for relpath in (result.output, result.rejected):
             if relpath:
                 self.discard(relpath)
+
+    def forget_record(self, result: ShardResult) -> None:
+        delete(self.loc, self._record_path(result.shard_id))
 
     def discard(self, relpath: str) -> None:
         """A file of the output that no record names (a leftover quarantine file)."""

@@ -7,9 +7,10 @@ A run asks four things of its output, in this order (docs/design.md has the prot
 - how a rerun reconciles (`committed` records, `reconcile` them with the plan, `forget` what is redone, `discard`
   a quarantine file no record names);
 - how a run is published (`unpublish` before the first change, `start`, `verify`, then `publish` once).
-A folder of Parquet files with `_SUCCESS` (folder.py) is the first implementation. A table (Iceberg, Delta) is a
-second one: its shards' files go under the table's data location, `commit` keeps the same records, and `publish`
-makes one table commit of exactly the committed files, tagged with the run id, instead of writing `_SUCCESS`.
+A folder of Parquet files with `_SUCCESS` (folder.py) is the first implementation. An Iceberg table
+(table_output.py) is the second: its shards' files go under the table's data location, `commit` keeps the same
+records, and `publish` makes one table commit of exactly the committed files, tagged with the run id, before
+`_SUCCESS`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,20 @@ from typing import Any, Protocol
 
 from .commit import Reconciliation, ShardResult
 from .folder import ParquetFolder
+from .iceberg import IcebergTable
 from .planning import Shard
 from .storage import Location
+from .table_output import TableOutput
+
+FOLDER, ICEBERG = "folder", "iceberg"
 
 
 class Output(Protocol):
     loc: Location  # the output's root: its lease lives there, and workers fence their writes against it
     generation: int  # the writing run's lease generation: tags its temporary files
+
+    def data_relpath(self, shard: Shard) -> str:
+        """Where the shard's predictions file is published, relative to `loc` (its commit record's `output`)."""
 
     def data_path(self, shard: Shard) -> str:
         """Where the shard's predictions file is published (a full path under `loc`)."""
@@ -87,6 +95,7 @@ class Output(Protocol):
         whether an older generation's holder is gone)."""
 
 
-def open_output(loc: Location, generation: int = 0) -> Output:
-    """The output at `loc`: today always a folder of Parquet files."""
-    return ParquetFolder(loc, generation)
+def open_output(loc: Location, generation: int = 0, kind: str = FOLDER, table: IcebergTable | None = None) -> Output:
+    """The output at `loc`: a folder of Parquet files, or the files of an Iceberg table (whose catalog handle `table`
+    only the driver has)."""
+    return TableOutput(loc, generation, table) if kind == ICEBERG else ParquetFolder(loc, generation)

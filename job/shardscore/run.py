@@ -79,7 +79,12 @@ def plan_view(cfg: RunConfig) -> PlanView:
     checked = check(cfg, need_output=bool(cfg.output))
     if checked.output is None:
         return PlanView(checked, None)
-    return PlanView(checked, Work.of(checked, _reconcile(checked, open_output(checked.output))))
+    return PlanView(checked, Work.of(checked, _reconcile(checked, _open(checked))))
+
+
+def _open(checked: Checked, generation: int = 0) -> Output:
+    assert checked.output is not None
+    return open_output(checked.output, generation, checked.output_kind, checked.table)
 
 
 def _reconcile(checked: Checked, output: Output) -> Reconciliation:
@@ -131,7 +136,7 @@ class Run:
             print(f"shardscore: warning: {ignored_text(listed(checked.plan.ignored))}", file=sys.stderr, flush=True)
         assert checked.output is not None  # check(need_output=True)
         self.lease = _take_lease(checked.output, self.cfg)
-        self.output = open_output(checked.output, self.lease.holder.generation)
+        self.output = _open(checked, self.lease.holder.generation)
         try:
             self.work = Work.of(checked, _reconcile(checked, self.output))
         except BaseException:
@@ -205,10 +210,12 @@ class Run:
         for result in self.results:
             self._tell_failed(result)
         self.gate, self.ledger = SchemaGate.of(rec.done), SourceLedger(rec.done)
+        if not self.gate.text and self.checked.table is not None:
+            self.gate = self.checked.table.schema_gate()
 
     def _job(self) -> ScoringJob:
         cfg, checked, holder = self.cfg, self.checked, self.lease.holder
-        return ScoringJob(input_uri=cfg.input, output_uri=cfg.output, storage=StorageOptions(cfg.s3_endpoint),
+        return ScoringJob(input_uri=cfg.input, output_uri=self.output.loc.uri, storage=StorageOptions(cfg.s3_endpoint),
                           model_identity=checked.scorer.identity, output_options=options_identity(cfg.key_columns),
                           key_columns=tuple(cfg.key_columns), batch_size=cfg.batch_size,
                           casts=tuple(sorted(checked.plan.casts.items())), run_id=holder.run_id,
@@ -216,7 +223,7 @@ class Run:
                           partition_keys=tuple(partition_keys(s.relpath for s in checked.plan.shards).items()),
                           columns=model_columns(checked.scorer, cfg.key_columns, checked.plan),
                           lease_generation=holder.generation, max_bad_rows=cfg.max_bad_rows,
-                          batch_timeout=cfg.batch_timeout or 0)
+                          batch_timeout=cfg.batch_timeout or 0, output_kind=checked.output_kind)
 
     # -- dispatch ----------------------------------------------------------------------------------------------
     def dispatch(self) -> None:

@@ -97,15 +97,16 @@ def schema_difference(expected: str, actual: str) -> str:
 
 @dataclass
 class SchemaGate:
-    """The output's prediction schema (as schema_text) and the shard that fixed it.
+    """The output's prediction schema (as schema_text) and what fixed it.
 
-    The driver keeps one for the run, started from the shards already committed; each worker keeps one for its
+    The driver keeps one for the run, started from the shards already committed, or else from the table the output
+    is (an existing Iceberg table's schema: iceberg.IcebergTable.schema_gate); each worker keeps one for its
     bundle. Shards scored while it is fixed are conformed to it in the worker (scoring's predictions file); a
     shard of the first wave, scored before any was committed, is checked here.
     """
 
     text: str = ""
-    fixed_by: str = ""
+    fixed_by: str = ""  # what fixed it: "shard <id>", or the table the output is ("the Iceberg table ns.t")
 
     @classmethod
     def of(cls, results: "list[ShardResult]") -> "SchemaGate":
@@ -122,11 +123,11 @@ class SchemaGate:
         if not (result.committed and result.output and result.prediction_schema):
             return None
         if not self.text:
-            self.text, self.fixed_by = result.prediction_schema, result.shard_id
+            self.text, self.fixed_by = result.prediction_schema, f"shard {result.shard_id}"
             return None
         if result.prediction_schema == self.text:
             return None
-        return (f"the model's predictions have another schema than those of shard {self.fixed_by}: "
+        return (f"the model's predictions have another schema than those of {self.fixed_by}: "
                 + schema_difference(self.text, result.prediction_schema)
                 + ". A model must return the same columns and types for every shard")
 

@@ -19,7 +19,7 @@ from .commit import ShardResult, ShardStatus
 from .errors import InputChanged, PartitionColumnClash, ShardError
 from .lease import check_fence
 from .model import BatchError, Scorer, loaded_sources
-from .output import Output, open_output
+from .output import FOLDER, Output, open_output
 from .pipeline import BackgroundWriter, prefetch
 from .planning import INT96_UNIT, Footer, Shard, file_stamp, footer_of, partition_clashes, read_footer, widen_table
 from .quarantine import Isolator, OverBudget, Part, Rejections, budget, call_cap, merged
@@ -53,12 +53,13 @@ class ScoringJob:
     lease_generation: int = 0  # the run's generation of the output's lease: fences its publishes (check_fence)
     max_bad_rows: float = 0  # rows per shard the model may fail on (quarantine.budget); 0: the first fails the shard
     batch_timeout: float = 0  # seconds a model call may take before its worker process ends (watchdog.py); 0: no bound
+    output_kind: str = FOLDER  # a folder's files, or an Iceberg table's (output.open_output)
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)
 
     def output(self) -> Output:
-        return open_output(resolve(self.output_uri, self.storage), self.lease_generation)
+        return open_output(resolve(self.output_uri, self.storage), self.lease_generation, self.output_kind)
 
     def fence(self, loc: Location, what: str) -> None:
         """Raise LeaseLost when another run has taken the output's lease over: one listing of the lease folder."""
@@ -522,7 +523,7 @@ def _commit(shard: Shard, job: ScoringJob, output: Output, writer: ShardWriter, 
     result = ShardResult(
         shard_id=shard.shard_id, status=ShardStatus.COMMITTED, input_path=writer.input.display(shard.path),
         input_fingerprint=shard.fingerprint, model_identity=job.model_identity,
-        output_options=job.output_options, output=shard.output_relpath, rows_in=w.rows_in, rows_out=w.rows_out,
+        output_options=job.output_options, output=output.data_relpath(shard), rows_in=w.rows_in, rows_out=w.rows_out,
         seconds=round(time.time() - writer.started, 4), attempt_started_at=writer.started, worker=worker,
         output_size=size, output_mtime_ns=mtime_ns, output_sha256=w.sha256,
         prediction_schema=w.prediction_schema, run_id=job.run_id, first_batch_seconds=round(w.first_batch_seconds, 4),

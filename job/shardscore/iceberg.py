@@ -1,0 +1,209 @@
+"""The catalog's side of an Iceberg table output (`--output iceberg://<catalog>/<namespace>.<table>`), via pyiceberg.
+
+The catalog is configured as pyiceberg configures it: `.pyiceberg.yaml`, or `PYICEBERG_CATALOG__<NAME>__URI`,
+`__WAREHOUSE` and the rest (pyiceberg.catalog.load_catalog). This module knows where the table lives and makes the
+one commit per run that turns the run's committed files into the table's shardscore rows; the files, records and
+lease are table_output.py's, as a folder's are folder.py's.
+
+The rows shardscore owns in a table are those of the data files under `<table location>/data/shardscore-*/`: a
+commit adds the run's files there that the table lacks and removes the files there that the run no longer names
+(replaced by --overwrite, or of input files that are gone), in one snapshot whose summary names the run. Other
+writers' files are never touched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+from .schema_rule import SchemaGate, schema_text
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
+SCHEME = "iceberg://"
+#: The folder of the table's location that holds shardscore's data files, one subfolder per lease generation.
+OWN_DATA = "data/shardscore-"
+#: How many times a commit that lost a race with another writer of the table is recomputed and tried again.
+COMMIT_TRIES = 5
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class CatalogUnavailable(OSError):
+    """The table's commit did not happen: the run's shards stay committed, and a rerun commits them (an OSError,
+    as an output that stopped taking writes: run.Run._publish)."""
+
+
+def is_table(uri: str) -> bool:
+    return uri.startswith(SCHEME)
+
+
+@dataclass(frozen=True)
+class TableName:
+    catalog: str
+    namespace: str
+    table: str
+
+    @classmethod
+    def parse(cls, uri: str) -> "TableName":
+        """`iceberg://<catalog>/<namespace>.<table>`, each part a plain name; a dotted namespace is not supported."""
+        catalog, _, rest = uri[len(SCHEME):].partition("/")
+        namespace, _, table = rest.partition(".")
+        bad = [part for part in (catalog, namespace, table) if not _NAME.fullmatch(part)]
+        if bad:
+            raise ConfigError(f"--output {uri}: not a table name; the form is iceberg://<catalog>/<namespace>.<table>, "
+                              "each a name of letters, digits and '_' (the catalog as pyiceberg's configuration "
+                              f"names it: .pyiceberg.yaml or PYICEBERG_CATALOG__<NAME>__URI); {bad[0]!r} is not one")
+        return cls(catalog, namespace, table)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}.{self.table}"
+
+
+class IcebergTable:
+    """One table of a catalog, existing or to be created by the run's commit: found before Ray starts, so that an
+    unknown or unreachable catalog, or a catalog with nowhere to put a new table, is an option error (exit 2)."""
+
+    def __init__(self, uri: str):
+        self.uri, self.name = uri, TableName.parse(uri)
+        self.catalog = _load_catalog(self.name, uri)
+        self.table = self._load()
+        if self.table is not None:
+            self.location = self.table.location().rstrip("/")
+        else:
+            warehouse = self.catalog.properties.get("warehouse", "")
+            if not warehouse:
+                raise ConfigError(f"--output {uri}: the table does not exist, and catalog {self.name.catalog!r} has no "
+                                  "warehouse to create it in: set PYICEBERG_CATALOG__"
+                                  f"{self.name.catalog.upper()}__WAREHOUSE (or create the table)")
+            # Our choice, passed to create_table: the warehouse's <namespace>/<table>, as pyiceberg's SQL catalog
+            # names it by default.
+            self.location = f"{warehouse.rstrip('/')}/{self.name.namespace}/{self.name.table}"
+
+    def _load(self) -> "Table | None":
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            return self.catalog.load_table((self.name.namespace, self.name.table))
+        except NoSuchTableError:
+            return None
+        except Exception as exc:  # a catalog that does not answer: the driver's SQL or HTTP error, named
+            raise ConfigError(f"--output {self.uri}: catalog {self.name.catalog!r} cannot be read "
+                              f"({type(exc).__name__}: {exc})") from exc
+
+    def schema_gate(self) -> SchemaGate:
+        """The existing table's columns as the run's prediction schema: each shard's predictions (key columns
+        included) are cast to it where they widen without loss, and a shard whose predictions do not fit fails
+        naming the column and both types, before its file is written (schema_rule)."""
+        if self.table is None:
+            return SchemaGate()
+        return SchemaGate(schema_text(self.table.schema().as_arrow()), f"the Iceberg table {self.name}")
+
+    def describe(self) -> str:
+        """What `plan` says of the table."""
+        if self.table is None:
+            return f"Iceberg table {self.name} (catalog {self.name.catalog}): absent, the run creates it at {self.location}"
+        snapshot = self.table.current_snapshot()
+        return (f"Iceberg table {self.name} (catalog {self.name.catalog}) at {self.location}: "
+                + (f"snapshot {snapshot.snapshot_id}" if snapshot else "no snapshot yet"))
+
+    def commit(self, files: list[str], properties: dict[str, str]) -> int | None:
+        """Make `files` (full paths) exactly the table's shardscore data files, in one snapshot tagged with
+        `properties`; creates the namespace and the table (with the first file's schema) when absent. Returns the
+        new snapshot's id, or None when the table already held exactly these files (nothing is committed: a rerun
+        after a commit whose run did not see it finish). A commit that loses a race with another writer is
+        recomputed from the table as it is now (pyiceberg's CommitFailedException) and tried again."""
+        from pyiceberg.exceptions import CommitFailedException
+
+        attempt = 1
+        while True:
+            try:
+                return self._commit_once(files, properties)
+            except CommitFailedException as exc:
+                if attempt == COMMIT_TRIES:
+                    raise CatalogUnavailable(f"{self.uri}: the table's commit lost to other writers {COMMIT_TRIES} "
+                                             f"times in a row ({exc})") from exc
+            except Exception as exc:  # the catalog's database or server, or the warehouse, did not take it
+                raise CatalogUnavailable(f"{self.uri}: the table's commit failed ({type(exc).__name__}: {exc})") from exc
+            attempt += 1
+            self.table = self._load()
+
+    def _commit_once(self, files: list[str], properties: dict[str, str]) -> int | None:
+        if self.table is None and not files:
+            return None  # a run of zero-row shards only: nothing to create the table with
+        if self.table is None:
+            self._create(files, properties)
+        else:
+            current = self._own_files(self.table)
+            added = sorted(set(files) - set(current))
+            removed = [data_file for path, data_file in current.items() if path not in set(files)]
+            if not added and not removed:
+                return None
+            self._replace(self.table, added, removed, properties)
+        self.table = self._load()
+        assert self.table is not None
+        return self.table.current_snapshot().snapshot_id  # type: ignore[union-attr]
+
+    @staticmethod
+    def _replace(table: "Table", added: list[str], removed: list[Any], properties: dict[str, str]) -> None:
+        """One snapshot: an append when nothing is removed (what incremental readers follow), else an overwrite."""
+        from pyiceberg.io.pyarrow import parquet_file_to_data_file  # as Transaction.add_files describes files
+
+        with table.transaction() as tx:
+            if table.metadata.name_mapping() is None:  # the files carry no field ids: read by name, as add_files
+                tx.set_properties(**{"schema.name-mapping.default": table.schema().name_mapping.model_dump_json()})
+            update = tx.update_snapshot(snapshot_properties=properties)
+            with (update.overwrite() if removed else update.fast_append()) as snapshot:
+                for data_file in removed:
+                    snapshot.delete_data_file(data_file)
+                for path in added:
+                    snapshot.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
+
+    def _create(self, files: list[str], properties: dict[str, str]) -> None:
+        """Create the table and add `files` in one catalog commit (pyiceberg's create_table_transaction)."""
+        import pyarrow.parquet as pq
+        from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
+        from pyiceberg.io import load_file_io
+
+        self.catalog.create_namespace_if_not_exists(self.name.namespace)
+        with load_file_io(self.catalog.properties, self.location).new_input(files[0]).open() as stream:
+            schema = pq.read_schema(stream)
+        try:
+            with self.catalog.create_table_transaction((self.name.namespace, self.name.table), schema,
+                                                       location=self.location) as tx:
+                tx.add_files(files, snapshot_properties=properties, check_duplicate_files=False)
+        except TableAlreadyExistsError as exc:  # another writer created it meanwhile: commit into it
+            raise CommitFailedException(str(exc)) from exc
+
+    def _own_files(self, table: "Table") -> dict[str, Any]:
+        """The current snapshot's data files that shardscore wrote (under OWN_DATA), by path."""
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            return {}
+        prefix = f"{self.location}/{OWN_DATA}"
+        return {entry.data_file.file_path: entry.data_file
+                for manifest in snapshot.manifests(table.io)
+                for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+                if entry.data_file.file_path.startswith(prefix)}
+
+    def run_properties(self) -> dict[str, str]:
+        """The current snapshot's summary, for tests and `status`."""
+        snapshot = self.table.current_snapshot() if self.table is not None else None
+        return dict(snapshot.summary.additional_properties) if snapshot and snapshot.summary else {}
+
+
+def _load_catalog(name: TableName, uri: str) -> "Catalog":
+    try:
+        from pyiceberg.catalog import load_catalog
+    except ImportError as exc:
+        raise ConfigError(f"--output {uri}: Iceberg tables need pyiceberg: pip install 'shardscore[iceberg]' "
+                          f"({exc})") from exc
+    try:
+        return load_catalog(name.catalog)
+    except Exception as exc:  # pyiceberg's ValueError for a catalog it has no configuration of, a driver's error
+        raise ConfigError(f"--output {uri}: catalog {name.catalog!r} cannot be used ({type(exc).__name__}: {exc}); "
+                          "pyiceberg reads it from .pyiceberg.yaml or PYICEBERG_CATALOG__"
+                          f"{name.catalog.upper()}__URI and the rest") from exc
