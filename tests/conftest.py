@@ -1,5 +1,6 @@
-"""Session fixtures: the real Ray cluster and S3 server, started once and shared by the tests that need them; the
-chart rendered with its ci values files and its advertised combinations, shared by the tests/test_chart*.py files."""
+"""Session fixtures: the real Ray cluster, S3, MLflow and PostgreSQL servers, started once and shared by the tests
+that need them; the chart rendered with its ci values files and its advertised combinations, shared by the
+tests/test_chart*.py files."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import chartlib
-from support import (BIN, MLFLOW_SERVER, MlflowServer, RayCluster, S3Server, base_env, make_tempdir, rmtree,
-                     start_mlflow, start_ray_cluster, start_s3, stop_process, stop_ray_cluster)
+from support import (BIN, MLFLOW_SERVER, POSTGRES_BINS, MlflowServer, PostgresServer, RayCluster, S3Server, base_env,
+                     make_tempdir, rmtree, start_mlflow, start_postgres, start_ray_cluster, start_s3, stop_process,
+                     stop_ray_cluster)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "models"))
 
@@ -34,6 +36,18 @@ def mlflow_server() -> MlflowServer:
     server = start_mlflow(root)
     yield server
     stop_process(server.process)
+    rmtree(root)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    if not POSTGRES_BINS:
+        pytest.skip("PostgreSQL's server is not installed (no /usr/lib/postgresql/*/bin/initdb): make test installs "
+                    "Debian's postgresql (scripts/install-postgres.sh)")
+    root = make_tempdir("shardscore-pg-")
+    server = start_postgres(root)
+    yield server
+    server.stop()
     rmtree(root)
 
 

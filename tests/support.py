@@ -1,4 +1,5 @@
-"""Real parts for the tests: a multi-node Ray cluster on loopback (`ray start`), an S3 server (moto) on loopback.
+"""Real parts for the tests: a multi-node Ray cluster on loopback (`ray start`), an S3 server (moto), an MLflow
+tracking server and a PostgreSQL server on loopback.
 
 Each part is started as its own processes, the way an operator would start them, and torn down afterwards.
 """
@@ -185,6 +186,64 @@ class RayCluster:
         out = subprocess.run([sys.executable, "-c", script], env={**self.env, "RAY_ADDRESS": self.address},
                              capture_output=True, text=True, check=True, timeout=120)
         return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+#: Debian's PostgreSQL server binaries (scripts/install-postgres.sh, which make test runs, installs them).
+POSTGRES_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server of the tests' own (trust authentication, on loopback), run as the `postgres` user under
+    root since the server refuses to run as root."""
+
+    port: int
+    process: subprocess.Popen
+    root: Path
+
+    def database(self, name: str) -> str:
+        """A new database `name`, as an SQLAlchemy URI (psycopg2, as pyiceberg's sql-postgres extra installs)."""
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        conn.autocommit = True  # CREATE DATABASE runs outside a transaction
+        try:
+            conn.cursor().execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        """SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for the clients to leave)."""
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_postgres(root: Path) -> PostgresServer:
+    """initdb into root/data, then `postgres` on a free loopback port until it answers."""
+    bin_dir = POSTGRES_BINS[-1].parent
+    user = "postgres" if os.geteuid() == 0 else None
+    if user:
+        shutil.chown(root, user)
+    data, log_path = root / "data", root / "postgres.log"
+    subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "--no-sync"],
+                   check=True, capture_output=True, user=user)
+    port = free_port()
+    proc = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
+                             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, user=user)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"postgres exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(up, 60, f"PostgreSQL on 127.0.0.1:{port}")
+    return PostgresServer(port, proc, root)
 
 
 def _node_args(cluster: RayCluster) -> list[str]:

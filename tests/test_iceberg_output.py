@@ -1,16 +1,18 @@
 """Issue 20 §1, Iceberg: `--output iceberg://<catalog>/<namespace>.<table>` makes one table commit per run of exactly
 the run's committed shards, tagged with the run. Runs are `shardscore run` driver processes on the multi-node test
-cluster; the catalog is pyiceberg's SQL catalog on SQLite (the embedded default), its warehouse a local folder or
-the S3 server; the table is read back with pyiceberg's own scan."""
+cluster; the catalog is pyiceberg's SQL catalog on SQLite (the embedded default) or on PostgreSQL, its warehouse a
+local folder or the S3 server; the table is read back with pyiceberg's own scan."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from support import DriverOutput, commit_count, start_driver, wait_for
+from support import DriverOutput, commit_count, free_port, start_driver, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -37,10 +39,10 @@ def _input(root: Path) -> Path:
 class Catalog:
     """The test's SQL catalog on SQLite: the variables a run reads it from, and pyiceberg's own view of it."""
 
-    def __init__(self, root: Path, warehouse: str = "", name: str = "t", **extra: str):
+    def __init__(self, root: Path, warehouse: str = "", name: str = "t", uri: str = "", **extra: str):
         self.name, self.db = name, root / "catalog.db"
         self.warehouse = warehouse or f"file://{root}/warehouse"
-        self.props = {"uri": f"sqlite:///{self.db}", "warehouse": self.warehouse, **extra}
+        self.props = {"uri": uri or f"sqlite:///{self.db}", "warehouse": self.warehouse, **extra}
         self.env = {f"PYICEBERG_CATALOG__{name.upper()}__{k.upper().replace('.', '__').replace('-', '_')}": v
                     for k, v in self.props.items()}
 
@@ -60,6 +62,14 @@ class Catalog:
         return dict(zip(ids, got.column("score").to_pylist(), strict=True))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request, tmp_path: Path) -> Catalog:
+    """The SQL catalog on SQLite (the embedded default), and on the tests' PostgreSQL server."""
+    if request.param == "sqlite":
+        return Catalog(tmp_path)
+    return Catalog(tmp_path, uri=request.getfixturevalue("postgres").database(f"catalog_{uuid.uuid4().hex[:8]}"))
+
+
 def _run(shardscore, inp: Path, catalog: Catalog, factor: int, *args: str):
     return shardscore("run", "--input", str(inp), "--output", "iceberg://t/scores.taxi", "--model",
                       "scale_model:load_model", "--model-arg", f"factor={factor}", "--key-columns", "id",
@@ -75,8 +85,8 @@ def _table_dir(catalog: Catalog) -> Path:
 
 
 def test_a_run_creates_the_table_in_one_snapshot_tagged_with_the_run_and_a_rerun_commits_nothing(
-        shardscore, tmp_path: Path):
-    inp, catalog = _input(tmp_path), Catalog(tmp_path)
+        shardscore, catalog: Catalog, tmp_path: Path):
+    inp = _input(tmp_path)
     r = _run(shardscore, inp, catalog, 2)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert catalog.rows() == _scored(2)
@@ -90,14 +100,17 @@ def test_a_run_creates_the_table_in_one_snapshot_tagged_with_the_run_and_a_rerun
     assert [f.name for f in table.schema().fields] == ["id", "score"]
     r = shardscore("status", "iceberg://t/scores.taxi", env=catalog.env)
     assert r.returncode == 0 and "succeeded" in r.stdout, r.stdout + r.stderr
+    r = shardscore("runs", "--json", "iceberg://t/scores.taxi", env=catalog.env)
+    assert r.returncode == 0 and [run["run_id"] for run in json.loads(r.stdout)] == [manifest["run_id"]], r.stdout
     # Again: every shard is committed and the table holds exactly their files, so nothing is committed.
     r = _run(shardscore, inp, catalog, 2)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert [s.snapshot_id for s in catalog.table().snapshots()] == [snapshot.snapshot_id]
 
 
-def test_overwrite_replaces_every_row_in_one_snapshot_and_a_failed_run_commits_nothing(shardscore, tmp_path: Path):
-    inp, catalog = _input(tmp_path), Catalog(tmp_path)
+def test_overwrite_replaces_every_row_in_one_snapshot_and_a_failed_run_commits_nothing(
+        shardscore, catalog: Catalog, tmp_path: Path):
+    inp = _input(tmp_path)
     assert _run(shardscore, inp, catalog, 2).returncode == 0
     (first,) = catalog.table().snapshots()
     r = _run(shardscore, inp, catalog, 3)
@@ -121,21 +134,18 @@ def test_overwrite_replaces_every_row_in_one_snapshot_and_a_failed_run_commits_n
     assert catalog.rows(snapshot_id=first.snapshot_id) == _scored(2)
 
 
-def test_a_driver_killed_before_the_table_commit_leaves_the_table_as_it_was_and_the_rerun_commits_once(
-        ray_cluster, shardscore, tmp_path: Path):
-    inp, catalog = _input(tmp_path), Catalog(tmp_path)
-    assert _run(shardscore, inp, catalog, 2).returncode == 0
-    (first,) = catalog.table().snapshots()
+@contextlib.contextmanager
+def _held_at_the_commit(ray_cluster, inp: Path, catalog: Catalog, factor: int):
+    """A `--overwrite` run with another factor whose table commit waits: the SQLite catalog is locked once the run
+    has read it and taken the table's lease, and the run is handed over (process, output) when every shard is
+    committed by it; the lock is released on leaving."""
     table_dir = _table_dir(catalog)
     lease_dir, commits = table_dir / "_shardscore" / "lease", table_dir / "_shardscore" / "commits"
     held = len(list(lease_dir.glob("*.json")))
     proc = start_driver(ray_cluster, "run", "--input", str(inp), "--output", "iceberg://t/scores.taxi", "--model",
-                        "scale_model:load_model", "--model-arg", "factor=3", "--key-columns", "id", "--overwrite",
-                        env=catalog.env)
-    output = DriverOutput(proc)
-    # The catalog is locked once the run has read it and taken the table's lease: its table commit waits for the
-    # lock, and the driver is killed there, every shard committed again by it.
-    lock = None
+                        "scale_model:load_model", "--model-arg", f"factor={factor}", "--key-columns", "id",
+                        "--overwrite", env=catalog.env)
+    output, lock = DriverOutput(proc), None
     try:
         wait_for(lambda: proc.poll() is not None or len(list(lease_dir.glob("*.json"))) > held, 120,
                  "the run to take the table's lease")
@@ -145,20 +155,49 @@ def test_a_driver_killed_before_the_table_commit_leaves_the_table_as_it_was_and_
             json.loads(p.read_text())["lease_generation"] > held for p in commits.glob("*.json")] == [True] * FILES,
             120, "every shard committed by the run")
         assert proc.poll() is None, output.all(10)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        yield proc, output
     finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         if lock is not None:
             lock.execute("ROLLBACK")
             lock.close()
-    assert commit_count(table_dir) == FILES
-    assert [s.snapshot_id for s in catalog.table().snapshots()] == [first.snapshot_id]
+
+
+def _rerun_commits_once(shardscore, inp: Path, catalog: Catalog, first_snapshot: int) -> None:
+    """The table as the first run left it; then a rerun that scores nothing and makes the one commit."""
+    assert commit_count(_table_dir(catalog)) == FILES
+    assert [s.snapshot_id for s in catalog.table().snapshots()] == [first_snapshot]
     assert catalog.rows() == _scored(2)
     r = _run(shardscore, inp, catalog, 3, "--overwrite")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"{FILES} already committed" in r.stdout, r.stdout
     assert len(catalog.table().snapshots()) == 2
     assert catalog.rows() == _scored(3)
+
+
+def test_a_driver_killed_before_the_table_commit_leaves_the_table_as_it_was_and_the_rerun_commits_once(
+        ray_cluster, shardscore, tmp_path: Path):
+    inp, catalog = _input(tmp_path), Catalog(tmp_path)
+    assert _run(shardscore, inp, catalog, 2).returncode == 0
+    (first,) = catalog.table().snapshots()
+    with _held_at_the_commit(ray_cluster, inp, catalog, 3) as (proc, _):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    _rerun_commits_once(shardscore, inp, catalog, first.snapshot_id)
+
+
+def test_a_catalog_that_fails_at_the_commit_ends_the_run_with_exit_1_and_the_rerun_commits_once(
+        ray_cluster, shardscore, tmp_path: Path):
+    inp, catalog = _input(tmp_path), Catalog(tmp_path)
+    assert _run(shardscore, inp, catalog, 2).returncode == 0
+    (first,) = catalog.table().snapshots()
+    with _held_at_the_commit(ray_cluster, inp, catalog, 3) as (proc, output):
+        # SQLAlchemy's SQLite driver waits 5 s for a lock (sqlite3.connect's default timeout), then fails
+        assert proc.wait(120) == 1, output.all(10)[-3000:]
+    said = output.all(10)
+    assert "the table's commit failed (OperationalError" in said and "database is locked" in said, said[-3000:]
+    _rerun_commits_once(shardscore, inp, catalog, first.snapshot_id)
 
 
 COMMIT_RACE = """
@@ -201,6 +240,8 @@ def test_a_commit_that_loses_a_race_with_another_writer_is_recomputed_and_keeps_
     ("iceberg://t/notatable", {"PYICEBERG_CATALOG__T__URI": "sqlite:////tmp/x.db"}, "not a table name"),
     ("iceberg://t/scores.taxi", {"PYICEBERG_CATALOG__T__URI": "sqlite:////nonexistent-dir/catalog.db"},
      "catalog 't' cannot be"),
+    ("iceberg://t/scores.taxi", {"PYICEBERG_CATALOG__T__URI": f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x"},
+     "Connection refused"),
 ])
 def test_a_table_output_that_cannot_be_used_is_refused_before_ray(cli, tmp_path: Path, output, env, said):
     r = cli("run", "--input", str(_input(tmp_path)), "--output", output, "--model", "scale_model:load_model",

@@ -51,14 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--s3-endpoint", default=None)
 
     runs = sub.add_parser("runs", help="the runs that changed an output: what each added, replaced and removed")
-    runs.add_argument("output", help="the output (a local path or s3://bucket/prefix)")
+    runs.add_argument("output", help="the output (a local path, s3://bucket/prefix or iceberg://catalog/ns.table)")
     runs.add_argument("--since", metavar="RUN_ID", help="only the runs after this one (what is new since you read it)")
     runs.add_argument("--json", action="store_true", help="print the run records as a JSON list")
     runs.add_argument("--s3-endpoint", default=None)
 
     status = sub.add_parser("status", help="whether a run on an output is running, succeeded, failed or was aborted, "
                                            "which shards failed and why, and what to do next")
-    status.add_argument("output", help="the output (a local path or s3://bucket/prefix)")
+    status.add_argument("output", help="the output (a local path, s3://bucket/prefix or iceberg://catalog/ns.table)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.add_argument("--logs", action="store_true",
                         help="also print the run's driver log and its failed shards' errors, as kept in the output")
