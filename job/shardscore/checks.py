@@ -16,7 +16,7 @@ from . import model as model_mod
 from .commit import ShardResult, failed
 from .config import RunConfig
 from .errors import ConfigError, InputError
-from .iceberg import IcebergTable, is_table
+from .iceberg import IcebergInput, IcebergTable, is_table
 from .output import FOLDER, ICEBERG
 from .planning import Plan, partition_clashes, partition_keys, plan
 from .storage import Location, StorageOptions, ancestry, identity, resolve
@@ -30,6 +30,7 @@ class Checked:
     input: Location
     output: Location | None
     table: IcebergTable | None  # when --output names an Iceberg table: its catalog's handle (output.location is its)
+    source: IcebergInput | None  # when --input names an Iceberg table: its snapshot and data files
     scorer: model_mod.Scorer
     plan: Plan
     problems: list[ShardResult]  # input files that fail before any worker sees them
@@ -45,7 +46,7 @@ def check(cfg: RunConfig, need_output: bool = True) -> Checked:
     cfg.validate(need_output=need_output)
     clock = Stopwatch()
     storage = StorageOptions(cfg.s3_endpoint)
-    in_loc = resolve(cfg.input, storage)
+    in_loc, source = input_location(cfg.input, storage)
     out_loc, table = output_location(cfg.output, storage) if cfg.output else (None, None)
     given = cfg.given_paths()
     if out_loc is not None:
@@ -54,7 +55,7 @@ def check(cfg: RunConfig, need_output: bool = True) -> Checked:
     clock.lap("model")
     required = None if scorer.columns is None else list(dict.fromkeys([*scorer.columns, *cfg.key_columns]))
     try:
-        the_plan = plan(in_loc, cfg.max_rows_per_shard, columns=required)
+        the_plan = plan(in_loc, cfg.max_rows_per_shard, columns=required, only=source.files if source else None)
     except InputError as exc:  # a logical time whose partition is missing or empty: name the template too
         raise InputError(f"{exc}{given.origin('--input')}") from exc
     if out_loc is not None:
@@ -64,7 +65,14 @@ def check(cfg: RunConfig, need_output: bool = True) -> Checked:
     problems = [failed(b.shard_id, in_loc.display(b.path), b.reason) for b in the_plan.bad_files]
     problems += [failed(s.shard_id, in_loc.display(s.path), the_plan.schema_mismatches[s.shard_id])
                  for s in the_plan.shards if s.shard_id in the_plan.schema_mismatches]
-    return Checked(cfg, in_loc, out_loc, table, scorer, the_plan, problems, clock.laps)
+    return Checked(cfg, in_loc, out_loc, table, source, scorer, the_plan, problems, clock.laps)
+
+
+def input_location(uri: str, storage: StorageOptions) -> tuple[Location, IcebergInput | None]:
+    """Where the input's files are: a folder's (or a file's) own URI, or an Iceberg table's location with the
+    snapshot's data files."""
+    source = IcebergInput(uri) if is_table(uri) else None
+    return resolve(source.location if source else uri, storage), source
 
 
 def output_location(uri: str, storage: StorageOptions) -> tuple[Location, IcebergTable | None]:

@@ -148,7 +148,9 @@ class RunConfig:
     is the one description of the option: its flag, help, converter, environment variable and --config key."""
 
     input: str = option("", "Parquet dataset: a local directory, a file, or s3://bucket/prefix (any pyarrow "
-                        "filesystem URI works); may hold placeholders of --logical-time", required=True)
+                        "filesystem URI works), or an Iceberg table's current snapshot, iceberg://<catalog>/<namespace>."
+                        "<table>, or another with @<snapshot id>; may hold placeholders of --logical-time",
+                        required=True)
     output: str = option("", "where predictions go: a local path or s3://bucket/prefix (any pyarrow filesystem URI "
                          "works), or an Iceberg table, iceberg://<catalog>/<namespace>.<table> (the catalog as "
                          "pyiceberg's configuration names it); may hold placeholders of --logical-time",

@@ -1,9 +1,10 @@
-"""The catalog's side of an Iceberg table output (`--output iceberg://<catalog>/<namespace>.<table>`), via pyiceberg.
+"""The catalog's side of Iceberg tables, via pyiceberg: `--output iceberg://<catalog>/<namespace>.<table>`
+(`IcebergTable`) and `--input iceberg://...[@<snapshot id>]` (`IcebergInput`).
 
 The catalog is configured as pyiceberg configures it: `.pyiceberg.yaml`, or `PYICEBERG_CATALOG__<NAME>__URI`,
-`__WAREHOUSE` and the rest (pyiceberg.catalog.load_catalog). This module knows where the table lives and makes the
-one commit per run that turns the run's committed files into the table's shardscore rows; the files, records and
-lease are table_output.py's, as a folder's are folder.py's.
+`__WAREHOUSE` and the rest (pyiceberg.catalog.load_catalog). This module knows where a table lives, which data
+files a snapshot holds, and makes the one commit per run that turns the run's committed files into the table's
+shardscore rows; the output's files, records and lease are table_output.py's, as a folder's are folder.py's.
 
 The rows shardscore owns in a table are those of the data files under `<table location>/data/shardscore-*/`: a
 commit adds the run's files there that the table lacks and removes the files there that the run no longer names
@@ -17,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .schema_rule import SchemaGate, schema_text
 
 if TYPE_CHECKING:
@@ -48,13 +49,13 @@ class TableName:
     table: str
 
     @classmethod
-    def parse(cls, uri: str) -> "TableName":
+    def parse(cls, uri: str, option: str = "--output") -> "TableName":
         """`iceberg://<catalog>/<namespace>.<table>`, each part a plain name; a dotted namespace is not supported."""
         catalog, _, rest = uri[len(SCHEME):].partition("/")
         namespace, _, table = rest.partition(".")
         bad = [part for part in (catalog, namespace, table) if not _NAME.fullmatch(part)]
         if bad:
-            raise ConfigError(f"--output {uri}: not a table name; the form is iceberg://<catalog>/<namespace>.<table>, "
+            raise ConfigError(f"{option} {uri}: not a table name; the form is iceberg://<catalog>/<namespace>.<table>, "
                               "each a name of letters, digits and '_' (the catalog as pyiceberg's configuration "
                               f"names it: .pyiceberg.yaml or PYICEBERG_CATALOG__<NAME>__URI); {bad[0]!r} is not one")
         return cls(catalog, namespace, table)
@@ -84,15 +85,7 @@ class IcebergTable:
             self.location = f"{warehouse.rstrip('/')}/{self.name.namespace}/{self.name.table}"
 
     def _load(self) -> "Table | None":
-        from pyiceberg.exceptions import NoSuchTableError
-
-        try:
-            return self.catalog.load_table((self.name.namespace, self.name.table))
-        except NoSuchTableError:
-            return None
-        except Exception as exc:  # a catalog that does not answer: the driver's SQL or HTTP error, named
-            raise ConfigError(f"--output {self.uri}: catalog {self.name.catalog!r} cannot be read "
-                              f"({type(exc).__name__}: {exc})") from exc
+        return _load_table(self.catalog, self.name, self.uri, "--output")
 
     def schema_gate(self) -> SchemaGate:
         """The existing table's columns as the run's prediction schema: each shard's predictions (key columns
@@ -195,15 +188,78 @@ class IcebergTable:
         return dict(snapshot.summary.additional_properties) if snapshot and snapshot.summary else {}
 
 
-def _load_catalog(name: TableName, uri: str) -> "Catalog":
+class IcebergInput:
+    """A table as `--input iceberg://<catalog>/<namespace>.<table>[@<snapshot id>]`: the Parquet data files of one
+    snapshot (the current one unless named), which are the shards' files. Iceberg never changes a data file, so a
+    file's shards stay committed across snapshots; a newer snapshot's new files are new shards and its removed ones
+    orphans, as for a folder whose files came and went (commit.reconcile)."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        base, _, wanted = uri.partition("@")
+        self.name = TableName.parse(base, "--input")
+        catalog = _load_catalog(self.name, uri, "--input")
+        table = _load_table(catalog, self.name, uri, "--input")
+        if table is None:
+            raise InputError(f"--input {uri}: catalog {self.name.catalog!r} has no table {self.name}")
+        snapshot = _snapshot(table, wanted, uri)
+        self.snapshot_id = snapshot.snapshot_id
+        self.location = table.location().rstrip("/")
+        self.files = self._data_files(table)
+
+    def _data_files(self, table: "Table") -> frozenset[str]:
+        """The snapshot's data files, relative to the table's location; refused: row-level deletes (merge-on-read
+        delete files, which a reader must apply), files outside the location, files that are not Parquet."""
+        files = set()
+        for task in table.scan(snapshot_id=self.snapshot_id).plan_files():
+            path, where = task.file.file_path, f"--input {self.uri}: snapshot {self.snapshot_id}'s data file"
+            if task.delete_files:
+                raise InputError(f"{where} {path} has {len(task.delete_files)} delete file(s) (row-level deletes): "
+                                 "not supported yet; compact the table first (Spark's rewrite_data_files)")
+            if str(task.file.file_format).upper().rsplit(".", 1)[-1] != "PARQUET":
+                raise InputError(f"{where} {path} is {task.file.file_format}, not Parquet")
+            if not path.startswith(self.location + "/"):
+                raise InputError(f"{where} {path} lies outside the table's location {self.location}: not supported")
+            files.add(path[len(self.location) + 1:])
+        if not files:
+            raise InputError(f"--input {self.uri}: snapshot {self.snapshot_id} has no data files")
+        return frozenset(files)
+
+
+def _snapshot(table: "Table", wanted: str, uri: str) -> Any:
+    if not wanted:
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            raise InputError(f"--input {uri}: the table has no snapshot yet (no data)")
+        return snapshot
+    snapshot = table.snapshot_by_id(int(wanted)) if wanted.isdigit() else None
+    if snapshot is None:
+        known = ", ".join(str(s.snapshot_id) for s in table.snapshots()[-5:])
+        raise InputError(f"--input {uri}: the table has no snapshot {wanted!r} (its latest: {known or 'none'})")
+    return snapshot
+
+
+def _load_table(catalog: "Catalog", name: TableName, uri: str, option: str) -> "Table | None":
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        return catalog.load_table((name.namespace, name.table))
+    except NoSuchTableError:
+        return None
+    except Exception as exc:  # a catalog that does not answer: the driver's SQL or HTTP error, named
+        raise ConfigError(f"{option} {uri}: catalog {name.catalog!r} cannot be read "
+                          f"({type(exc).__name__}: {exc})") from exc
+
+
+def _load_catalog(name: TableName, uri: str, option: str = "--output") -> "Catalog":
     try:
         from pyiceberg.catalog import load_catalog
     except ImportError as exc:
-        raise ConfigError(f"--output {uri}: Iceberg tables need pyiceberg: pip install 'shardscore[iceberg]' "
+        raise ConfigError(f"{option} {uri}: Iceberg tables need pyiceberg: pip install 'shardscore[iceberg]' "
                           f"({exc})") from exc
     try:
         return load_catalog(name.catalog)
     except Exception as exc:  # pyiceberg's ValueError for a catalog it has no configuration of, a driver's error
-        raise ConfigError(f"--output {uri}: catalog {name.catalog!r} cannot be used ({type(exc).__name__}: {exc}); "
+        raise ConfigError(f"{option} {uri}: catalog {name.catalog!r} cannot be used ({type(exc).__name__}: {exc}); "
                           "pyiceberg reads it from .pyiceberg.yaml or PYICEBERG_CATALOG__"
                           f"{name.catalog.upper()}__URI and the rest") from exc

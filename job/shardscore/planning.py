@@ -392,15 +392,19 @@ def _unify(schemas: list[pa.Schema], columns: list[str]) -> tuple[dict[str, pa.D
 
 
 def plan(loc: Location, max_rows_per_shard: int | None = None, columns: list[str] | None = None,
-         threads: int = 16) -> Plan:
+         threads: int = 16, only: frozenset[str] | None = None) -> Plan:
     """List the dataset, read every visible file's footer (one small read per file, in threads on object stores)
     and cut it into shards.
 
     Whether a file is Parquet is told by its content, not its name: Hive (`000000_0`) and Athena write Parquet
     without a suffix. A file that is neither named nor shaped as Parquet is ignored and listed, as are the files
-    of Databricks task attempts that their job never committed (markers.py).
+    of Databricks task attempts that their job never committed (markers.py). `only`: the files that make the input
+    (a table snapshot's data files, relative to `loc`); the others under `loc` are the table's and not listed as
+    ignored, and one of them missing is an input error.
     """
     loc, listing = _list(loc)
+    if only is not None:
+        listing = _only(loc, listing, only)
     ignored = _uncommitted(loc, listing, threads)
     dropped = {i.relpath for i in ignored}
     entries = [(rel, info.path, info.mtime_ns) for rel, info in listing.files if rel not in dropped]
@@ -438,6 +442,14 @@ def _list(loc: Location) -> tuple[Location, Listing]:
         return loc, scan(loc)
     parent, name = loc.path.rsplit("/", 1)
     return Location(loc.fs, parent, loc.uri.rsplit("/", 1)[0], loc.endpoint), Listing([(name, root)], [])
+
+
+def _only(loc: Location, listing: Listing, only: frozenset[str]) -> Listing:
+    missing = sorted(only - {rel for rel, _ in listing.files})
+    if missing:
+        raise InputError(f"input {loc.uri}: {len(missing)} data file(s) of the table are missing, as {missing[0]}: "
+                         "removed by the table's maintenance since its snapshot was read?")
+    return Listing([(rel, info) for rel, info in listing.files if rel in only], listing.loops)
 
 
 def _map(loc: Location, fn: Callable[[T], R], items: list[T], threads: int) -> list[R]:

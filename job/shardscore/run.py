@@ -215,7 +215,7 @@ class Run:
 
     def _job(self) -> ScoringJob:
         cfg, checked, holder = self.cfg, self.checked, self.lease.holder
-        return ScoringJob(input_uri=cfg.input, output_uri=self.output.loc.uri, storage=StorageOptions(cfg.s3_endpoint),
+        return ScoringJob(input_uri=checked.input.uri, output_uri=self.output.loc.uri, storage=StorageOptions(cfg.s3_endpoint),
                           model_identity=checked.scorer.identity, output_options=options_identity(cfg.key_columns),
                           key_columns=tuple(cfg.key_columns), batch_size=cfg.batch_size,
                           casts=tuple(sorted(checked.plan.casts.items())), run_id=holder.run_id,
