@@ -44,12 +44,14 @@ class TableOutput(ParquetFolder):
 
     def listing(self) -> dict[str, pafs.FileInfo]:
         """The quarantine files, and shardscore's data files: other files under the table's location are the
-        table's (its metadata, other writers' data), never a foreign file in shardscore's way."""
+        table's (its metadata, other writers' data), never a foreign file in shardscore's way, and not listed."""
         found: dict[str, pafs.FileInfo] = {}
-        data = Location(self.loc.fs, self.loc.join("data"), self.loc.uri)
-        for rel, info in list_files(data):
-            if f"data/{rel}".startswith(OWN_DATA):
-                found[f"data/{rel}"] = info
+        top = pafs.FileSelector(self.loc.join("data"), recursive=False, allow_not_found=True)
+        for entry in self.loc.fs.get_file_info(top):  # one level, then only shardscore's folders: not every file
+            folder = f"data/{entry.base_name}"
+            if entry.type == pafs.FileType.Directory and folder.startswith(OWN_DATA):
+                own = Location(self.loc.fs, self.loc.join(folder), self.loc.uri)
+                found.update({f"{folder}/{rel}": info for rel, info in list_files(own)})
         rejected = Location(self.loc.fs, self.loc.join(REJECTED_DIR), self.loc.uri)
         return {**found, **{f"{REJECTED_DIR}/{rel}": info for rel, info in list_files(rejected)}}
 
