@@ -5,6 +5,8 @@
 - pool-example: the same pool running the Ray example's own model (all columns, pandas, in batches).
 - pool-torch: the same pool running the PyTorch model (loaded once per process, one thread per process).
 - ray-data: Ray Data's read_parquet().map_batches(model).write_parquet() with the Ray example's model.
+- ray-data-dummy, ray-data-iceberg: the same with shardscore's dummy model (one column, pyarrow, no payload) into
+  Parquet files, and into an Iceberg table (write_iceberg) of a SQLite catalog under OUTPUT that it creates.
 Each prints one JSON line: rows, and ray_init seconds where Ray is used.
 """
 
@@ -107,6 +109,36 @@ def ray_data(input_dir: str, output_dir: str) -> dict:
     return {"rows": rows, "ray_init": init_seconds}
 
 
+def ray_data_dummy(input_dir: str, output_dir: str, iceberg: bool) -> dict:
+    """The dummy model through Ray Data into Parquet files, or into the Iceberg table bench.scores of a SQLite
+    catalog under output_dir, created empty first (Ray Data's IcebergDatasink.on_write_start loads the table)."""
+    import ray
+    import ray.data
+
+    from shardscore.models.dummy import load_model
+
+    started = time.monotonic()
+    ray.init()
+    init_seconds = time.monotonic() - started
+    model = load_model(payload_mb=0)
+    ds = ray.data.read_parquet(input_dir, columns=["passenger_count"]).map_batches(model, batch_format="pyarrow",
+                                                                                    num_cpus=0.5)
+    if not iceberg:
+        ds.write_parquet(output_dir)
+        return {"rows": sum(pq.ParquetFile(os.path.join(output_dir, f)).metadata.num_rows
+                            for f in os.listdir(output_dir) if f.endswith(".parquet")), "ray_init": init_seconds}
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    os.makedirs(output_dir, exist_ok=True)
+    props = {"uri": f"sqlite:///{output_dir}/catalog.db", "warehouse": f"file://{output_dir}/warehouse"}
+    catalog = SqlCatalog("bench", **props)
+    catalog.create_namespace("bench")
+    catalog.create_table("bench.scores", pa.schema([("score", pa.bool_())]))
+    ds.write_iceberg("bench.scores", catalog_kwargs={"name": "bench", "type": "sql", **props})
+    summary = catalog.load_table("bench.scores").current_snapshot().summary
+    return {"rows": int(summary["total-records"]), "ray_init": init_seconds}
+
+
 def main(name: str, input_dir: str, output_dir: str, *extra: str) -> None:
     if name == "pool-best":
         result = pool(input_dir, output_dir, _best)
@@ -116,6 +148,8 @@ def main(name: str, input_dir: str, output_dir: str, *extra: str) -> None:
         result = pool(input_dir, output_dir, _torch, _init_torch, (extra[0],))
     elif name == "ray-data":
         result = ray_data(input_dir, output_dir)
+    elif name in ("ray-data-dummy", "ray-data-iceberg"):
+        result = ray_data_dummy(input_dir, output_dir, iceberg=name == "ray-data-iceberg")
     else:
         raise SystemExit(f"unknown baseline {name!r}")
     print(json.dumps(result))

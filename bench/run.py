@@ -349,6 +349,62 @@ def incremental(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
             f"model's {rows // 12:,} new rows a night add little.", ""]
 
 
+TABLES_HEADING = "## Iceberg table output: the commit's cost, and Ray Data's write_iceberg"
+DUMMY = "shardscore.models.dummy:load_model"
+
+
+def _into_table(name: str, inp: Path, ray_env: dict[str, str], repeats: int) -> dict:
+    """shardscore into the Iceberg table bench.scores of a fresh SQLite catalog and local warehouse each repeat: the
+    whole process and the table commit's own seconds (the manifest's table.commit_seconds)."""
+    walls, commits = [], []
+    for i in range(repeats):
+        root = OUT / f"table-{i}"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        catalog = {"PYICEBERG_CATALOG__BENCH__URI": f"sqlite:///{root}/catalog.db",
+                   "PYICEBERG_CATALOG__BENCH__WAREHOUSE": f"file://{root}/warehouse"}
+        cmd = [c.replace("{out}", "iceberg://bench/bench.scores")
+               for c in shardscore(inp, DUMMY, "--model-arg", "payload_mb=0")]
+        result = timed(cmd, root / "warehouse" / "bench" / "scores", {**ray_env, **catalog})
+        walls.append(result["wall"])
+        commits.append(result["_manifest"]["table"]["commit_seconds"])
+        rows = result["rows"]
+        shutil.rmtree(root, ignore_errors=True)
+    med = statistics.median(walls)
+    print(f"  {name}: median {med:.2f} s over {walls}, commit {statistics.median(commits):.2f} s", flush=True)
+    return {"median_s": med, "walls_s": walls, "rows": rows, "commit_s": statistics.median(commits)}
+
+
+def tables(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
+    """shardscore into a folder and into an Iceberg table, and Ray Data into Parquet and into an Iceberg table
+    (write_iceberg), the dummy model without payload, on the taxi data (12 shards) and on 1,000 shards of 10 rows
+    (where the commit's per-file cost shows); the report's section."""
+    shards = int(1_000 * SCALE)
+    tiny = sample(DATA / f"tiny-{shards}", shards, 10)
+    baseline = [sys.executable, str(BENCH / "baselines.py")]
+    lines = [TABLES_HEADING, "",
+             f"Measured on {time.strftime('%Y-%m-%d')} by bench/run.py `tables` (also part of `make bench`): the dummy "
+             "model without payload (one column, pyarrow), tasks; each table a fresh one in a pyiceberg SQL catalog on "
+             "SQLite with a local warehouse; Ray Data is read_parquet().map_batches(model).write_parquet() or "
+             ".write_iceberg() into an empty table of the same catalog kind. Whole processes against a cluster already "
+             f"up; median of {REPEATS} on the taxi data, one run on the tiny shards.", "",
+             "| data | shardscore folder s | shardscore Iceberg s (its commit s) | Iceberg / folder | Ray Data Parquet s "
+             "| Ray Data Iceberg s | shardscore Iceberg / Ray Data Iceberg |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, data, repeats in ((f"{rows:,} rows, 12 shards", inp, REPEATS), (f"{shards:,} shards of 10 rows", tiny, 1)):
+        folder = median_of(f"shardscore into a folder, {label}",
+                           shardscore(data, DUMMY, "--model-arg", "payload_mb=0"), ray_env, repeats)
+        table = _into_table(f"shardscore into an Iceberg table, {label}", data, ray_env, repeats)
+        rd_parquet = median_of(f"Ray Data write_parquet, {label}", [*baseline, "ray-data-dummy", str(data), "{out}"],
+                               ray_env, repeats)
+        rd_iceberg = median_of(f"Ray Data write_iceberg, {label}", [*baseline, "ray-data-iceberg", str(data), "{out}"],
+                               ray_env, repeats)
+        assert folder["rows"] == table["rows"] == rd_parquet["rows"] == rd_iceberg["rows"], "the variants' rows differ"
+        lines.append(f"| {label} | {folder['median_s']:.2f} | {table['median_s']:.2f} ({table['commit_s']:.2f}) | "
+                     f"{ratio(table, folder):.2f} | {rd_parquet['median_s']:.2f} | {rd_iceberg['median_s']:.2f} | "
+                     f"{ratio(table, rd_iceberg):.2f} |")
+    return lines + [""]
+
+
 #: The sections `python bench/run.py <name>` measures alone: (heading, function of (taxi data, cluster, rows)).
 PEERS_HEADING = "## Spark and Daft, and the fixed cost"
 PEERS_PY = BENCH / ".venv" / "bin" / "python"  # the peers' own venv (make bench; bench/peers.lock)
@@ -501,12 +557,12 @@ def loaders(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
 
 
 SECTIONS = {"quarantine": (QUARANTINE_HEADING, quarantine), "incremental": (INCREMENTAL_HEADING, incremental),
-            "peers": (PEERS_HEADING, peers), "loaders": (LOADERS_HEADING, loaders)}
+            "peers": (PEERS_HEADING, peers), "loaders": (LOADERS_HEADING, loaders), "tables": (TABLES_HEADING, tables)}
 
 
 def section_only(name: str) -> None:
-    """`python bench/run.py quarantine|incremental|peers|loaders`: that section alone, written into RESULTS.md in place of its
-    last one (or at the end)."""
+    """`python bench/run.py quarantine|incremental|peers|loaders|tables`: that section alone, written into RESULTS.md
+    in place of its last one (or at the end)."""
     heading, measure = SECTIONS[name]
     rows = int(14_000_000 * SCALE) // 12
     taxi = sample(DATA / f"taxi-12x{rows}", 12, rows)
@@ -595,7 +651,8 @@ def main() -> None:
         r["pool_tiny"] = median_of(f"process pool at its best, {int(10_000 * SCALE):,} tiny shards",
                                    [py, str(BENCH / "baselines.py"), "pool-best", str(tiny), "{out}"], {}, repeats=1)
         sections = [*quarantine(taxi, ray_env, rows_main * 12), *incremental(taxi, ray_env, rows_main * 12),
-                    *peers(taxi, ray_env, rows_main * 12), *loaders(taxi, ray_env, rows_main * 12)]
+                    *peers(taxi, ray_env, rows_main * 12), *loaders(taxi, ray_env, rows_main * 12),
+                    *tables(taxi, ray_env, rows_main * 12)]
         growth = worker_growth(big, ray_env)
         print("scaling sweep (the Ray example's model):", flush=True)
         sweep = {label: sweep_variants(path, ray_env, label, SWEEP_REPEATS) for label, path in sweep_data.items()}

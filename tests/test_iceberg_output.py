@@ -96,7 +96,7 @@ def test_a_run_creates_the_table_in_one_snapshot_tagged_with_the_run_and_a_rerun
     assert snapshot.summary["shardscore.run-id"] == manifest["run_id"]
     assert snapshot.summary["shardscore.model-identity"] == manifest["model"]["identity"]
     assert manifest["table"] == {"name": "scores.taxi", "catalog": "t", "snapshot_id": snapshot.snapshot_id,
-                                 "committed_now": True}
+                                 "committed_now": True, "commit_seconds": manifest["table"]["commit_seconds"]}
     assert [f.name for f in table.schema().fields] == ["id", "score"]
     r = shardscore("status", "iceberg://t/scores.taxi", env=catalog.env)
     assert r.returncode == 0 and "succeeded" in r.stdout, r.stdout + r.stderr

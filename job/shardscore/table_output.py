@@ -13,6 +13,7 @@ the table's own maintenance (expire snapshots, remove orphan files) removes it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -78,12 +79,14 @@ class TableOutput(ParquetFolder):
             assert self.table is not None, "only the driver publishes"
             files = sorted(f"{self.table.location}/{s['output']}" for s in manifest["shards"]
                            if s["status"] == "committed" and s.get("output"))
+            started = time.monotonic()
             snapshot = self.table.commit(files, {"shardscore.run-id": manifest["run_id"],
                                                  "shardscore.model-identity": manifest["model"]["identity"],
                                                  "shardscore.shards": str(len(files))})
             manifest["table"] = {"name": str(self.table.name), "catalog": self.table.name.catalog,
                                  "snapshot_id": snapshot if snapshot is not None else self._current_snapshot(),
-                                 "committed_now": snapshot is not None}
+                                 "committed_now": snapshot is not None,
+                                 "commit_seconds": round(time.monotonic() - started, 3)}
         super().publish(manifest, success)
 
     def _current_snapshot(self) -> int | None:
