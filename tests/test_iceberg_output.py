@@ -164,6 +164,14 @@ def _held_at_the_commit(ray_cluster, inp: Path, catalog: Catalog, factor: int):
             lock.close()
 
 
+def _scored_once(shardscore, tmp_path: Path) -> tuple[Path, Catalog, int]:
+    """The input, its SQLite catalog and the snapshot a first run (factor 2) committed."""
+    inp, catalog = _input(tmp_path), Catalog(tmp_path)
+    assert _run(shardscore, inp, catalog, 2).returncode == 0
+    (first,) = catalog.table().snapshots()
+    return inp, catalog, first.snapshot_id
+
+
 def _rerun_commits_once(shardscore, inp: Path, catalog: Catalog, first_snapshot: int) -> None:
     """The table as the first run left it; then a rerun that scores nothing and makes the one commit."""
     assert commit_count(_table_dir(catalog)) == FILES
@@ -178,26 +186,22 @@ def _rerun_commits_once(shardscore, inp: Path, catalog: Catalog, first_snapshot:
 
 def test_a_driver_killed_before_the_table_commit_leaves_the_table_as_it_was_and_the_rerun_commits_once(
         ray_cluster, shardscore, tmp_path: Path):
-    inp, catalog = _input(tmp_path), Catalog(tmp_path)
-    assert _run(shardscore, inp, catalog, 2).returncode == 0
-    (first,) = catalog.table().snapshots()
+    inp, catalog, first = _scored_once(shardscore, tmp_path)
     with _held_at_the_commit(ray_cluster, inp, catalog, 3) as (proc, _):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-    _rerun_commits_once(shardscore, inp, catalog, first.snapshot_id)
+    _rerun_commits_once(shardscore, inp, catalog, first)
 
 
 def test_a_catalog_that_fails_at_the_commit_ends_the_run_with_exit_1_and_the_rerun_commits_once(
         ray_cluster, shardscore, tmp_path: Path):
-    inp, catalog = _input(tmp_path), Catalog(tmp_path)
-    assert _run(shardscore, inp, catalog, 2).returncode == 0
-    (first,) = catalog.table().snapshots()
+    inp, catalog, first = _scored_once(shardscore, tmp_path)
     with _held_at_the_commit(ray_cluster, inp, catalog, 3) as (proc, output):
         # SQLAlchemy's SQLite driver waits 5 s for a lock (sqlite3.connect's default timeout), then fails
         assert proc.wait(120) == 1, output.all(10)[-3000:]
     said = output.all(10)
     assert "the table's commit failed (OperationalError" in said and "database is locked" in said, said[-3000:]
-    _rerun_commits_once(shardscore, inp, catalog, first.snapshot_id)
+    _rerun_commits_once(shardscore, inp, catalog, first)
 
 
 COMMIT_RACE = """
