@@ -15,6 +15,7 @@ writers' files are never touched.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,18 +112,18 @@ class IcebergTable:
         recomputed from the table as it is now (pyiceberg's CommitFailedException) and tried again."""
         from pyiceberg.exceptions import CommitFailedException
 
-        attempt = 1
-        while True:
+        lost: Exception | None = None
+        for attempt in range(COMMIT_TRIES):
             try:
+                if attempt:
+                    self.table = self._load()
                 return self._commit_once(files, properties)
             except CommitFailedException as exc:
-                if attempt == COMMIT_TRIES:
-                    raise CatalogUnavailable(f"{self.uri}: the table's commit lost to other writers {COMMIT_TRIES} "
-                                             f"times in a row ({exc})") from exc
+                lost = exc
             except Exception as exc:  # the catalog's database or server, or the warehouse, did not take it
                 raise CatalogUnavailable(f"{self.uri}: the table's commit failed ({type(exc).__name__}: {exc})") from exc
-            attempt += 1
-            self.table = self._load()
+        raise CatalogUnavailable(f"{self.uri}: the table's commit lost to other writers {COMMIT_TRIES} times in a row "
+                                 f"({lost})") from lost
 
     def _commit_once(self, files: list[str], properties: dict[str, str]) -> int | None:
         if self.table is None and not files:
@@ -130,9 +131,9 @@ class IcebergTable:
         if self.table is None:
             self._create(files, properties)
         else:
-            current = self._own_files(self.table)
-            added = sorted(set(files) - set(current))
-            removed = [data_file for path, data_file in current.items() if path not in set(files)]
+            current, wanted = self._own_files(self.table), set(files)
+            added = sorted(wanted - set(current))
+            removed = [data_file for path, data_file in current.items() if path not in wanted]
             if not added and not removed:
                 return None
             self._replace(self.table, added, removed, properties)
@@ -148,12 +149,15 @@ class IcebergTable:
         with table.transaction() as tx:
             if table.metadata.name_mapping() is None:  # the files carry no field ids: read by name, as add_files
                 tx.set_properties(**{"schema.name-mapping.default": table.schema().name_mapping.model_dump_json()})
+            with ThreadPoolExecutor(max_workers=16) as pool:  # a footer read per file: in threads, for object stores
+                described = list(pool.map(lambda path: parquet_file_to_data_file(table.io, tx.table_metadata, path),
+                                          added))
             update = tx.update_snapshot(snapshot_properties=properties)
             with (update.overwrite() if removed else update.fast_append()) as snapshot:
                 for data_file in removed:
                     snapshot.delete_data_file(data_file)
-                for path in added:
-                    snapshot.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
+                for data_file in described:
+                    snapshot.append_data_file(data_file)
 
     def _create(self, files: list[str], properties: dict[str, str]) -> None:
         """Create the table and add `files` in one catalog commit (pyiceberg's create_table_transaction)."""
