@@ -128,7 +128,9 @@ def test_the_plain_manifests_give_the_same_result(kube, s3, shardscore_namespace
     assert rayjob_succeeded(final), final["status"]
     assert "clusterSelector" in final["spec"]
     assert_exact(s3, data, "output")
-    kube("-n", NS, "delete", "-f", "-", "--wait=true", timeout=300,
+    # --ignore-not-found: the report account's token Secret may be gone before kubectl reaches it, deleted with its
+    # ServiceAccount by Kubernetes' TokensController (syncServiceAccount -> deleteTokens).
+    kube("-n", NS, "delete", "-f", "-", "--wait=true", "--ignore-not-found", timeout=300,
          input=(MANIFESTS / "rayjob.yaml").read_text() + "\n---\n" + (MANIFESTS / "raycluster.yaml").read_text())
     wait_for(lambda: kube.items("pods", NS, "ray.io/cluster=shardscore"), lambda p: not p, 180,
              "the long-lived cluster's pods to be gone")
