@@ -96,13 +96,18 @@ class IcebergTable:
             return SchemaGate()
         return SchemaGate(schema_text(self.table.schema().as_arrow()), f"the Iceberg table {self.name}")
 
+    def snapshot_id(self) -> int | None:
+        """The table's current snapshot, as this handle last read it (None: no table, or no snapshot yet)."""
+        snapshot = self.table.current_snapshot() if self.table is not None else None
+        return snapshot.snapshot_id if snapshot else None
+
     def describe(self) -> str:
         """What `plan` says of the table."""
         if self.table is None:
             return f"Iceberg table {self.name} (catalog {self.name.catalog}): absent, the run creates it at {self.location}"
-        snapshot = self.table.current_snapshot()
+        snapshot = self.snapshot_id()
         return (f"Iceberg table {self.name} (catalog {self.name.catalog}) at {self.location}: "
-                + (f"snapshot {snapshot.snapshot_id}" if snapshot else "no snapshot yet"))
+                + (f"snapshot {snapshot}" if snapshot else "no snapshot yet"))
 
     def commit(self, files: list[str], properties: dict[str, str]) -> int | None:
         """Make `files` (full paths) exactly the table's shardscore data files, in one snapshot tagged with
@@ -138,8 +143,7 @@ class IcebergTable:
                 return None
             self._replace(self.table, added, removed, properties)
         self.table = self._load()
-        assert self.table is not None
-        return self.table.current_snapshot().snapshot_id  # type: ignore[union-attr]
+        return self.snapshot_id()
 
     @staticmethod
     def _replace(table: "Table", added: list[str], removed: list[Any], properties: dict[str, str]) -> None:
@@ -185,11 +189,6 @@ class IcebergTable:
                 for manifest in snapshot.manifests(table.io)
                 for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
                 if entry.data_file.file_path.startswith(prefix)}
-
-    def run_properties(self) -> dict[str, str]:
-        """The current snapshot's summary, for tests and `status`."""
-        snapshot = self.table.current_snapshot() if self.table is not None else None
-        return dict(snapshot.summary.additional_properties) if snapshot and snapshot.summary else {}
 
 
 class IcebergInput:

@@ -84,11 +84,7 @@ class TableOutput(ParquetFolder):
                                                  "shardscore.model-identity": manifest["model"]["identity"],
                                                  "shardscore.shards": str(len(files))})
             manifest["table"] = {"name": str(self.table.name), "catalog": self.table.name.catalog,
-                                 "snapshot_id": snapshot if snapshot is not None else self._current_snapshot(),
+                                 "snapshot_id": self.table.snapshot_id(),
                                  "committed_now": snapshot is not None,
                                  "commit_seconds": round(time.monotonic() - started, 3)}
         super().publish(manifest, success)
-
-    def _current_snapshot(self) -> int | None:
-        snapshot = self.table.table.current_snapshot() if self.table and self.table.table else None
-        return snapshot.snapshot_id if snapshot else None
