@@ -5,8 +5,9 @@
 - pool-example: the same pool running the Ray example's own model (all columns, pandas, in batches).
 - pool-torch: the same pool running the PyTorch model (loaded once per process, one thread per process).
 - ray-data: Ray Data's read_parquet().map_batches(model).write_parquet() with the Ray example's model.
-- ray-data-dummy, ray-data-iceberg: the same with shardscore's dummy model (one column, pyarrow, no payload) into
-  Parquet files, and into an Iceberg table (write_iceberg) of a SQLite catalog under OUTPUT that it creates.
+- ray-data-dummy, ray-data-iceberg, ray-data-delta: the same with shardscore's dummy model (one column, pyarrow, no
+  payload) into Parquet files, into an Iceberg table (write_iceberg) of a SQLite catalog under OUTPUT that it
+  creates, and into a Delta table at OUTPUT (write_delta, which creates it).
 Each prints one JSON line: rows, and ray_init seconds where Ray is used.
 """
 
@@ -109,9 +110,10 @@ def ray_data(input_dir: str, output_dir: str) -> dict:
     return {"rows": rows, "ray_init": init_seconds}
 
 
-def ray_data_dummy(input_dir: str, output_dir: str, iceberg: bool) -> dict:
-    """The dummy model through Ray Data into Parquet files, or into the Iceberg table bench.scores of a SQLite
-    catalog under output_dir, created empty first (Ray Data's IcebergDatasink.on_write_start loads the table)."""
+def ray_data_dummy(input_dir: str, output_dir: str, table: str) -> dict:
+    """The dummy model through Ray Data into Parquet files (`table` ""), into the Iceberg table bench.scores of a
+    SQLite catalog under output_dir, created empty first (Ray Data's IcebergDatasink.on_write_start loads the
+    table), or into a Delta table at output_dir."""
     import ray
     import ray.data
 
@@ -123,7 +125,13 @@ def ray_data_dummy(input_dir: str, output_dir: str, iceberg: bool) -> dict:
     model = load_model(payload_mb=0)
     ds = ray.data.read_parquet(input_dir, columns=["passenger_count"]).map_batches(model, batch_format="pyarrow",
                                                                                     num_cpus=0.5)
-    if not iceberg:
+    if table == "delta":
+        from deltalake import DeltaTable
+
+        ds.write_delta(output_dir)
+        return {"rows": sum(pa.table(DeltaTable(output_dir).get_add_actions(flatten=True)).column("num_records")
+                            .to_pylist()), "ray_init": init_seconds}
+    if not table:
         ds.write_parquet(output_dir)
         return {"rows": sum(pq.ParquetFile(os.path.join(output_dir, f)).metadata.num_rows
                             for f in os.listdir(output_dir) if f.endswith(".parquet")), "ray_init": init_seconds}
@@ -148,8 +156,8 @@ def main(name: str, input_dir: str, output_dir: str, *extra: str) -> None:
         result = pool(input_dir, output_dir, _torch, _init_torch, (extra[0],))
     elif name == "ray-data":
         result = ray_data(input_dir, output_dir)
-    elif name in ("ray-data-dummy", "ray-data-iceberg"):
-        result = ray_data_dummy(input_dir, output_dir, iceberg=name == "ray-data-iceberg")
+    elif name in ("ray-data-dummy", "ray-data-iceberg", "ray-data-delta"):
+        result = ray_data_dummy(input_dir, output_dir, name.removeprefix("ray-data-dummy").removeprefix("ray-data-"))
     else:
         raise SystemExit(f"unknown baseline {name!r}")
     print(json.dumps(result))

@@ -349,13 +349,14 @@ def incremental(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
             f"model's {rows // 12:,} new rows a night add little.", ""]
 
 
-TABLES_HEADING = "## Iceberg table output: the commit's cost, and Ray Data's write_iceberg"
+TABLES_HEADING = "## Table output (Iceberg, Delta): the commit's cost, and Ray Data's write_iceberg and write_delta"
 DUMMY = "shardscore.models.dummy:load_model"
 
 
-def _into_table(name: str, inp: Path, ray_env: dict[str, str], repeats: int) -> dict:
-    """shardscore into the Iceberg table bench.scores of a fresh SQLite catalog and local warehouse each repeat: the
-    whole process and the table commit's own seconds (the manifest's table.commit_seconds)."""
+def _into_table(name: str, inp: Path, ray_env: dict[str, str], repeats: int, delta: bool) -> dict:
+    """shardscore into a fresh table each repeat, the Iceberg table bench.scores of a SQLite catalog and local
+    warehouse or a local Delta table: the whole process and the table commit's own seconds (the manifest's
+    table.commit_seconds)."""
     walls, commits = [], []
     for i in range(repeats):
         root = OUT / f"table-{i}"
@@ -363,9 +364,10 @@ def _into_table(name: str, inp: Path, ray_env: dict[str, str], repeats: int) -> 
         root.mkdir(parents=True)
         catalog = {"PYICEBERG_CATALOG__BENCH__URI": f"sqlite:///{root}/catalog.db",
                    "PYICEBERG_CATALOG__BENCH__WAREHOUSE": f"file://{root}/warehouse"}
-        cmd = [c.replace("{out}", "iceberg://bench/bench.scores")
+        location = root / "delta" if delta else root / "warehouse" / "bench" / "scores"
+        cmd = [c.replace("{out}", f"delta+{location}" if delta else "iceberg://bench/bench.scores")
                for c in shardscore(inp, DUMMY, "--model-arg", "payload_mb=0")]
-        result = timed(cmd, root / "warehouse" / "bench" / "scores", {**ray_env, **catalog})
+        result = timed(cmd, location, {**ray_env, **catalog})
         walls.append(result["wall"])
         commits.append(result["_manifest"]["table"]["commit_seconds"])
         rows = result["rows"]
@@ -376,32 +378,36 @@ def _into_table(name: str, inp: Path, ray_env: dict[str, str], repeats: int) -> 
 
 
 def tables(inp: Path, ray_env: dict[str, str], rows: int) -> list[str]:
-    """shardscore into a folder and into an Iceberg table, and Ray Data into Parquet and into an Iceberg table
-    (write_iceberg), the dummy model without payload, on the taxi data (12 shards) and on 1,000 shards of 10 rows
-    (where the commit's per-file cost shows); the report's section."""
+    """shardscore into a folder, an Iceberg table and a Delta table, and Ray Data into Parquet, an Iceberg table
+    (write_iceberg) and a Delta table (write_delta), the dummy model without payload, on the taxi data (12 shards)
+    and on 1,000 shards of 10 rows (where the commit's per-file cost shows); the report's section."""
     shards = int(1_000 * SCALE)
     tiny = sample(DATA / f"tiny-{shards}", shards, 10)
     baseline = [sys.executable, str(BENCH / "baselines.py")]
     lines = [TABLES_HEADING, "",
              f"Measured on {time.strftime('%Y-%m-%d')} by bench/run.py `tables` (also part of `make bench`): the dummy "
-             "model without payload (one column, pyarrow), tasks; each table a fresh one in a pyiceberg SQL catalog on "
-             "SQLite with a local warehouse; Ray Data is read_parquet().map_batches(model).write_parquet() or "
-             ".write_iceberg() into an empty table of the same catalog kind. Whole processes against a cluster already "
-             f"up; median of {REPEATS} on the taxi data, one run on the tiny shards.", "",
-             "| data | shardscore folder s | shardscore Iceberg s (its commit s) | Iceberg / folder | Ray Data Parquet s "
-             "| Ray Data Iceberg s | shardscore Iceberg / Ray Data Iceberg |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "model without payload (one column, pyarrow), tasks; each table a fresh one: Iceberg in a pyiceberg SQL "
+             "catalog on SQLite with a local warehouse, Delta in a local folder; Ray Data is read_parquet()"
+             ".map_batches(model).write_parquet(), .write_iceberg() into an empty table of the same catalog kind, or "
+             ".write_delta(). Whole processes against a cluster already up; median of "
+             f"{REPEATS} on the taxi data, one run on the tiny shards.", "",
+             "| data | shardscore folder s | Iceberg s (its commit s) | Iceberg / folder | Delta s (its commit s) | "
+             "Delta / folder | Ray Data Parquet s | Ray Data Iceberg s | Ray Data Delta s | shardscore / Ray Data, "
+             "Iceberg | shardscore / Ray Data, Delta |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, data, repeats in ((f"{rows:,} rows, 12 shards", inp, REPEATS), (f"{shards:,} shards of 10 rows", tiny, 1)):
         folder = median_of(f"shardscore into a folder, {label}",
                            shardscore(data, DUMMY, "--model-arg", "payload_mb=0"), ray_env, repeats)
-        table = _into_table(f"shardscore into an Iceberg table, {label}", data, ray_env, repeats)
-        rd_parquet = median_of(f"Ray Data write_parquet, {label}", [*baseline, "ray-data-dummy", str(data), "{out}"],
-                               ray_env, repeats)
-        rd_iceberg = median_of(f"Ray Data write_iceberg, {label}", [*baseline, "ray-data-iceberg", str(data), "{out}"],
-                               ray_env, repeats)
-        assert folder["rows"] == table["rows"] == rd_parquet["rows"] == rd_iceberg["rows"], "the variants' rows differ"
+        table = _into_table(f"shardscore into an Iceberg table, {label}", data, ray_env, repeats, delta=False)
+        delta = _into_table(f"shardscore into a Delta table, {label}", data, ray_env, repeats, delta=True)
+        rd = {kind: median_of(f"Ray Data {kind}, {label}", [*baseline, f"ray-data-{kind}", str(data), "{out}"],
+                              ray_env, repeats) for kind in ("dummy", "iceberg", "delta")}
+        assert len({folder["rows"], table["rows"], delta["rows"], *(r["rows"] for r in rd.values())}) == 1, \
+            "the variants' rows differ"
         lines.append(f"| {label} | {folder['median_s']:.2f} | {table['median_s']:.2f} ({table['commit_s']:.2f}) | "
-                     f"{ratio(table, folder):.2f} | {rd_parquet['median_s']:.2f} | {rd_iceberg['median_s']:.2f} | "
-                     f"{ratio(table, rd_iceberg):.2f} |")
+                     f"{ratio(table, folder):.2f} | {delta['median_s']:.2f} ({delta['commit_s']:.2f}) | "
+                     f"{ratio(delta, folder):.2f} | {rd['dummy']['median_s']:.2f} | {rd['iceberg']['median_s']:.2f} | "
+                     f"{rd['delta']['median_s']:.2f} | {ratio(table, rd['iceberg']):.2f} | "
+                     f"{ratio(delta, rd['delta']):.2f} |")
     return lines + [""]
 
 

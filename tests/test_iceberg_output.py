@@ -216,8 +216,8 @@ other.append(pa.table({"id": pa.array([-1], pa.int64()), "score": pa.array([-1],
 path = f"{ours.location}/data/shardscore-1/a.parquet"
 pq.write_table(pa.table({"id": pa.array([7], pa.int64()), "score": pa.array([14], pa.int64())}),
                path.removeprefix("file://"))
-print(ours.commit([path], {"shardscore.run-id": "r1"}))
-print(ours.commit([path], {"shardscore.run-id": "r2"}))
+print(ours.commit(["data/shardscore-1/a.parquet"], {"shardscore.run-id": "r1"}, 1))
+print(ours.commit(["data/shardscore-1/a.parquet"], {"shardscore.run-id": "r2"}, 1))
 """
 
 

@@ -16,8 +16,9 @@ from . import model as model_mod
 from .commit import ShardResult, failed
 from .config import RunConfig
 from .errors import ConfigError, InputError
+from .delta import DeltaSource, DeltaTarget, is_delta
 from .iceberg import IcebergInput, IcebergTable, is_table
-from .output import FOLDER, ICEBERG
+from .output import FOLDER, TABLE
 from .planning import Plan, partition_clashes, partition_keys, plan
 from .storage import Location, StorageOptions, ancestry, identity, resolve
 
@@ -29,8 +30,8 @@ class Checked:
     cfg: RunConfig
     input: Location
     output: Location | None
-    table: IcebergTable | None  # when --output names an Iceberg table: its catalog's handle (output.location is its)
-    source: IcebergInput | None  # when --input names an Iceberg table: its snapshot and data files
+    table: IcebergTable | DeltaTarget | None  # when --output names a table: its handle (output.location is its)
+    source: IcebergInput | DeltaSource | None  # when --input names a table: its snapshot or version and data files
     scorer: model_mod.Scorer
     plan: Plan
     problems: list[ShardResult]  # input files that fail before any worker sees them
@@ -38,7 +39,7 @@ class Checked:
 
     @property
     def output_kind(self) -> str:
-        return ICEBERG if self.table is not None else FOLDER
+        return TABLE if self.table is not None else FOLDER
 
 
 def check(cfg: RunConfig, need_output: bool = True) -> Checked:
@@ -68,17 +69,17 @@ def check(cfg: RunConfig, need_output: bool = True) -> Checked:
     return Checked(cfg, in_loc, out_loc, table, source, scorer, the_plan, problems, clock.laps)
 
 
-def input_location(uri: str, storage: StorageOptions) -> tuple[Location, IcebergInput | None]:
-    """Where the input's files are: a folder's (or a file's) own URI, or an Iceberg table's location with the
-    snapshot's data files."""
-    source = IcebergInput(uri) if is_table(uri) else None
+def input_location(uri: str, storage: StorageOptions) -> tuple[Location, IcebergInput | DeltaSource | None]:
+    """Where the input's files are: a folder's (or a file's) own URI, or a table's location with the data files of
+    its snapshot (Iceberg) or version (Delta)."""
+    source = IcebergInput(uri) if is_table(uri) else DeltaSource(uri, storage) if is_delta(uri) else None
     return resolve(source.location if source else uri, storage), source
 
 
-def output_location(uri: str, storage: StorageOptions) -> tuple[Location, IcebergTable | None]:
-    """Where an output's files are: a folder's own URI, or an Iceberg table's location (found in its catalog, with
-    the catalog's handle)."""
-    table = IcebergTable(uri) if is_table(uri) else None
+def output_location(uri: str, storage: StorageOptions) -> tuple[Location, IcebergTable | DeltaTarget | None]:
+    """Where an output's files are: a folder's own URI, or a table's location (an Iceberg table's found in its
+    catalog), with the table's handle."""
+    table = IcebergTable(uri) if is_table(uri) else DeltaTarget(uri, storage) if is_delta(uri) else None
     return resolve(table.location if table else uri, storage), table
 
 

@@ -149,11 +149,13 @@ class RunConfig:
 
     input: str = option("", "Parquet dataset: a local directory, a file, or s3://bucket/prefix (any pyarrow "
                         "filesystem URI works), or an Iceberg table's current snapshot, iceberg://<catalog>/<namespace>."
-                        "<table>, or another with @<snapshot id>; may hold placeholders of --logical-time",
+                        "<table>, or another with @<snapshot id>, or a Delta table's latest version, delta+<location>, "
+                        "or another with @<version>; may hold placeholders of --logical-time",
                         required=True)
     output: str = option("", "where predictions go: a local path or s3://bucket/prefix (any pyarrow filesystem URI "
                          "works), or an Iceberg table, iceberg://<catalog>/<namespace>.<table> (the catalog as "
-                         "pyiceberg's configuration names it); may hold placeholders of --logical-time",
+                         "pyiceberg's configuration names it), or a Delta table, delta+<local path or s3:// URI>; may "
+                         "hold placeholders of --logical-time",
                          required=True)
     logical_time: datetime | None = option(
         None, "the time the run stands for, ISO 8601 (2026-12-03, 2026-12-03T02:00:00Z; no offset: UTC, an offset: "

@@ -6,10 +6,9 @@ The catalog is configured as pyiceberg configures it: `.pyiceberg.yaml`, or `PYI
 files a snapshot holds, and makes the one commit per run that turns the run's committed files into the table's
 shardscore rows; the output's files, records and lease are table_output.py's, as a folder's are folder.py's.
 
-The rows shardscore owns in a table are those of the data files under `<table location>/data/shardscore-*/`: a
-commit adds the run's files there that the table lacks and removes the files there that the run no longer names
-(replaced by --overwrite, or of input files that are gone), in one snapshot whose summary names the run. Other
-writers' files are never touched.
+A commit adds the run's files under tables.OWN_DATA that the table lacks and removes the files there that the run no
+longer names (replaced by --overwrite, or of input files that are gone), in one snapshot whose summary names the
+run. Other writers' files are never touched.
 """
 
 from __future__ import annotations
@@ -21,22 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputError
 from .schema_rule import SchemaGate, schema_text
+from .tables import OWN_DATA, retried_commit
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
 SCHEME = "iceberg://"
-#: The folder of the table's location that holds shardscore's data files, one subfolder per lease generation.
-OWN_DATA = "data/shardscore-"
-#: How many times a commit that lost a race with another writer of the table is recomputed and tried again.
-COMMIT_TRIES = 5
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class CatalogUnavailable(OSError):
-    """The table's commit did not happen: the run's shards stay committed, and a rerun commits them (an OSError,
-    as an output that stopped taking writes: run.Run._publish)."""
 
 
 def is_table(uri: str) -> bool:
@@ -66,8 +57,9 @@ class TableName:
 
 
 class IcebergTable:
-    """One table of a catalog, existing or to be created by the run's commit: found before Ray starts, so that an
-    unknown or unreachable catalog, or a catalog with nowhere to put a new table, is an option error (exit 2)."""
+    """One table of a catalog, existing or to be created by the run's commit (a tables.TableHandle): found before
+    Ray starts, so that an unknown or unreachable catalog, or a catalog with nowhere to put a new table, is an option
+    error (exit 2)."""
 
     def __init__(self, uri: str):
         self.uri, self.name = uri, TableName.parse(uri)
@@ -109,26 +101,26 @@ class IcebergTable:
         return (f"Iceberg table {self.name} (catalog {self.name.catalog}) at {self.location}: "
                 + (f"snapshot {snapshot}" if snapshot else "no snapshot yet"))
 
-    def commit(self, files: list[str], properties: dict[str, str]) -> int | None:
-        """Make `files` (full paths) exactly the table's shardscore data files, in one snapshot tagged with
-        `properties`; creates the namespace and the table (with the first file's schema) when absent. Returns the
-        new snapshot's id, or None when the table already held exactly these files (nothing is committed: a rerun
-        after a commit whose run did not see it finish). A commit that loses a race with another writer is
-        recomputed from the table as it is now (pyiceberg's CommitFailedException) and tried again."""
+    def manifest_entry(self) -> dict[str, Any]:
+        return {"name": str(self.name), "catalog": self.name.catalog, "snapshot_id": self.snapshot_id()}
+
+    def commit(self, relpaths: list[str], properties: dict[str, str], generation: int) -> int | None:
+        """Make `relpaths` exactly the table's shardscore data files, in one snapshot whose summary holds
+        `properties` and the generation; creates the namespace and the table (with the first file's schema) when
+        absent. Returns the new snapshot's id, or None when the table already held exactly these files (nothing is
+        committed: a rerun after a commit whose run did not see it finish). A commit that loses a race with another
+        writer (pyiceberg's CommitFailedException) is recomputed from the table as it is now."""
         from pyiceberg.exceptions import CommitFailedException
 
-        lost: Exception | None = None
-        for attempt in range(COMMIT_TRIES):
-            try:
-                if attempt:
-                    self.table = self._load()
-                return self._commit_once(files, properties)
-            except CommitFailedException as exc:
-                lost = exc
-            except Exception as exc:  # the catalog's database or server, or the warehouse, did not take it
-                raise CatalogUnavailable(f"{self.uri}: the table's commit failed ({type(exc).__name__}: {exc})") from exc
-        raise CatalogUnavailable(f"{self.uri}: the table's commit lost to other writers {COMMIT_TRIES} times in a row "
-                                 f"({lost})") from lost
+        files = sorted(f"{self.location}/{rel}" for rel in relpaths)
+        summary = {**properties, "shardscore.generation": str(generation)}
+
+        def attempt(n: int) -> int | None:
+            if n:
+                self.table = self._load()
+            return self._commit_once(files, summary)
+
+        return retried_commit(attempt, (CommitFailedException,), self.uri)
 
     def _commit_once(self, files: list[str], properties: dict[str, str]) -> int | None:
         if self.table is None and not files:
@@ -209,6 +201,9 @@ class IcebergInput:
         self.snapshot_id = snapshot.snapshot_id
         self.location = table.location().rstrip("/")
         self.files = self._data_files(table)
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {"name": str(self.name), "catalog": self.name.catalog, "snapshot_id": self.snapshot_id}
 
     def _data_files(self, table: "Table") -> frozenset[str]:
         """The snapshot's data files, relative to the table's location; refused: row-level deletes (merge-on-read

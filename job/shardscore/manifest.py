@@ -39,8 +39,7 @@ def build(checked: Checked, rec: Reconciliation, results: list[ShardResult], run
         "status": status,
         "shardscore_version": __version__,
         "input": cfg.input,
-        **({"input_table": {"name": str(checked.source.name), "catalog": checked.source.name.catalog,
-                            "snapshot_id": checked.source.snapshot_id}} if checked.source else {}),
+        **({"input_table": checked.source.manifest_entry()} if checked.source else {}),
         "output": cfg.output,
         **cfg.given_paths().record(),  # the logical time, and --input and --output before it filled them
         "model": {"spec": cfg.model, "args": cfg.model_args, "identity": checked.scorer.identity,

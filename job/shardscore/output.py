@@ -8,7 +8,7 @@ A run asks four things of its output, in this order (docs/design.md has the prot
   a quarantine file no record names);
 - how a run is published (`unpublish` before the first change, `start`, `verify`, then `publish` once).
 A folder of Parquet files with `_SUCCESS` (folder.py) is the first implementation. An Iceberg table
-(table_output.py) is the second: its shards' files go under the table's data location, `commit` keeps the same
+(table_output.py), Iceberg or Delta, is the second: its shards' files go under the table's data location, `commit` keeps the same
 records, and `publish` makes one table commit of exactly the committed files, tagged with the run id, before
 `_SUCCESS`.
 """
@@ -19,12 +19,12 @@ from typing import Any, Protocol
 
 from .commit import Reconciliation, ShardResult
 from .folder import ParquetFolder
-from .iceberg import IcebergTable
 from .planning import Shard
 from .storage import Location
 from .table_output import TableOutput
+from .tables import TableHandle
 
-FOLDER, ICEBERG = "folder", "iceberg"
+FOLDER, TABLE = "folder", "table"
 
 
 class Output(Protocol):
@@ -95,7 +95,7 @@ class Output(Protocol):
         whether an older generation's holder is gone)."""
 
 
-def open_output(loc: Location, generation: int = 0, kind: str = FOLDER, table: IcebergTable | None = None) -> Output:
-    """The output at `loc`: a folder of Parquet files, or the files of an Iceberg table (whose catalog handle `table`
-    only the driver has)."""
-    return TableOutput(loc, generation, table) if kind == ICEBERG else ParquetFolder(loc, generation)
+def open_output(loc: Location, generation: int = 0, kind: str = FOLDER, table: TableHandle | None = None) -> Output:
+    """The output at `loc`: a folder of Parquet files, or the files of a table (whose handle `table` only the driver
+    has)."""
+    return TableOutput(loc, generation, table) if kind == TABLE else ParquetFolder(loc, generation)

@@ -53,7 +53,7 @@ class ScoringJob:
     lease_generation: int = 0  # the run's generation of the output's lease: fences its publishes (check_fence)
     max_bad_rows: float = 0  # rows per shard the model may fail on (quarantine.budget); 0: the first fails the shard
     batch_timeout: float = 0  # seconds a model call may take before its worker process ends (watchdog.py); 0: no bound
-    output_kind: str = FOLDER  # a folder's files, or an Iceberg table's (output.open_output)
+    output_kind: str = FOLDER  # a folder's files, or a table's (output.open_output)
 
     def input(self) -> Location:
         return resolve(self.input_uri, self.storage)

@@ -1,11 +1,11 @@
-"""The second kind of output: an Iceberg table, published by one table commit per run (output.Output).
+"""The second kind of output: a table (Iceberg or Delta), published by one table commit per run (output.Output).
 
 Workers write exactly as into a folder (a Parquet file per shard, atomically and fenced by the lease, then its commit
 record), with the files under the table's location:
     data/shardscore-<generation>/<relpath>.parquet   the shard's predictions: a file per run that wrote it, never
                                                      rewritten once written, since a snapshot may name it
     _rejected/, _shardscore/, _manifest.json, _SUCCESS   as in a folder (folder.py): no snapshot names them
-`publish` makes the table's shardscore files exactly the committed shards' (iceberg.IcebergTable.commit) before it
+`publish` makes the table's shardscore files exactly the committed shards' (tables.TableHandle.commit) before it
 writes `_SUCCESS`: readers of the table see the previous snapshot until then, and this run's rows all at once after.
 A file that no record names any more (a shard redone) is left in place: an older snapshot may still read it, and
 the table's own maintenance (expire snapshots, remove orphan files) removes it.
@@ -20,17 +20,17 @@ import pyarrow.fs as pafs
 
 from .commit import Reconciliation, ShardResult, file_problem, reconcile
 from .folder import ParquetFolder
-from .iceberg import OWN_DATA, IcebergTable
 from .planning import REJECTED_DIR, Shard
 from .schema_rule import SchemaGate
 from .storage import Location, list_files
+from .tables import OWN_DATA, TableHandle
 
 
 class TableOutput(ParquetFolder):
-    """A table's files, records and lease under its location. `table` is the catalog's handle, which only the driver
-    has (workers write files and records, never to the catalog)."""
+    """A table's files, records and lease under its location. `table` is the table's handle, which only the driver
+    has (workers write files and records, never a table commit)."""
 
-    def __init__(self, loc: Location, generation: int = 0, table: IcebergTable | None = None):
+    def __init__(self, loc: Location, generation: int = 0, table: TableHandle | None = None):
         super().__init__(loc, generation)
         self.table = table
 
@@ -77,14 +77,11 @@ class TableOutput(ParquetFolder):
         folder's; a run that did not succeed commits nothing to the table."""
         if success:
             assert self.table is not None, "only the driver publishes"
-            files = sorted(f"{self.table.location}/{s['output']}" for s in manifest["shards"]
-                           if s["status"] == "committed" and s.get("output"))
+            files = [s["output"] for s in manifest["shards"] if s["status"] == "committed" and s.get("output")]
             started = time.monotonic()
-            snapshot = self.table.commit(files, {"shardscore.run-id": manifest["run_id"],
-                                                 "shardscore.model-identity": manifest["model"]["identity"],
-                                                 "shardscore.shards": str(len(files))})
-            manifest["table"] = {"name": str(self.table.name), "catalog": self.table.name.catalog,
-                                 "snapshot_id": self.table.snapshot_id(),
-                                 "committed_now": snapshot is not None,
+            version = self.table.commit(files, {"shardscore.run-id": manifest["run_id"],
+                                                "shardscore.model-identity": manifest["model"]["identity"],
+                                                "shardscore.shards": str(len(files))}, self.generation)
+            manifest["table"] = {**self.table.manifest_entry(), "committed_now": version is not None,
                                  "commit_seconds": round(time.monotonic() - started, 3)}
         super().publish(manifest, success)
