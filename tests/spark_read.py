@@ -1,0 +1,33 @@
+"""Reads tables with Apache Spark, an engine independent of the libraries shardscore writes them with: Iceberg's
+Spark runtime and Delta Lake's reference implementation (delta-spark), fetched by Spark from Maven Central into
+~/.ivy2 on first use. Run as `python spark_read.py '<json list of reads>'` (a process of its own: the JVM stays out
+of pytest's); each read is {"format": "iceberg"|"delta", "path": ..., "options": {...}}. Prints, as its last line,
+a JSON list of [[id, score], ...] per read, in order."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+#: Spark 3.5 (pyspark in requirements-dev.lock) with the runtimes built for it.
+PACKAGES = "org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:1.10.1,io.delta:delta-spark_2.12:3.3.2"
+
+
+def main(reads: list[dict]) -> None:
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[1]").config("spark.jars.packages", PACKAGES)
+             .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+             .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+             .config("spark.sql.shuffle.partitions", "1").config("spark.ui.enabled", "false").getOrCreate())
+    results = []
+    for read in reads:
+        # An Iceberg table by its metadata file (Iceberg's HadoopTables loads a *.metadata.json path as it is).
+        frame = spark.read.format(read["format"]).options(**read.get("options", {})).load(read["path"])
+        results.append(sorted([row["id"], row["score"]] for row in frame.select("id", "score").collect()))
+    spark.stop()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))
