@@ -194,12 +194,18 @@ POSTGRES_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 
 @dataclass
 class PostgresServer:
-    """A PostgreSQL server of the tests' own (trust authentication, on loopback), run as the `postgres` user under
-    root since the server refuses to run as root."""
+    """A PostgreSQL server of the tests' own (trust authentication on loopback; from `address`, a password), run as
+    the `postgres` user under root since the server refuses to run as root."""
 
     port: int
     process: subprocess.Popen
     root: Path
+    address: str = "127.0.0.1"
+    password: str = ""
+
+    def uri_from(self, database: str) -> str:
+        """How a client elsewhere (a pod) reaches `database`: through `address`, with the password."""
+        return f"postgresql+psycopg2://postgres:{self.password}@{self.address}:{self.port}/{database}"
 
     def database(self, name: str) -> str:
         """A new database `name`, as an SQLAlchemy URI (psycopg2, as pyiceberg's sql-postgres extra installs)."""
@@ -222,8 +228,9 @@ class PostgresServer:
             self.process.kill()
 
 
-def start_postgres(root: Path) -> PostgresServer:
-    """initdb into root/data, then `postgres` on a free loopback port until it answers."""
+def start_postgres(root: Path, address: str = "127.0.0.1") -> PostgresServer:
+    """initdb into root/data, then `postgres` on a free port of loopback (and of `address`, where clients give the
+    password it sets) until it answers."""
     bin_dir = POSTGRES_BINS[-1].parent
     user = "postgres" if os.geteuid() == 0 else None
     if user:
@@ -231,9 +238,14 @@ def start_postgres(root: Path) -> PostgresServer:
     data, log_path = root / "data", root / "postgres.log"
     subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "--no-sync"],
                    check=True, capture_output=True, user=user)
+    password = secrets.token_hex(16) if address != "127.0.0.1" else ""
+    if password:  # after initdb's own lines (loopback trusted): any other client gives the password
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write("host all all 0.0.0.0/0 scram-sha-256\n")
     port = free_port()
+    listen = ",".join(dict.fromkeys(["127.0.0.1", address]))
     proc = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
-                             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                             "-c", f"listen_addresses={listen}", "-c", "fsync=off"],
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, user=user)
 
     def up() -> bool:
@@ -243,7 +255,10 @@ def start_postgres(root: Path) -> PostgresServer:
             return s.connect_ex(("127.0.0.1", port)) == 0
 
     wait_for(up, 60, f"PostgreSQL on 127.0.0.1:{port}")
-    return PostgresServer(port, proc, root)
+    if password:
+        subprocess.run([str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c",
+                        f"ALTER USER postgres PASSWORD '{password}'"], check=True, capture_output=True)
+    return PostgresServer(port, proc, root, address, password)
 
 
 def _node_args(cluster: RayCluster) -> list[str]:

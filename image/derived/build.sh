@@ -35,10 +35,12 @@ for source in "$@"; do
 done
 # Constraints may not name extras (ray[default]): the pins without them.
 sed 's/\[[^]]*\]//' "$root/requirements.lock" >"$ctx/constraints.txt"
+# The requirements as given go to the image too: a wheel alone loses their extras (pyiceberg[sql-postgres]).
+printf '%s\n' "${reqs[@]}" >"$ctx/wheels/requirements.txt"
 if ((${#reqs[@]})); then
   pip_wheel --no-deps --constraint "$ctx/constraints.txt" --wheel-dir "$ctx/wheels/own" "${reqs[@]}"
 fi
-pip_wheel --constraint "$ctx/constraints.txt" --wheel-dir "$ctx/wheels/deps" "$ctx"/wheels/own/*.whl
+pip_wheel --constraint "$ctx/constraints.txt" --wheel-dir "$ctx/wheels/deps" "$ctx"/wheels/own/*.whl ${reqs[@]+"${reqs[@]}"}
 cp "$here/Dockerfile" "$ctx/Dockerfile"
 docker build -q --build-arg "SHARDSCORE_IMAGE=$base" -t "$ref" "$ctx" >&2
 echo "$ref"

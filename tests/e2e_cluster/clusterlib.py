@@ -479,6 +479,19 @@ def committed_shards(s3: HostS3, bucket: str, prefix: str) -> int:
     return len([k for k in s3.keys(bucket, f"{prefix}/_shardscore/commits") if k.endswith(".json")])
 
 
+def mid_run(kube: Kube, s3: HostS3, ns: str, rayjob: str, output: str, most: int = 8) -> int:
+    """Waits until the run into s3://<ns>/<output> has committed at least 2 shards and at most `most`; returns how
+    many. Fails at once when the RayJob finished first (-1)."""
+    def committed() -> int:
+        job = kube.get("rayjob", rayjob, ns)
+        if rayjob_finished(job):
+            return -1
+        return committed_shards(s3, ns, output) if rayjob_status(job) == "Running/RUNNING" else 0
+
+    return wait_for(committed, lambda n: 2 <= n <= most, 300, f"RayJob {rayjob} to be in the middle of its run",
+                    fail=lambda n: n > most or n < 0, interval=1)
+
+
 def assert_exact(s3: HostS3, data: Dataset, output_prefix: str) -> dict:
     """Every input row scored exactly once, traced by its row_id (--key-columns row_id); `_SUCCESS` and the manifest
     present; the files of the output are exactly the manifest's; every score is the dummy model's (passenger_count

@@ -11,8 +11,8 @@ import time
 import pytest
 import yaml
 
-from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, assert_exact, committed_shards, fullname, job_logs,
-                         log, manifest_of, raycluster_ready, rayjob_finished, rayjob_status, rayjob_succeeded, rerun,
+from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, assert_exact, fullname, job_logs, log, manifest_of,
+                         mid_run, raycluster_ready, rayjob_finished, rayjob_status, rayjob_succeeded, rerun,
                          slow_model_values, values_args, wait_for, write_input)
 
 SHARDS = 10
@@ -25,13 +25,6 @@ def install(helm, s3, ns: str, release: str, data, output: str, values_file, **e
          *values_args([CI_VALUES / values_file, E2E_VALUES / "small-nodes.yaml"], sets))
     log(f"helm install {release} ({values_file}, slow model: 1.5 s per batch of 500 rows)")
     return fullname(release)
-
-
-def mid_run(kube, s3, ns: str, rayjob: str, output: str, shards: int = SHARDS, most: int = SHARDS - 2) -> int:
-    """Waits until the run has committed at least 2 shards and at most `most`; returns how many."""
-    return wait_for(lambda: committed_shards(s3, ns, output) if rayjob_status(kube.get("rayjob", rayjob, ns))
-                    == "Running/RUNNING" else 0, lambda n: 2 <= n <= most, 300,
-                    f"RayJob {rayjob} to be in the middle of its run", fail=lambda n: n > most, interval=1)
 
 
 def new_head_ready(kube, ns: str, cluster: str, old_head: str) -> bool:
@@ -116,7 +109,7 @@ def test_the_head_pod_deleted_mid_run_the_rerun_completes_exact_without_duplicat
     wait_for(lambda: kube.get("raycluster", name, ns), raycluster_ready, 300, f"RayCluster {name} to be ready")
     waiting = wait_for(lambda: unschedulable(kube, ns, name, "cpu"), bool, 120,
                        "a CPU worker the full node has no room for")
-    done = mid_run(kube, s3, ns, name, "output", shards, most=shards // 2)
+    done = mid_run(kube, s3, ns, name, "output", most=shards // 2)
     head = kube.items("pods", ns, f"ray.io/cluster={name},ray.io/node-type=head")[0]["metadata"]["name"]
     kube("-n", ns, "delete", "pod", head, "--grace-period=1", "--wait=false")
     killed_at = time.time()

@@ -20,9 +20,9 @@ import re
 import time
 
 from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, Dataset, assert_exact, committed_shards, fullname,
-                         job_condition, job_logs, log, manifest_of, raycluster_ready, rayjob_finished, rayjob_succeeded,
-                         slow_model_values, utc_stamp, values_args, wait_for, write_input)
-from .test_faults import lease, mid_run
+                         job_condition, job_logs, log, manifest_of, mid_run, raycluster_ready, rayjob_finished,
+                         rayjob_succeeded, slow_model_values, utc_stamp, values_args, wait_for, write_input)
+from .test_faults import lease
 from .test_schedules import Ticks, ray_jobs
 
 SHARDS = 8
@@ -62,7 +62,7 @@ def test_helm_uninstall_mid_run_aborts_in_grace_and_the_reinstall_completes_exac
     data = write_input(s3, ns, "input", shards=SHARDS, rows=2000)
     name = install(helm, s3, ns, "gone", "cpu-values.yaml", data, "output")
     wait_for(lambda: kube.get("raycluster", name, ns), raycluster_ready, 300, f"RayCluster {name} to be ready")
-    done = mid_run(kube, s3, ns, name, "output", SHARDS, most=SHARDS - 3)
+    done = mid_run(kube, s3, ns, name, "output", most=SHARDS - 3)
     helm("uninstall", "gone", "-n", ns)
     log(f"helm uninstall with {done}/{SHARDS} shards committed")
     wait_for(lambda: pods_gone(kube, ns, name) and kube.get("raycluster", name, ns) is None, bool, 240,
@@ -80,7 +80,7 @@ def test_kubectl_delete_rayjob_mid_run_aborts_in_grace_and_the_rerun_completes_e
     ns = s3_namespace.name
     data = write_input(s3, ns, "input", shards=SHARDS, rows=2000)
     name = install(helm, s3, ns, "deleted", "ephemeral-values.yaml", data, "output")
-    done = mid_run(kube, s3, ns, name, "output", SHARDS, most=SHARDS - 3)
+    done = mid_run(kube, s3, ns, name, "output", most=SHARDS - 3)
     old = kube.get("rayjob", name, ns)
     cluster = old["status"]["rayClusterName"]
     kube("-n", ns, "delete", "rayjob", name, "--wait=false")

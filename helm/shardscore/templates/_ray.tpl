@@ -43,6 +43,31 @@ standalone RayCluster and by RayJobs that bring their own cluster (rayClusterSpe
 {{- end }}
 {{- end }}
 
+{{/* pyiceberg's configuration of values.icebergCatalog, for the driver on the head (empty when no name is set). */}}
+{{- define "shardscore.icebergCatalogEnv" -}}
+{{- with .Values.icebergCatalog }}
+{{- if .name }}
+{{- $prefix := printf "PYICEBERG_CATALOG__%s__" (upper .name) }}
+{{- if .uriSecret.name }}
+- name: {{ $prefix }}URI
+  valueFrom:
+    secretKeyRef: {name: {{ .uriSecret.name | quote }}, key: {{ .uriSecret.key | quote }}}
+{{- else if .uri }}
+- name: {{ $prefix }}URI
+  value: {{ .uri | quote }}
+{{- end }}
+{{- with .warehouse }}
+- name: {{ $prefix }}WAREHOUSE
+  value: {{ . | quote }}
+{{- end }}
+{{- range $key, $value := .properties }}
+- name: {{ $prefix }}{{ $key | upper | replace "." "__" | replace "-" "_" }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/*
 The env list of a Ray container as YAML text; call with (dict "root" $ "group" <values> "gpu" bool "kind" K). Shared with
 _validate.tpl, which checks the head's env against KubeRay's rules.
@@ -56,6 +81,9 @@ _validate.tpl, which checks the head's env against KubeRay's rules.
 {{- if eq (.kind | default "") "head" }}
 {{- /* The driver runs on the head under Ray's job supervisor: its stop wait must outlast --grace-period. */}}
 {{- $env = printf "%s\n- name: RAY_JOB_STOP_WAIT_TIME_S\n  value: %s" $env (include "shardscore.jobStopWait" .root | quote) | trim }}
+{{- with include "shardscore.icebergCatalogEnv" .root | trim }}
+{{- $env = printf "%s\n%s" $env . | trim }}
+{{- end }}
 {{- end }}
 {{- with .group.env }}
 {{- $env = printf "%s\n%s" $env (toYaml .) | trim }}
