@@ -1,22 +1,20 @@
 """Issue 20 §4, tables on the cluster: the chart's RayJob scores into an Iceberg table whose catalog is PostgreSQL on
 the host (pyiceberg's SQL catalog; its URI, with the password, from a Secret through values.icebergCatalog) and whose
-warehouse is the host's S3. The pods run shardscore's image derived with pyiceberg (image/derived/build.sh, as the
-README says). Worker pods deleted in the middle of the run: the table still gets each input row exactly once, in one
-snapshot tagged with the run.
+warehouse is the host's S3; the image holds pyiceberg. Worker pods deleted in the middle of the run: the table still
+gets each input row exactly once, in one snapshot tagged with the run.
 """
 
 from __future__ import annotations
 
 import uuid
-from importlib.metadata import version
 
 import pytest
 
 from support import make_tempdir, start_postgres, stop_process
 
-from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, S3_CREDENTIALS, build_derived_image, fullname, log,
-                         load_into_nodes, manifest_of, mid_run, raycluster_ready, rayjob_finished, rayjob_succeeded,
-                         skip_without_base_image, slow_model_values, values_args, wait_for, write_input)
+from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, S3_CREDENTIALS, fullname, log, manifest_of, mid_run,
+                         raycluster_ready, rayjob_finished, rayjob_succeeded, slow_model_values, values_args, wait_for,
+                         write_input)
 
 SHARDS = 10
 
@@ -32,18 +30,13 @@ def postgres_on_host(target):
 
 def test_an_iceberg_table_on_postgresql_and_s3_gets_each_row_once_though_workers_are_deleted_mid_run(
         kube, helm, s3, s3_namespace, postgres_on_host, monkeypatch):
-    skip_without_base_image()
     ns = s3_namespace.name
     database = f"lake_{uuid.uuid4().hex[:8]}"
     local_uri = postgres_on_host.database(database)
     kube.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lake-catalog", "namespace": ns},
                  "stringData": {"uri": postgres_on_host.uri_from(database)}}])
-    ref = f"shardscore-iceberg:e2e-{uuid.uuid4().hex[:6]}"
-    build_derived_image(ref, f"pyiceberg[sql-postgres]=={version('pyiceberg')}")
-    load_into_nodes(ref)
     data = write_input(s3, ns, "input", shards=SHARDS, rows=2000)
-    repository, tag = ref.split(":")
-    sets = {"image.repository": repository, "image.tag": tag, "objectStore.endpoint": s3.endpoint,
+    sets = {"objectStore.endpoint": s3.endpoint,
             "icebergCatalog.name": "lake", "icebergCatalog.uriSecret.name": "lake-catalog",
             "icebergCatalog.warehouse": f"s3://{ns}/warehouse",
             "icebergCatalog.properties": {"s3.endpoint": s3.endpoint},
