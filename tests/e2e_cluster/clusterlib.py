@@ -492,6 +492,20 @@ def mid_run(kube: Kube, s3: HostS3, ns: str, rayjob: str, output: str, most: int
                     fail=lambda n: n > most or n < 0, interval=1)
 
 
+def workers_deleted_mid_run(kube: Kube, s3: HostS3, ns: str, name: str, output: str) -> list[str]:
+    """The release `name`'s CPU worker pods deleted (1 s of grace) in the middle of its run into s3://<ns>/<output>;
+    waits for the RayJob to succeed all the same, and returns the deleted pods' names."""
+    wait_for(lambda: kube.get("raycluster", name, ns), raycluster_ready, 300, f"RayCluster {name} to be ready")
+    done = mid_run(kube, s3, ns, name, output)
+    workers = [p["metadata"]["name"] for p in kube.items("pods", ns, f"ray.io/cluster={name},ray.io/group=cpu")]
+    assert workers, "no CPU worker pod"
+    kube("-n", ns, "delete", "pod", *workers, "--grace-period=1", "--wait=false")
+    log(f"deleted worker pods {workers} with {done} shards committed")
+    final = wait_for(lambda: kube.get("rayjob", name, ns), rayjob_finished, 600, f"RayJob {name} to finish")
+    assert rayjob_succeeded(final), final["status"]
+    return workers
+
+
 def assert_exact(s3: HostS3, data: Dataset, output_prefix: str) -> dict:
     """Every input row scored exactly once, traced by its row_id (--key-columns row_id); `_SUCCESS` and the manifest
     present; the files of the output are exactly the manifest's; every score is the dummy model's (passenger_count

@@ -13,7 +13,7 @@ import yaml
 
 from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, assert_exact, fullname, job_logs, log, manifest_of,
                          mid_run, raycluster_ready, rayjob_finished, rayjob_status, rayjob_succeeded, rerun,
-                         slow_model_values, values_args, wait_for, write_input)
+                         slow_model_values, values_args, wait_for, workers_deleted_mid_run, write_input)
 
 SHARDS = 10
 
@@ -42,14 +42,7 @@ def test_a_worker_pod_deleted_mid_run_the_run_still_completes_exact(kube, helm, 
     ns = s3_namespace.name
     data = write_input(s3, ns, "input", shards=SHARDS, rows=2000)
     name = install(helm, s3, ns, "workers", data, "output", "cpu-values.yaml")
-    wait_for(lambda: kube.get("raycluster", name, ns), raycluster_ready, 300, f"RayCluster {name} to be ready")
-    done = mid_run(kube, s3, ns, name, "output")
-    workers = [p["metadata"]["name"] for p in kube.items("pods", ns, f"ray.io/cluster={name},ray.io/group=cpu")]
-    assert workers, "no CPU worker pod"
-    kube("-n", ns, "delete", "pod", *workers, "--grace-period=1", "--wait=false")
-    log(f"deleted worker pods {workers} with {done}/{SHARDS} shards committed")
-    final = wait_for(lambda: kube.get("rayjob", name, ns), rayjob_finished, 600, f"RayJob {name} to finish")
-    assert rayjob_succeeded(final), final["status"]
+    workers = workers_deleted_mid_run(kube, s3, ns, name, "output")
     manifest = assert_exact(s3, data, "output")
     after = {s["worker"]["hostname"] for s in manifest["shards"]}
     assert after - set(workers), f"no shard was scored by a worker started after the deletion: {after}"

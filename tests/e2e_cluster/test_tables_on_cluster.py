@@ -12,9 +12,8 @@ import pytest
 
 from support import make_tempdir, start_postgres, stop_process
 
-from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, S3_CREDENTIALS, fullname, log, manifest_of, mid_run,
-                         raycluster_ready, rayjob_finished, rayjob_succeeded, slow_model_values, values_args, wait_for,
-                         write_input)
+from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, S3_CREDENTIALS, fullname, log, manifest_of,
+                         slow_model_values, values_args, workers_deleted_mid_run, write_input)
 
 SHARDS = 10
 
@@ -44,16 +43,8 @@ def test_an_iceberg_table_on_postgresql_and_s3_gets_each_row_once_though_workers
             "job.batchSize": 500, **slow_model_values(delay=1.5)}
     helm("install", "lake", str(CHART), "-n", ns,
          *values_args([CI_VALUES / "cpu-values.yaml", E2E_VALUES / "small-nodes.yaml"], sets))
-    name = fullname("lake")
-    wait_for(lambda: kube.get("raycluster", name, ns), raycluster_ready, 300, f"RayCluster {name} to be ready")
     table_prefix = "warehouse/scores/taxi"
-    done = mid_run(kube, s3, ns, name, table_prefix)
-    workers = [p["metadata"]["name"] for p in kube.items("pods", ns, f"ray.io/cluster={name},ray.io/group=cpu")]
-    assert workers, "no CPU worker pod"
-    kube("-n", ns, "delete", "pod", *workers, "--grace-period=1", "--wait=false")
-    log(f"deleted worker pods {workers} with {done}/{SHARDS} shards committed")
-    final = wait_for(lambda: kube.get("rayjob", name, ns), rayjob_finished, 600, f"RayJob {name} to finish")
-    assert rayjob_succeeded(final), final["status"]
+    workers = workers_deleted_mid_run(kube, s3, ns, fullname("lake"), table_prefix)
 
     for key, value in S3_CREDENTIALS.items():
         monkeypatch.setenv(key, value)
