@@ -4,10 +4,12 @@ else; a URI with a password comes from a Secret, and values that pyiceberg could
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import chartlib as c
-from chartlib import CPU, EPHEMERAL
+from chartlib import CPU, CRONJOB, EPHEMERAL
 
 CATALOG = ["icebergCatalog.name=lake", "icebergCatalog.uriSecret.name=lake-catalog",
            "icebergCatalog.warehouse=s3://lake/warehouse", "icebergCatalog.properties.s3\\.endpoint=http://minio:9000",
@@ -54,3 +56,11 @@ def test_a_plain_uri_without_a_secret_and_no_catalog_by_default():
 ])
 def test_catalog_values_pyiceberg_could_not_use_are_refused_naming_the_field(sets, said):
     assert said in c.render_error([CPU], sets)
+
+
+@pytest.mark.parametrize("output", ["iceberg://lake/scores.taxi", "delta+s3://lake/scores"])
+def test_a_scheduled_table_output_needs_the_incremental_layout(output):
+    """perTick would make each tick's output <table>/run=<time>, which names no table (k8s/tick.py, run_output)."""
+    assert "scheduleLayout perTick: job.output is a table" in c.render_error([CRONJOB], [f"job.output={output}"])
+    tick = c.tick_config(c.render([CRONJOB], [f"job.output={output}", "scheduleLayout=incremental"]))
+    assert output in json.dumps(tick)

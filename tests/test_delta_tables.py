@@ -243,3 +243,17 @@ def test_a_version_is_scored_file_by_file_and_a_newer_one_is_handled_as_changed_
     r = _run(shardscore, f"delta+{source}@0", f"delta+{tmp_path / 'first'}", 2)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert rows(tmp_path / "first") == {i: 2 * i for i in range(400)}
+
+
+def test_incremental_runs_into_a_table_add_the_new_files_rows_and_remove_the_gone_ones(shardscore, tmp_path: Path):
+    """What a scheduled release with scheduleLayout incremental does at each tick, into one table."""
+    inp, out = _input(tmp_path), tmp_path / "table"
+    assert _run(shardscore, inp, f"delta+{out}", 2, "--incremental").returncode == 0
+    ids = np.arange(FILES * ROWS, (FILES + 1) * ROWS, dtype=np.int64)
+    pq.write_table(pa.table({"id": ids, "x": ids.astype(np.float64)}), inp / "part-new.parquet")
+    r = _run(shardscore, inp, f"delta+{out}", 2, "--incremental")
+    assert r.returncode == 0 and f"{ROWS} rows scored this run" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    (inp / "part-0.parquet").unlink()
+    assert _run(shardscore, inp, f"delta+{out}", 2, "--incremental").returncode == 0
+    assert DeltaTable(str(out)).version() == 2
+    assert rows(out) == {i: 2 * i for i in range(ROWS, (FILES + 1) * ROWS)}

@@ -172,6 +172,9 @@ scheduled run fills, from its tick's time (the CronJob tick; a RayCronJob child 
 {{- if and (ne $v.scheduleLayout "perTick") (not $v.schedule) }}
 {{- fail (printf "scheduleLayout %s: applies to scheduled releases; set schedule" $v.scheduleLayout) }}
 {{- end }}
+{{- if and $v.schedule (eq $v.scheduleLayout "perTick") (or (hasPrefix "iceberg://" $v.job.output) (hasPrefix "delta+" $v.job.output)) }}
+{{- fail "scheduleLayout perTick: job.output is a table (iceberg://, delta+), and a tick's run would write <job.output>/run=<time>, which names no table; use scheduleLayout incremental, where every tick commits into the one table" }}
+{{- end }}
 {{- if and (eq $v.scheduleLayout "perDate") (not (contains "{" $v.job.output)) }}
 {{- fail "scheduleLayout perDate: job.output needs a placeholder of the tick's date, e.g. s3://bucket/scores/date={date}" }}
 {{- end }}
