@@ -142,11 +142,10 @@ class DeltaTarget:
                 raise TableUnavailable(f"{self.uri}: a newer shardscore run (lease generation {newer}) has committed "
                                        f"to the table since this one (generation {generation}) took the output: "
                                        "this run's commit is refused")
-            current = self._own_files()
+            current, wanted = self._own_files(), set(relpaths)
             added = [rel for rel in relpaths if rel not in current]
             now = int(time.time() * 1000)
-            removed = [RemoveAction(rel, True, now, size, {}) for rel, size in current.items()
-                       if rel not in set(relpaths)]
+            removed = [RemoveAction(rel, True, now, size, {}) for rel, size in current.items() if rel not in wanted]
             if not added and not removed:
                 return None
             self.table.create_write_transaction([*self._add_actions(added), *removed], mode="append",
