@@ -178,8 +178,25 @@ class RayCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def ray(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True, text=True,
-                              check=check, timeout=timeout)
+        """`ray <args>`; with `check`, a failure raises naming what the CLI printed (CalledProcessError hides it)."""
+        done = subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"ray {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def jobs_api_ready(self) -> bool:
+        """The Jobs API can take a submission: the dashboard answers, and the head's dashboard agent has registered
+        its address, which JobHead._get_head_node_agent (ray/dashboard/modules/job/job_head.py) waits for only
+        10 s (WAIT_AVAILABLE_AGENT_TIMEOUT) before failing the submission. In a process with the cluster's
+        environment, which holds its auth token."""
+        key = f"DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX:{self.node_ids['head']}"  # JobHead._fetch_agent_info's key
+        script = ("import sys\nfrom ray._raylet import GcsClient\nfrom ray.job_submission import JobSubmissionClient\n"
+                  f"JobSubmissionClient({self.dashboard!r})\n"
+                  f"sys.exit(0 if GcsClient(address={self.address!r}).internal_kv_get({key.encode()!r}, "
+                  "namespace=b'dashboard') else 1)")
+        return subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True,
+                              timeout=60).returncode == 0
 
     def nodes(self) -> list[dict]:
         script = "import json, ray; ray.init(); print(json.dumps(ray.nodes()))"
@@ -295,6 +312,7 @@ def start_ray_cluster(temp_dir: Path, own_temp_dirs: bool = False, **env: str) -
     for node in wait_for(all_nodes, 120, "3 live Ray nodes", interval=1):
         role = next(r for r in ("head", "cpu_group", "gpu_group") if r in node["Resources"])
         cluster.node_ids[role] = node["NodeID"]
+    wait_for(cluster.jobs_api_ready, 120, "the Jobs API (dashboard and the head's agent)", interval=0.5)
     return cluster
 
 
