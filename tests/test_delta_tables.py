@@ -182,6 +182,18 @@ def test_a_delta_table_that_cannot_be_used_is_refused_before_ray(cli, tmp_path: 
     assert "Started a local Ray" not in r.stderr and not (tmp_path / "out").exists()
 
 
+def test_an_existing_table_the_predictions_do_not_fit_is_refused_before_ray_naming_the_columns(cli, tmp_path: Path):
+    table = tmp_path / "table"
+    write_deltalake(str(table), pa.table({"id": pa.array([1], pa.int64()), "label": pa.array(["a"])}))
+    r = cli("run", "--input", str(_input(tmp_path)), "--output", f"delta+{table}", *MODEL, "--model-arg", "factor=2")
+    where = f"the Delta table {table}"
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert (f"column 'label' (string) of {where} is not among the predictions' columns; column 'score' (int64) of "
+            f"the predictions is not in {where}") in r.stderr, r.stderr[-3000:]
+    assert "Started a local Ray" not in r.stderr
+    assert DeltaTable(str(table)).version() == 0 and not (table / "data").exists()
+
+
 def test_plan_says_what_the_run_would_create_and_writes_nothing(cli, tmp_path: Path):
     out = tmp_path / "table"
     r = cli("plan", "--input", str(_input(tmp_path)), "--output", f"delta+{out}", *MODEL, "--model-arg", "factor=2")

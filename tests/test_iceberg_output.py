@@ -261,6 +261,27 @@ def test_a_new_table_in_a_catalog_without_a_warehouse_is_refused_before_ray_nami
     assert r.returncode == 2 and "PYICEBERG_CATALOG__T__WAREHOUSE" in r.stderr, r.stderr[-3000:]
 
 
+@pytest.mark.parametrize("columns, said", [
+    ([("id", pa.int64()), ("score", pa.string())],
+     "column 'score' is int64 in the predictions but large_string in the Iceberg table scores.taxi"),
+    ([("id", pa.int32()), ("score", pa.int64())],
+     "column 'id' is int64 in the predictions but int32 in the Iceberg table scores.taxi"),
+])
+def test_an_existing_table_the_predictions_do_not_fit_is_refused_before_ray_naming_the_column_and_types(
+        cli, tmp_path: Path, columns, said):
+    """The model scores the first rows in the driver (table_fit); the run stops there with exit 2, and the table
+    keeps no snapshot and no file of it."""
+    catalog = Catalog(tmp_path)
+    cat = catalog.load()
+    cat.create_namespace("scores")
+    cat.create_table("scores.taxi", pa.schema(columns))
+    r = cli("run", "--input", str(_input(tmp_path)), "--output", "iceberg://t/scores.taxi", "--model",
+            "scale_model:load_model", "--model-arg", "factor=2", "--key-columns", "id", env=catalog.env)
+    assert r.returncode == 2 and said in r.stderr and "do not fit the existing table" in r.stderr, r.stderr[-3000:]
+    assert "Started a local Ray" not in r.stderr
+    assert catalog.table().snapshots() == [] and not (_table_dir(catalog) / "data").exists()
+
+
 @pytest.mark.s3
 def test_a_table_whose_warehouse_is_on_s3(shardscore, s3, tmp_path: Path):
     bucket, _ = s3.new_bucket("iceberg")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
 
 import pyarrow.fs as pafs
 
-from . import latest, manifest, runlog
+from . import latest, manifest, runlog, table_fit
 from . import model as model_mod
 from .checks import Checked, Stopwatch, check
 from .commit import Reconciliation, ShardResult, SourceLedger, failed, options_identity
@@ -74,6 +74,21 @@ def model_columns(scorer: model_mod.Scorer, key_columns: list[str], the_plan: Pl
     return tuple(the_plan.schema.names) if the_plan.schema is not None else ()
 
 
+def scoring_job(checked: Checked, run_id: str = "", generation: int = 0) -> ScoringJob:
+    """What every shard of the run shares; the run id and lease generation once the lease is taken."""
+    cfg = checked.cfg
+    assert checked.output is not None
+    return ScoringJob(input_uri=checked.input.uri, output_uri=checked.output.uri, storage=StorageOptions(cfg.s3_endpoint),
+                      model_identity=checked.scorer.identity, output_options=options_identity(cfg.key_columns),
+                      key_columns=tuple(cfg.key_columns), batch_size=cfg.batch_size,
+                      casts=tuple(sorted(checked.plan.casts.items())), run_id=run_id,
+                      overlap=cfg.overlap == "on" or (cfg.overlap == "auto" and checked.scorer.has_device),
+                      partition_keys=tuple(partition_keys(s.relpath for s in checked.plan.shards).items()),
+                      columns=model_columns(checked.scorer, cfg.key_columns, checked.plan),
+                      lease_generation=generation, max_bad_rows=cfg.max_bad_rows,
+                      batch_timeout=cfg.batch_timeout or 0, output_kind=checked.output_kind)
+
+
 def plan_view(cfg: RunConfig) -> PlanView:
     """What `plan` shows: no lease is taken and nothing is written."""
     checked = check(cfg, need_output=bool(cfg.output))
@@ -130,7 +145,11 @@ class Run:
         clock = Stopwatch()
         # Pickled now, so that a model that cannot reach the workers is named before Ray starts; a --pool run
         # pickles it only when the pool does not hold it already (a warm pool's run sends nothing).
-        self.model_bytes = b"" if self.cfg.pool else _pickle(checked.scorer)
+        # Also pickled before the table check below calls the model: what reaches the workers is the model as loaded.
+        fit_check = table_fit.needed(checked)
+        self.model_bytes = b"" if self.cfg.pool and not fit_check else _pickle(checked.scorer)
+        if fit_check:
+            table_fit.refuse_unfit(checked, scoring_job(checked))
         clock.lap("model")
         if checked.plan.ignored:
             print(f"shardscore: warning: {ignored_text(listed(checked.plan.ignored))}", file=sys.stderr, flush=True)
@@ -214,16 +233,7 @@ class Run:
             self.gate = self.checked.table.schema_gate()
 
     def _job(self) -> ScoringJob:
-        cfg, checked, holder = self.cfg, self.checked, self.lease.holder
-        return ScoringJob(input_uri=checked.input.uri, output_uri=self.output.loc.uri, storage=StorageOptions(cfg.s3_endpoint),
-                          model_identity=checked.scorer.identity, output_options=options_identity(cfg.key_columns),
-                          key_columns=tuple(cfg.key_columns), batch_size=cfg.batch_size,
-                          casts=tuple(sorted(checked.plan.casts.items())), run_id=holder.run_id,
-                          overlap=cfg.overlap == "on" or (cfg.overlap == "auto" and checked.scorer.has_device),
-                          partition_keys=tuple(partition_keys(s.relpath for s in checked.plan.shards).items()),
-                          columns=model_columns(checked.scorer, cfg.key_columns, checked.plan),
-                          lease_generation=holder.generation, max_bad_rows=cfg.max_bad_rows,
-                          batch_timeout=cfg.batch_timeout or 0, output_kind=checked.output_kind)
+        return scoring_job(self.checked, self.lease.holder.run_id, self.lease.holder.generation)
 
     # -- dispatch ----------------------------------------------------------------------------------------------
     def dispatch(self) -> None:

@@ -82,12 +82,14 @@ def schema_text(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
 
+def _columns(text: str) -> dict[str, str]:
+    """A schema_text's columns: name -> type as text."""
+    return dict(part.split(": ", 1) for part in text.split(", ") if part)
+
+
 def schema_difference(expected: str, actual: str) -> str:
     """Which columns differ between two schema_text forms, named with both types."""
-    def columns(text: str) -> dict[str, str]:
-        return dict(part.split(": ", 1) for part in text.split(", ") if part)
-
-    want, got = columns(expected), columns(actual)
+    want, got = _columns(expected), _columns(actual)
     diffs = [f"column {name!r} is {got[name]} here but {want[name]} in the others"
              for name in want if name in got and got[name] != want[name]]
     diffs += [f"column {name!r} is missing here" for name in want if name not in got]
@@ -138,3 +140,28 @@ class SchemaGate:
         if len(schemas) > 1:
             return ["the committed shards have different prediction schemas: " + " | ".join(sorted(schemas))]
         return []
+
+
+def misfit(predictions: pa.Table, expected: str, where: str) -> str:
+    """Why `predictions` do not fit the columns `expected` (a schema_text) of `where` under the rule above (conform),
+    naming each column at fault with both types; "" when they fit."""
+    try:
+        conform(predictions, from_text(expected, predictions.schema))
+        return ""
+    except SchemaConflict:
+        pass
+    want, diffs = _columns(expected), []
+    for name, type_text in want.items():
+        if name not in predictions.column_names:
+            diffs.append(f"column {name!r} ({type_text}) of {where} is not among the predictions' columns")
+            continue
+        column = predictions.select([name])
+        try:
+            conform(column, from_text(f"{name}: {type_text}", column.schema))
+        except SchemaConflict:
+            diffs.append(f"column {name!r} is {column.schema.field(0).type} in the predictions but {type_text} in "
+                         f"{where}")
+    diffs += [f"column {field.name!r} ({field.type}) of the predictions is not in {where}"
+              for field in predictions.schema if field.name not in want]
+    return "; ".join(diffs) or (f"the columns are {predictions.column_names} in the predictions but {list(want)} in "
+                                f"{where}, in another order")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
@@ -342,6 +342,24 @@ def _call(scorer: Scorer, table: pa.Table, rows: str, fail: Callable[[str], Shar
     except SystemExit as exc:  # not the worker's end: Ray would let it end the worker process
         code = "" if exc.code is None else repr(exc.code)
         raise fail(f"the model called sys.exit({code}) while scoring rows {rows}") from None
+
+
+def first_predictions(shard: Shard, scorer: Scorer, job: ScoringJob, rows: int) -> pa.Table:
+    """The model's predictions, keys included, for the shard's first `rows` rows, read and scored as a worker reads
+    and scores them: the columns the output's files would hold (table_fit compares them with a table's)."""
+    f, parquet, _ = _open_parquet(job.input(), shard)
+    with f:
+        columns = _read_columns(scorer, job, parquet.schema_arrow, shard)
+        batches = _batches(parquet, shard, replace(job, batch_size=rows), columns)
+        try:
+            table = next(batches)
+        finally:
+            batches.close()
+
+    def fail(reason: str) -> ShardError:
+        return ShardError(shard.shard_id, shard.path, reason)
+
+    return _with_keys(_call(scorer, table, _rows(0, table), fail), table, job.key_columns, shard)
 
 
 @dataclass
