@@ -20,7 +20,7 @@ from .delta import DeltaSource, DeltaTarget, is_delta
 from .iceberg import IcebergInput, IcebergTable, is_table
 from .output import FOLDER, TABLE
 from .planning import Plan, partition_clashes, partition_keys, plan
-from .storage import Location, StorageOptions, ancestry, identity, resolve
+from .storage import Location, StorageOptions, ancestry, identity, require_credentials, resolve
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,9 @@ def check(cfg: RunConfig, need_output: bool = True) -> Checked:
     in_loc, source = input_location(cfg.input, storage)
     out_loc, table = output_location(cfg.output, storage) if cfg.output else (None, None)
     given = cfg.given_paths()
+    require_credentials(in_loc, f"--input {cfg.input}")
     if out_loc is not None:
+        require_credentials(out_loc, f"--output {cfg.output}")
         refuse_overlap(in_loc, out_loc, given.origin("--input") + given.origin("--output"))
     scorer = model_mod.load(model_mod.ModelSpec(cfg.model, cfg.model_args))
     clock.lap("model")

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from .errors import ConfigError, InputError
 from .schema_rule import SchemaGate, schema_text
-from .storage import Location, StorageOptions, resolve
+from .storage import Location, StorageOptions, require_credentials, resolve
 from .tables import OWN_DATA, TableUnavailable, retried_commit
 
 if TYPE_CHECKING:
@@ -70,7 +70,9 @@ def _location(uri: str, option: str, storage: StorageOptions) -> Location:
     if not rest or "://" in rest and not rest.startswith(("s3://", "file://")):
         raise ConfigError(f"{option} {uri}: not a Delta table's location; the form is delta+<local path>, "
                           "delta+file://<path> or delta+s3://<bucket>/<path>")
-    return resolve(rest, storage)
+    loc = resolve(rest, storage)
+    require_credentials(loc, f"{option} {uri}")
+    return loc
 
 
 class DeltaTarget:

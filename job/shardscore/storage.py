@@ -141,6 +141,26 @@ def resolve(uri: str, options: StorageOptions = StorageOptions()) -> Location:
     return Location(pafs.LocalFileSystem(), local, local)
 
 
+def require_credentials(loc: Location, what: str) -> None:
+    """Refuse an s3:// location when no AWS credentials can be found, naming what to set. Without them each store
+    fails its own way (pyarrow: "Unable to locate credentials" at the first write; delta-rs: an instance-metadata
+    error), some only once workers run. The chain is botocore's (botocore.credentials.create_credential_resolver:
+    variables, profile, web identity, container and instance roles), which pyarrow's AWS SDK and delta-rs's
+    object_store follow too."""
+    if loc.uri.startswith("s3://") and not _aws_credentials_found():
+        raise ConfigError(f"{what}: no AWS credentials found for {loc.uri}: set AWS_ACCESS_KEY_ID and "
+                          "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or a web identity (AWS_ROLE_ARN and "
+                          "AWS_WEB_IDENTITY_TOKEN_FILE, as EKS's IRSA sets them); on Kubernetes the chart's "
+                          "objectStore.credentialsSecret.name gives them to the Ray pods")
+
+
+@lru_cache(maxsize=1)
+def _aws_credentials_found() -> bool:
+    import boto3
+
+    return boto3.session.Session().get_credentials() is not None
+
+
 def is_hidden(relpath: str) -> bool:
     """Files and folders starting with '_' or '.' are metadata, not data (the convention Parquet readers follow)."""
     return any(part.startswith(HIDDEN_PREFIXES) for part in relpath.split("/"))
