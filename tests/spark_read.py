@@ -13,13 +13,22 @@ import sys
 PACKAGES = "org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:1.10.1,io.delta:delta-spark_2.12:3.3.2"
 
 
-def main(reads: list[dict]) -> None:
+def session(**conf: str):
+    """A local Spark with Delta's and Iceberg's SQL extensions (row-level DELETE included), and `conf`."""
     from pyspark.sql import SparkSession
 
-    spark = (SparkSession.builder.master("local[1]").config("spark.jars.packages", PACKAGES)
-             .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-             .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-             .config("spark.sql.shuffle.partitions", "1").config("spark.ui.enabled", "false").getOrCreate())
+    builder = (SparkSession.builder.master("local[1]").config("spark.jars.packages", PACKAGES)
+               .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension,"
+                                               "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
+               .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+               .config("spark.sql.shuffle.partitions", "1").config("spark.ui.enabled", "false"))
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def main(reads: list[dict]) -> None:
+    spark = session()
     results = []
     for read in reads:
         # An Iceberg table by its metadata file (Iceberg's HadoopTables loads a *.metadata.json path as it is).

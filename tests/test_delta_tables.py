@@ -194,6 +194,19 @@ def test_an_existing_table_the_predictions_do_not_fit_is_refused_before_ray_nami
     assert DeltaTable(str(table)).version() == 0 and not (table / "data").exists()
 
 
+def test_a_model_that_cannot_answer_the_drivers_check_leaves_it_to_the_workers(shardscore, tmp_path: Path):
+    """The driver's rows (table_fit) hold id 0, which the model raises on: the check is skipped, said on stderr, and
+    the workers score the table's rows with id 0 quarantined (--max-bad-rows)."""
+    table = tmp_path / "table"
+    write_deltalake(str(table), pa.table({"id": pa.array([-1], pa.int64()), "score": pa.array([-2], pa.int64())}))
+    r = shardscore("run", "--input", str(_input(tmp_path)), "--output", f"delta+{table}", "--model",
+                   "bad_rows_model:load_model", "--model-arg", "bad=[0]", "--key-columns", "id", "--max-bad-rows", "1")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert ("the model's first predictions could not be made in the driver to check them against the Delta table "
+            f"{table} (ValueError: cannot score id 0); each shard is checked as it is scored") in r.stderr
+    assert rows(table) == {-1: -2} | {i: 2 * i for i in range(1, FILES * ROWS)}
+
+
 def test_plan_says_what_the_run_would_create_and_writes_nothing(cli, tmp_path: Path):
     out = tmp_path / "table"
     r = cli("plan", "--input", str(_input(tmp_path)), "--output", f"delta+{out}", *MODEL, "--model-arg", "factor=2")

@@ -1,7 +1,9 @@
 """Issue 20 §3: the tables shardscore commits read the same in an independent engine. Apache Spark (Iceberg's Spark
 runtime, Delta Lake's delta-spark) reads an Iceberg table of the SQLite catalog and a Delta table after a first run
 and an --overwrite run: only the second run's rows, each once, at the current snapshot or version, and the first
-run's at the earlier one (time travel). Runs are `shardscore run` driver processes on the multi-node test cluster."""
+run's at the earlier one (time travel). And Spark makes the row-level deletes shardscore's writers never make: such
+an input is refused before Ray, and the same table compacted as the refusal advises is scored without the deleted
+row. Runs are `shardscore run` driver processes on the multi-node test cluster."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from datasets import read_output
 from test_iceberg_output import Catalog, _input, _scored
 
 pytestmark = [pytest.mark.ray,
@@ -46,3 +49,32 @@ def test_spark_reads_the_iceberg_and_delta_tables_as_committed_and_their_earlier
                       {"format": "delta", "path": str(delta)},
                       {"format": "delta", "path": str(delta), "options": {"versionAsOf": "0"}}) == [
         _scored(3), _scored(2), _scored(3), _scored(2)]
+
+
+def test_input_tables_with_row_level_deletes_are_refused_and_scored_once_compacted(cli, shardscore, tmp_path: Path):
+    """Spark's merge-on-read DELETE of id 7: an Iceberg position delete file, a Delta deletion vector (tests/
+    spark_deletes.py). The Iceberg tables are registered in the SQLite catalog where Spark's Hadoop catalog left
+    them."""
+    r = subprocess.run([sys.executable, str(Path(__file__).with_name("spark_deletes.py")), str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    made = json.loads(r.stdout.splitlines()[-1])
+    catalog = Catalog(tmp_path)
+    cat = catalog.load()
+    cat.create_namespace("ns")
+    for kind, tables in made.items():
+        cat.register_table(("ns", kind), tables["iceberg"])
+    said = {"iceberg": "has 1 delete file(s) (row-level deletes): not supported yet; compact the table first",
+            "delta": "has deletion vectors on 1 file(s) (row-level deletes): not supported yet; compact the table first"}
+    for fmt, given in (("iceberg", "iceberg://t/ns.{kind}"), ("delta", "delta+{location}")):
+        out = tmp_path / f"out-{fmt}"
+        refused = cli("run", "--input", given.format(kind="deleted", location=made["deleted"]["delta"]), "--output",
+                      str(out), *MODEL, "--model-arg", "factor=2", env=catalog.env)
+        assert refused.returncode == 2 and said[fmt] in refused.stderr, refused.stderr[-3000:]
+        assert "Started a local Ray" not in refused.stderr and not out.exists()
+        scored = shardscore("run", "--input", given.format(kind="compacted", location=made["compacted"]["delta"]),
+                            "--output", str(out), *MODEL, "--model-arg", "factor=2", env=catalog.env)
+        assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
+        table = read_output(out)
+        assert dict(zip(table.column("id").to_pylist(), table.column("score").to_pylist(), strict=True)) == {
+            i: 2 * i for i in range(100) if i != 7}, fmt
