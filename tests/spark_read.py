@@ -1,8 +1,9 @@
 """Reads tables with Apache Spark, an engine independent of the libraries shardscore writes them with: Iceberg's
 Spark runtime and Delta Lake's reference implementation (delta-spark), fetched by Spark from Maven Central into
 ~/.ivy2 on first use. Run as `python spark_read.py '<json list of reads>'` (a process of its own: the JVM stays out
-of pytest's); each read is {"format": "iceberg"|"delta", "path": ..., "options": {...}}. Prints, as its last line,
-a JSON list of [[id, score], ...] per read, in order."""
+of pytest's); each read is {"format": "iceberg"|"delta", "path": ..., "options": {...}, "where": <Spark SQL filter>,
+"columns": [...] (default id and score)}. Prints, as its last line, a JSON list of [[<columns>], ...] per read, in
+order."""
 
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ def main(reads: list[dict]) -> None:
     for read in reads:
         # An Iceberg table by its metadata file (Iceberg's HadoopTables loads a *.metadata.json path as it is).
         frame = spark.read.format(read["format"]).options(**read.get("options", {})).load(read["path"])
-        results.append(sorted([row["id"], row["score"]] for row in frame.select("id", "score").collect()))
+        if read.get("where"):
+            frame = frame.where(read["where"])
+        columns = read.get("columns", ["id", "score"])
+        results.append(sorted([row[c] for c in columns] for row in frame.select(*columns).collect()))
     spark.stop()
     print(json.dumps(results))
 

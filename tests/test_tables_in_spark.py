@@ -12,26 +12,29 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from datasets import read_output
 from test_iceberg_output import Catalog, _input, _scored
+from test_partitioned_tables import DATES, _hive_input
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(shutil.which("java") is None, reason="needs a Java runtime (java on PATH) for Spark")]
 MODEL = ["--model", "scale_model:load_model", "--key-columns", "id"]
 
 
-def spark_rows(*reads: dict) -> list[dict[int, int]]:
-    """id -> score per read, as Spark reads it (tests/spark_read.py); asserts each id is there once."""
+def spark_rows(*reads: dict) -> list[dict[int, Any]]:
+    """id -> score (or the tuple of the other columns read) per read, as Spark reads it (tests/spark_read.py);
+    asserts each id is there once."""
     r = subprocess.run([sys.executable, str(Path(__file__).with_name("spark_read.py")), json.dumps(list(reads))],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     tables = json.loads(r.stdout.splitlines()[-1])
     for rows in tables:
-        assert len(rows) == len({i for i, _ in rows}), "an id is in the table more than once"
-    return [dict(rows) for rows in tables]
+        assert len(rows) == len({row[0] for row in rows}), "an id is in the table more than once"
+    return [{row[0]: row[1] if len(row) == 2 else tuple(row[1:]) for row in rows} for rows in tables]
 
 
 def test_spark_reads_the_iceberg_and_delta_tables_as_committed_and_their_earlier_versions(shardscore, tmp_path: Path):
@@ -78,3 +81,20 @@ def test_input_tables_with_row_level_deletes_are_refused_and_scored_once_compact
         table = read_output(out)
         assert dict(zip(table.column("id").to_pylist(), table.column("score").to_pylist(), strict=True)) == {
             i: 2 * i for i in range(100) if i != 7}, fmt
+
+
+def test_spark_reads_partitioned_tables_partition_values_from_their_metadata(shardscore, tmp_path: Path):
+    """--partition-table: the files hold no `date`; Spark's Iceberg (identity partition constants) and Delta
+    (partitionValues) readers give each row its folder's date, and a filter on it reads only that partition."""
+    dates, catalog, delta = _hive_input(tmp_path), Catalog(tmp_path), tmp_path / "delta"
+    for out in ("iceberg://t/scores.taxi", f"delta+{delta}"):
+        r = shardscore("run", "--input", str(tmp_path / "in"), "--output", out, "--partition-table", *MODEL,
+                       "--model-arg", "factor=2", env=catalog.env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    want = {i: (2 * i, day) for i, day in dates.items()}
+    first_day = {i: v for i, v in want.items() if v[1] == DATES[0]}
+    columns = ["id", "score", "date"]
+    reads = [{"format": fmt, "path": path, "columns": columns, **extra}
+             for fmt, path in (("iceberg", catalog.table().metadata_location), ("delta", str(delta)))
+             for extra in ({}, {"where": f"date = '{DATES[0]}'"})]
+    assert spark_rows(*reads) == [want, first_day, want, first_day]

@@ -63,6 +63,11 @@ def check(cfg: RunConfig, need_output: bool = True) -> Checked:
         raise InputError(f"{exc}{given.origin('--input')}") from exc
     if out_loc is not None:
         refuse_inputs_under_output(the_plan, in_loc, out_loc)
+    if table is not None:
+        table.plan_partitions(cfg.partition_table, [s.relpath for s in the_plan.shards])
+    elif cfg.partition_table and out_loc is not None:
+        raise ConfigError(f"--partition-table: --output {cfg.output} is a folder, whose files keep the input's folders "
+                          "anyway; the option partitions a table output (iceberg://, delta+)")
     clock.lap("plan")
     refuse_missing_columns(cfg, scorer, the_plan)
     problems = [failed(b.shard_id, in_loc.display(b.path), b.reason) for b in the_plan.bad_files]

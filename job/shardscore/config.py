@@ -207,6 +207,10 @@ class RunConfig:
                                "run has committed, re-scores changed ones (their old predictions replaced) and "
                                "removes the predictions of deleted ones; another model still needs --overwrite",
                                convert=_boolean, switch=True)
+    partition_table: bool = option(False, "a table output the run creates is partitioned like the input's Hive folders "
+                                   "(one string column per <key>=<value> folder level, filled from each file's "
+                                   "folders); an existing table keeps its own partitioning",
+                                   convert=_boolean, switch=True)
     s3_endpoint: str | None = option(None, "S3-compatible endpoint URL; credentials and region come from the standard "
                                      "AWS variables", none_means="AWS_ENDPOINT_URL, else AWS")
     ray_address: str | None = option(None, "cluster to join", none_means="RAY_ADDRESS, else a local Ray")

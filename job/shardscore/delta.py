@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 from .errors import ConfigError, InputError
 from .schema_rule import SchemaGate, schema_text
 from .storage import Location, StorageOptions, require_credentials, resolve
-from .tables import OWN_DATA, TableUnavailable, retried_commit
+from .tables import (OWN_DATA, TableUnavailable, partition_values, partitioned_text, partitioning,
+                     retried_commit)
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -85,6 +86,14 @@ class DeltaTarget:
         self.table = _open(self.loc, uri, "--output")
         if self.table is None:
             self._refuse_foreign_files()
+        self.partition_columns: tuple[str, ...] = self._table_partitions() or ()
+
+    def _table_partitions(self) -> tuple[str, ...] | None:
+        """The existing table's partition columns (Delta's are identity on their values); None without a table."""
+        return tuple(self.table.metadata().partition_columns) if self.table is not None else None
+
+    def plan_partitions(self, asked: bool, relpaths: list[str]) -> None:
+        self.partition_columns = partitioning(self._table_partitions(), asked, relpaths, f"--output {self.uri}")
 
     def _refuse_foreign_files(self) -> None:
         """A location with visible files but no Delta log is someone's folder, not a table to create there."""
@@ -101,15 +110,17 @@ class DeltaTarget:
         """The existing table's columns as the run's prediction schema, as for an Iceberg table (schema_rule)."""
         if self.table is None:
             return SchemaGate()
-        return SchemaGate(schema_text(pa.schema(self.table.schema().to_arrow())), f"the Delta table {self.location}")
+        schema = pa.schema(self.table.schema().to_arrow())
+        files = pa.schema([f for f in schema if f.name not in self.partition_columns])  # the rest is in the log
+        return SchemaGate(schema_text(files), f"the Delta table {self.location}")
 
     def version(self) -> int | None:
         return self.table.version() if self.table is not None else None
 
     def describe(self) -> str:
         if self.table is None:
-            return f"Delta table at {self.location}: absent, the run creates it"
-        return f"Delta table at {self.location}: version {self.version()}"
+            return f"Delta table at {self.location}: absent, the run creates it{partitioned_text(self.partition_columns)}"
+        return f"Delta table at {self.location}: version {self.version()}{partitioned_text(self.partition_columns)}"
 
     def manifest_entry(self) -> dict[str, Any]:
         return {"format": "delta", "location": self.location, "version": self.version()}
@@ -135,8 +146,10 @@ class DeltaTarget:
         if self.table is None:
             if not relpaths:
                 return None  # a run of zero-row shards only: nothing to create the table with
-            schema = Schema.from_arrow(self._read_schema(relpaths[0]))
-            create_table_with_add_actions(self.location, schema, self._add_actions(relpaths), mode="append",
+            columns = [*self._read_schema(relpaths[0]), *(pa.field(c, pa.string()) for c in self.partition_columns)]
+            create_table_with_add_actions(self.location, Schema.from_arrow(pa.schema(columns)),
+                                          self._add_actions(relpaths), mode="append",
+                                          partition_by=list(self.partition_columns) or None,
                                           storage_options=storage_options(self.loc), commit_properties=commit)
         else:
             newer = self.table.transaction_version(APP_ID)
@@ -172,8 +185,9 @@ class DeltaTarget:
 
         with ThreadPoolExecutor(max_workers=16) as pool:
             counts = list(pool.map(rows, relpaths))
-        return [AddAction(rel, info.size, {}, int(info.mtime.timestamp() * 1000) if info.mtime else 0, True,
-                          json.dumps({"numRecords": n})) for rel, info, n in zip(relpaths, infos, counts, strict=True)]
+        return [AddAction(rel, info.size, {c: partition_values(rel)[c] for c in self.partition_columns},
+                          int(info.mtime.timestamp() * 1000) if info.mtime else 0, True, json.dumps({"numRecords": n}))
+                for rel, info, n in zip(relpaths, infos, counts, strict=True)]
 
     def _own_files(self) -> dict[str, int]:
         """The table's current files that shardscore wrote (under OWN_DATA): relative path -> size."""

@@ -18,13 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from .errors import ConfigError, InputError
 from .schema_rule import SchemaGate, schema_text
-from .tables import OWN_DATA, retried_commit
+from .tables import OWN_DATA, partition_values, partitioned_text, partitioning, retried_commit
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
-    from pyiceberg.table import Table
+    from pyiceberg.io import FileIO
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.table.metadata import TableMetadata
+    from pyiceberg.table import Table, Transaction
 
 SCHEME = "iceberg://"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -76,6 +81,28 @@ class IcebergTable:
             # Our choice, passed to create_table: the warehouse's <namespace>/<table>, as pyiceberg's SQL catalog
             # names it by default.
             self.location = f"{warehouse.rstrip('/')}/{self.name.namespace}/{self.name.table}"
+        self.partition_columns: tuple[str, ...] = self._table_partitions() or ()
+
+    def _table_partitions(self) -> tuple[str, ...] | None:
+        """The existing table's partition columns (None without a table): identity partitions of string columns
+        only, which a folder's value fills as it is; another transform or type is refused."""
+        if self.table is None:
+            return None
+        from pyiceberg.transforms import IdentityTransform
+        from pyiceberg.types import StringType
+
+        schema, columns = self.table.schema(), []
+        for field in self.table.spec().fields:
+            source = schema.find_field(field.source_id)
+            if not isinstance(field.transform, IdentityTransform) or not isinstance(source.field_type, StringType):
+                raise ConfigError(f"--output {self.uri}: the table is partitioned by {field.name} ({field.transform} of "
+                                  f"{source.name}, {source.field_type}); shardscore fills only identity partitions of "
+                                  "string columns, from the input's Hive folders")
+            columns.append(source.name)
+        return tuple(columns)
+
+    def plan_partitions(self, asked: bool, relpaths: list[str]) -> None:
+        self.partition_columns = partitioning(self._table_partitions(), asked, relpaths, f"--output {self.uri}")
 
     def _load(self) -> "Table | None":
         return _load_table(self.catalog, self.name, self.uri, "--output")
@@ -86,7 +113,9 @@ class IcebergTable:
         naming the column and both types, before its file is written (schema_rule)."""
         if self.table is None:
             return SchemaGate()
-        return SchemaGate(schema_text(self.table.schema().as_arrow()), f"the Iceberg table {self.name}")
+        schema = self.table.schema().as_arrow()
+        files = pa.schema([f for f in schema if f.name not in self.partition_columns])  # the rest from the folders
+        return SchemaGate(schema_text(files), f"the Iceberg table {self.name}")
 
     def snapshot_id(self) -> int | None:
         """The table's current snapshot, as this handle last read it (None: no table, or no snapshot yet)."""
@@ -95,11 +124,13 @@ class IcebergTable:
 
     def describe(self) -> str:
         """What `plan` says of the table."""
+        partitioned = partitioned_text(self.partition_columns)
         if self.table is None:
-            return f"Iceberg table {self.name} (catalog {self.name.catalog}): absent, the run creates it at {self.location}"
+            return (f"Iceberg table {self.name} (catalog {self.name.catalog}): absent, the run creates it at "
+                    f"{self.location}{partitioned}")
         snapshot = self.snapshot_id()
         return (f"Iceberg table {self.name} (catalog {self.name.catalog}) at {self.location}: "
-                + (f"snapshot {snapshot}" if snapshot else "no snapshot yet"))
+                + (f"snapshot {snapshot}" if snapshot else "no snapshot yet") + partitioned)
 
     def manifest_entry(self) -> dict[str, Any]:
         return {"name": str(self.name), "catalog": self.name.catalog, "snapshot_id": self.snapshot_id()}
@@ -137,39 +168,78 @@ class IcebergTable:
         self.table = self._load()
         return self.snapshot_id()
 
-    @staticmethod
-    def _replace(table: "Table", added: list[str], removed: list[Any], properties: dict[str, str]) -> None:
-        """One snapshot: an append when nothing is removed (what incremental readers follow), else an overwrite."""
-        from pyiceberg.io.pyarrow import parquet_file_to_data_file  # as Transaction.add_files describes files
-
+    def _replace(self, table: "Table", added: list[str], removed: list[Any], properties: dict[str, str]) -> None:
         with table.transaction() as tx:
-            if table.metadata.name_mapping() is None:  # the files carry no field ids: read by name, as add_files
-                tx.set_properties(**{"schema.name-mapping.default": table.schema().name_mapping.model_dump_json()})
-            with ThreadPoolExecutor(max_workers=16) as pool:  # a footer read per file: in threads, for object stores
-                described = list(pool.map(lambda path: parquet_file_to_data_file(table.io, tx.table_metadata, path),
-                                          added))
-            update = tx.update_snapshot(snapshot_properties=properties)
-            with (update.overwrite() if removed else update.fast_append()) as snapshot:
-                for data_file in removed:
-                    snapshot.delete_data_file(data_file)
-                for data_file in described:
-                    snapshot.append_data_file(data_file)
+            self._add(tx, table.io, added, removed, properties)
 
     def _create(self, files: list[str], properties: dict[str, str]) -> None:
-        """Create the table and add `files` in one catalog commit (pyiceberg's create_table_transaction)."""
+        """Create the table (the first file's columns, then the partition columns) and add `files`, in one catalog
+        commit (pyiceberg's create_table_transaction)."""
         import pyarrow.parquet as pq
         from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
         from pyiceberg.io import load_file_io
 
         self.catalog.create_namespace_if_not_exists(self.name.namespace)
-        with load_file_io(self.catalog.properties, self.location).new_input(files[0]).open() as stream:
+        io = load_file_io(self.catalog.properties, self.location)
+        with io.new_input(files[0]).open() as stream:
             schema = pq.read_schema(stream)
+        schema = pa.schema([*schema, *(pa.field(c, pa.string()) for c in self.partition_columns)])
         try:
             with self.catalog.create_table_transaction((self.name.namespace, self.name.table), schema,
                                                        location=self.location) as tx:
-                tx.add_files(files, snapshot_properties=properties, check_duplicate_files=False)
+                self._partition(tx)
+                self._add(tx, io, files, [], properties)
         except TableAlreadyExistsError as exc:  # another writer created it meanwhile: commit into it
             raise CommitFailedException(str(exc)) from exc
+
+    def _partition(self, tx: "Transaction") -> None:
+        """The new table's spec: an identity partition per partition column (none when unpartitioned)."""
+        if not self.partition_columns:
+            return
+        with tx.update_spec() as spec:
+            for column in self.partition_columns:
+                spec.add_identity(column)
+
+    def _add(self, tx: "Transaction", io: "FileIO", added: list[str], removed: list[Any],
+             properties: dict[str, str]) -> None:
+        """One snapshot in `tx`: an append when nothing is removed (what incremental readers follow), else an
+        overwrite. The files carry no field ids, so the table maps them by name (as Transaction.add_files does)."""
+        if tx.table_metadata.name_mapping() is None:
+            tx.set_properties(**{"schema.name-mapping.default": tx.table_metadata.schema().name_mapping.model_dump_json()})
+        with ThreadPoolExecutor(max_workers=16) as pool:  # a footer read per file: in threads, for object stores
+            described = list(pool.map(lambda path: self._data_file(tx.table_metadata, io, path), added))
+        update = tx.update_snapshot(snapshot_properties=properties)
+        with (update.overwrite() if removed else update.fast_append()) as snapshot:
+            for data_file in removed:
+                snapshot.delete_data_file(data_file)
+            for data_file in described:
+                snapshot.append_data_file(data_file)
+
+    def _data_file(self, metadata: "TableMetadata", io: "FileIO", path: str) -> "DataFile":
+        """The file as the table's metadata describes it. Unpartitioned: pyiceberg's parquet_file_to_data_file, as
+        Transaction.add_files describes files. Partitioned: that infers the partition from the partition columns'
+        statistics, which our files lack (the columns are their folders), so the same statistics with the values of
+        the file's folders (tables.partition_values)."""
+        import pyarrow.parquet as pq
+        from pyiceberg.io.pyarrow import (compute_statistics_plan, data_file_statistics_from_parquet_metadata,
+                                          parquet_file_to_data_file, parquet_path_to_id_mapping)
+        from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+        from pyiceberg.typedef import Record
+
+        if not self.partition_columns:
+            return parquet_file_to_data_file(io, metadata, path)
+        schema, stream = metadata.schema(), io.new_input(path)
+        with stream.open() as f:
+            footer = pq.read_metadata(f)
+        statistics = data_file_statistics_from_parquet_metadata(
+            parquet_metadata=footer, stats_columns=compute_statistics_plan(schema, metadata.properties),
+            parquet_column_mapping=parquet_path_to_id_mapping(schema))
+        values = partition_values(path[len(self.location) + 1:])
+        partition = Record(*[values[schema.find_field(field.source_id).name] for field in metadata.spec().fields])
+        return DataFile.from_args(content=DataFileContent.DATA, file_path=path, file_format=FileFormat.PARQUET,
+                                  partition=partition, file_size_in_bytes=len(stream), sort_order_id=None,
+                                  spec_id=metadata.default_spec_id, equality_ids=None, key_metadata=None,
+                                  **statistics.to_serialized_dict())
 
     def _own_files(self, table: "Table") -> dict[str, Any]:
         """The current snapshot's data files that shardscore wrote (under OWN_DATA), by path."""

@@ -57,6 +57,7 @@ shardscore.entrypoint puts a RayCronJob child's derived output (the CronJob tick
 {{- with $j.keyColumns }}{{ $a = concat $a (list "--key-columns" (join "," .)) }}{{ end }}
 {{- if $j.overwrite }}{{ $a = append $a "--overwrite" }}{{ end }}
 {{- if or $j.incremental (and .Values.schedule (eq .Values.scheduleLayout "incremental")) }}{{ $a = append $a "--incremental" }}{{ end }}
+{{- if $j.partitionTable }}{{ $a = append $a "--partition-table" }}{{ end }}
 {{- with $j.summaryJson }}{{ $a = concat $a (list "--summary-json" .) }}{{ end }}
 {{- range $j.extraArgs }}{{ $a = append $a (toString .) }}{{ end }}
 {{- toJson $a }}
