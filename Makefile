@@ -52,10 +52,11 @@ crds:
 demo: $(STAMP)
 	$(VENV)/bin/shardscore demo
 
-## test: the whole test suite (Ray cluster on loopback, S3, MLflow and PostgreSQL servers, helm, charts); the CRDs
-## first, so that a missing source stops it in seconds.
+## test: the whole test suite (Ray cluster on loopback, S3, MLflow, PostgreSQL and Iceberg REST catalog servers, helm,
+## charts); the CRDs first, so that a missing source stops it in seconds.
 test: crds $(STAMP) $(HELM) $(MLFLOW_SERVER)
 	bash scripts/install-postgres.sh
+	bash scripts/install-iceberg-rest.sh $(TOOLS)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: side-by-side benchmarks, results in bench/RESULTS.md (Spark and Daft from their own venv, bench/.venv).
