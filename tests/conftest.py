@@ -1,10 +1,11 @@
-"""Session fixtures: the real Ray cluster, S3, MLflow and PostgreSQL servers, started once and shared by the tests
-that need them; the chart rendered with its ci values files and its advertised combinations, shared by the
-tests/test_chart*.py files."""
+"""Session fixtures: the real Ray cluster, S3, MLflow, PostgreSQL and Iceberg REST catalog servers, started once and
+shared by the tests that need them; the chart rendered with its ci values files and its advertised combinations,
+shared by the tests/test_chart*.py files."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import chartlib
-from support import (BIN, MLFLOW_SERVER, POSTGRES_BINS, MlflowServer, PostgresServer, RayCluster, S3Server, base_env,
-                     make_tempdir, rmtree, start_mlflow, start_postgres, start_ray_cluster, start_s3, stop_process,
-                     stop_ray_cluster)
+from support import (BIN, ICEBERG_REST_JARS, MLFLOW_SERVER, POSTGRES_BINS, IcebergRestServer, MlflowServer,
+                     PostgresServer, RayCluster, S3Server, base_env, make_tempdir, rmtree, start_iceberg_rest,
+                     start_mlflow, start_postgres, start_ray_cluster, start_s3, stop_process, stop_ray_cluster)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "models"))
 
@@ -48,6 +49,21 @@ def postgres() -> PostgresServer:
     server = start_postgres(root)
     yield server
     server.stop()
+    rmtree(root)
+
+
+@pytest.fixture(scope="session")
+def iceberg_rest() -> IcebergRestServer:
+    if not shutil.which("java"):
+        pytest.skip("java is not installed: the Iceberg REST catalog server needs Java 17+ (Debian's "
+                    "openjdk-17-jre-headless)")
+    if not any(ICEBERG_REST_JARS.glob("iceberg-open-api-*.jar")):
+        pytest.skip(f"the Iceberg REST catalog server is not installed ({ICEBERG_REST_JARS}): make test fetches it "
+                    "(scripts/install-iceberg-rest.sh)")
+    root = make_tempdir("shardscore-iceberg-rest-")
+    server = start_iceberg_rest(root)
+    yield server
+    stop_process(server.process)
     rmtree(root)
 
 

@@ -1,5 +1,5 @@
 """Real parts for the tests: a multi-node Ray cluster on loopback (`ray start`), an S3 server (moto), an MLflow
-tracking server and a PostgreSQL server on loopback.
+tracking server, a PostgreSQL server and an Iceberg REST catalog server on loopback.
 
 Each part is started as its own processes, the way an operator would start them, and torn down afterwards.
 """
@@ -276,6 +276,61 @@ def start_postgres(root: Path, address: str = "127.0.0.1") -> PostgresServer:
         subprocess.run([str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c",
                         f"ALTER USER postgres PASSWORD '{password}'"], check=True, capture_output=True)
     return PostgresServer(port, proc, root, address, password)
+
+
+#: The jars of Iceberg's REST catalog server (scripts/install-iceberg-rest.sh, which make test runs, fetches them).
+ICEBERG_REST_JARS = ROOT / ".tools" / "iceberg-rest" / "lib"
+
+
+@dataclass
+class IcebergRestServer:
+    """Apache Iceberg's own REST catalog server (RESTCatalogServer, as the apache/iceberg-rest-fixture image runs it):
+    a JDBC catalog on SQLite under its root behind the REST API. It serves one catalog, so the tests that share it
+    empty it after each (`empty`)."""
+
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def empty(self) -> None:
+        """Drops every table and namespace (not their files: each test's warehouse is its own tmp_path), so that the
+        next test finds the catalog as new."""
+        from pyiceberg.catalog.rest import RestCatalog
+
+        catalog = RestCatalog("rest", uri=self.uri)
+        for namespace in catalog.list_namespaces():
+            for table in catalog.list_tables(namespace):
+                catalog.drop_table(table)
+            catalog.drop_namespace(namespace)
+
+
+def start_iceberg_rest(root: Path) -> IcebergRestServer:
+    """`java -cp <jars> org.apache.iceberg.rest.RESTCatalogServer` on a free port (it listens on every address; its
+    CATALOG_* variables are catalog properties: CATALOG_REST_PORT is rest.port), its catalog in root/catalog.db and
+    its default warehouse root/warehouse (a table the tests create is given its location), until GET /v1/config
+    answers."""
+    port, log_path = free_port(), root / "iceberg-rest.log"
+    env = {**os.environ, "CATALOG_REST_PORT": str(port), "CATALOG_URI": f"jdbc:sqlite:{root}/catalog.db",
+           "CATALOG_WAREHOUSE": f"file://{root}/warehouse", "CATALOG_JDBC_STRICT__MODE": "true"}
+    proc = subprocess.Popen(["java", "-cp", f"{ICEBERG_REST_JARS}/*", "org.apache.iceberg.rest.RESTCatalogServer"],
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env, cwd=root)
+    server = IcebergRestServer(port, proc, log_path)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Iceberg REST catalog server exited ({proc.returncode}): "
+                               f"{log_path.read_text()[-2000:]}")
+        try:
+            return urllib.request.urlopen(f"{server.uri}/v1/config", timeout=1).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 120, f"the Iceberg REST catalog server on {server.uri}")
+    return server
 
 
 def _node_args(cluster: RayCluster) -> list[str]:
