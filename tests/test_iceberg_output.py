@@ -1,7 +1,8 @@
 """Issue 20 §1, Iceberg: `--output iceberg://<catalog>/<namespace>.<table>` makes one table commit per run of exactly
 the run's committed shards, tagged with the run. Runs are `shardscore run` driver processes on the multi-node test
-cluster; the catalog is pyiceberg's SQL catalog on SQLite (the embedded default) or on PostgreSQL, its warehouse a
-local folder or the S3 server; the table is read back with pyiceberg's own scan."""
+cluster; the catalog is pyiceberg's SQL catalog on SQLite (the embedded default) or on PostgreSQL, or Apache Iceberg's
+REST catalog server, its warehouse a local folder or the S3 server; the table is read back with pyiceberg's own
+scan."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def _input(root: Path) -> Path:
 
 
 class Catalog:
-    """The test's SQL catalog on SQLite: the variables a run reads it from, and pyiceberg's own view of it."""
+    """The test's catalog, SQL on SQLite unless `uri` says otherwise: the variables a run reads it from, and
+    pyiceberg's own view of it."""
 
     def __init__(self, root: Path, warehouse: str = "", name: str = "t", uri: str = "", **extra: str):
         self.name, self.db = name, root / "catalog.db"
@@ -47,9 +49,10 @@ class Catalog:
                     for k, v in self.props.items()}
 
     def load(self):
-        from pyiceberg.catalog.sql import SqlCatalog
+        """As a run loads it: load_catalog picks the catalog's type from its uri (http: REST, else SQL)."""
+        from pyiceberg.catalog import load_catalog
 
-        return SqlCatalog(self.name, **self.props)
+        return load_catalog(self.name, **self.props)
 
     def table(self, name: str = "scores.taxi"):
         return self.load().load_table(name)
@@ -62,11 +65,16 @@ class Catalog:
         return dict(zip(ids, got.column("score").to_pylist(), strict=True))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "rest"])
 def catalog(request, tmp_path: Path) -> Catalog:
-    """The SQL catalog on SQLite (the embedded default), and on the tests' PostgreSQL server."""
+    """The SQL catalog on SQLite (the embedded default), and on the tests' PostgreSQL server; the tests' Iceberg REST
+    catalog server, emptied after the test (it serves one catalog to every test)."""
     if request.param == "sqlite":
         return Catalog(tmp_path)
+    if request.param == "rest":
+        server = request.getfixturevalue("iceberg_rest")
+        request.addfinalizer(server.empty)
+        return Catalog(tmp_path, uri=server.uri)
     return Catalog(tmp_path, uri=request.getfixturevalue("postgres").database(f"catalog_{uuid.uuid4().hex[:8]}"))
 
 
