@@ -80,6 +80,23 @@ def test_tables_created_partitioned_like_the_inputs_folders_and_rescored_into_th
     assert _iceberg_rows(catalog, f"date == '{DATES[0]}'") == first_day
 
 
+def test_a_partitioned_iceberg_table_through_the_rest_catalog(shardscore, iceberg_rest, tmp_path: Path):
+    """The same over Apache Iceberg's REST catalog server: the table's creation, its spec and its first snapshot go
+    to the server as one staged create (pyiceberg's create_table_transaction)."""
+    dates, catalog = _hive_input(tmp_path), Catalog(tmp_path, uri=iceberg_rest.uri)
+    try:
+        r = shardscore("run", "--input", str(tmp_path / "in"), "--output", "iceberg://t/scores.taxi",
+                       "--partition-table", *MODEL, "--model-arg", "factor=2", env=catalog.env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        ice = catalog.table()
+        assert [(f.name, str(f.transform)) for f in ice.spec().fields] == [("date", "identity")]
+        assert _iceberg_rows(catalog) == {i: (2 * i, day) for i, day in dates.items()}
+        planned = list(ice.scan(row_filter=f"date == '{DATES[1]}'").plan_files())
+        assert len(planned) == FILES_PER_DATE and all(f"/date={DATES[1]}/" in t.file.file_path for t in planned)
+    finally:
+        iceberg_rest.empty()
+
+
 def test_partitioning_that_the_input_cannot_fill_is_refused_before_ray(cli, tmp_path: Path):
     _hive_input(tmp_path)
     flat = tmp_path / "flat"
