@@ -119,9 +119,8 @@ MLFLOW_SERVER = ROOT / ".tools" / "mlflow" / "bin" / "mlflow"
 
 
 @dataclass
-class MlflowServer:
-    """`mlflow server`: a SQLite backend store under its root, artifacts served through it (the suite's) or kept by
-    the clients themselves in an object store (the cluster e2e's)."""
+class HttpServer:
+    """A server process of the tests' own, answering HTTP at `uri`."""
 
     host: str
     port: int
@@ -131,6 +130,23 @@ class MlflowServer:
     @property
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def wait_answering(self, path: str, what: str) -> None:
+        """Until GET <path> answers 200; a server that exits first fails the wait with its log's tail."""
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{what} exited ({self.process.returncode}): {self.log_path.read_text()[-2000:]}")
+            try:
+                return urllib.request.urlopen(f"{self.uri}{path}", timeout=1).status == 200
+            except OSError:
+                return False
+
+        wait_for(up, 120, f"{what} on {self.uri}")
+
+
+class MlflowServer(HttpServer):
+    """`mlflow server`: a SQLite backend store under its root, artifacts served through it (the suite's) or kept by
+    the clients themselves in an object store (the cluster e2e's)."""
 
 
 def start_mlflow(root: Path, host: str = "127.0.0.1", artifact_root: str = "") -> MlflowServer:
@@ -145,16 +161,7 @@ def start_mlflow(root: Path, host: str = "127.0.0.1", artifact_root: str = "") -
                              "--backend-store-uri", f"sqlite:///{root}/mlflow.db", *artifacts, "--workers", "1"],
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=root)
     server = MlflowServer(host, port, proc, log_path)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
-        try:
-            return urllib.request.urlopen(f"{server.uri}/health", timeout=1).status == 200
-        except OSError:
-            return False
-
-    wait_for(up, 120, f"the MLflow tracking server on {server.uri}")
+    server.wait_answering("/health", "the MLflow tracking server")
     return server
 
 
@@ -282,19 +289,10 @@ def start_postgres(root: Path, address: str = "127.0.0.1") -> PostgresServer:
 ICEBERG_REST_JARS = ROOT / ".tools" / "iceberg-rest" / "lib"
 
 
-@dataclass
-class IcebergRestServer:
+class IcebergRestServer(HttpServer):
     """Apache Iceberg's own REST catalog server (RESTCatalogServer, as the apache/iceberg-rest-fixture image runs it):
     a JDBC catalog on SQLite under its root behind the REST API. It serves one catalog, so the tests that share it
     empty it after each (`empty`)."""
-
-    port: int
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def empty(self) -> None:
         """Drops every table and namespace (not their files: each test's warehouse is its own tmp_path), so that the
@@ -318,18 +316,8 @@ def start_iceberg_rest(root: Path) -> IcebergRestServer:
            "CATALOG_WAREHOUSE": f"file://{root}/warehouse", "CATALOG_JDBC_STRICT__MODE": "true"}
     proc = subprocess.Popen(["java", "-cp", f"{ICEBERG_REST_JARS}/*", "org.apache.iceberg.rest.RESTCatalogServer"],
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env, cwd=root)
-    server = IcebergRestServer(port, proc, log_path)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the Iceberg REST catalog server exited ({proc.returncode}): "
-                               f"{log_path.read_text()[-2000:]}")
-        try:
-            return urllib.request.urlopen(f"{server.uri}/v1/config", timeout=1).status == 200
-        except OSError:
-            return False
-
-    wait_for(up, 120, f"the Iceberg REST catalog server on {server.uri}")
+    server = IcebergRestServer("127.0.0.1", port, proc, log_path)
+    server.wait_answering("/v1/config", "the Iceberg REST catalog server")
     return server
 
 
