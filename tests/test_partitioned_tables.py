@@ -13,6 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, QueryBuilder, write_deltalake
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.transforms import DayTransform
+from pyiceberg.types import LongType, NestedField, TimestampType
 
 from test_iceberg_output import Catalog
 
@@ -108,11 +112,6 @@ def test_partitioning_that_the_input_cannot_fill_is_refused_before_ray(cli, tmp_
     catalog = Catalog(tmp_path)
     cat = catalog.load()
     cat.create_namespace("scores")
-    from pyiceberg.partitioning import PartitionField, PartitionSpec
-    from pyiceberg.schema import Schema
-    from pyiceberg.transforms import DayTransform
-    from pyiceberg.types import LongType, NestedField, TimestampType
-
     cat.create_table("scores.daily", Schema(NestedField(1, "id", LongType()), NestedField(2, "score", LongType()),
                                             NestedField(3, "at", TimestampType())),
                      partition_spec=PartitionSpec(PartitionField(3, 1000, DayTransform(), "at_day")))
