@@ -10,7 +10,7 @@ HELM := $(TOOLS)/bin/helm
 PYTEST_ARGS ?=
 E2E_ARGS ?=
 
-.PHONY: venv demo test bench image model-image manifests e2e-cluster e2e-kind helm crds clean
+.PHONY: venv demo test test-deps bench image model-image manifests e2e-cluster e2e-kind helm crds clean
 
 venv: $(STAMP)
 
@@ -54,10 +54,13 @@ demo: $(STAMP)
 
 ## test: the whole test suite (Ray cluster on loopback, S3, MLflow, PostgreSQL and Iceberg REST catalog servers, helm,
 ## charts); the CRDs first, so that a missing source stops it in seconds.
-test: crds $(STAMP) $(HELM) $(MLFLOW_SERVER)
+test: test-deps
+	PATH="$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+## test-deps: what make test needs installed (venvs, helm, CRDs, PostgreSQL, the Iceberg REST server's jars).
+test-deps: crds $(STAMP) $(HELM) $(MLFLOW_SERVER)
 	bash scripts/install-postgres.sh
 	bash scripts/install-iceberg-rest.sh $(TOOLS)
-	PATH="$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: side-by-side benchmarks, results in bench/RESULTS.md (Spark and Daft from their own venv, bench/.venv).
 bench: $(STAMP) $(PEERS_STAMP)
@@ -87,9 +90,13 @@ e2e-kind: crds $(STAMP) $(HELM)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" bash tests/e2e_kind/run.sh $(E2E_ARGS)
 
 ## cluster: a local Kubernetes cluster (2 nodes, KubeRay operator, the project's image); prints KUBECONFIG=<path>.
-.PHONY: cluster cluster-down
+.PHONY: cluster cluster-build cluster-down
 cluster:
 	@bash cluster/cluster.sh up
+
+## cluster-build: only what make cluster builds and caches (packages, components, test image); compiles at nice 19.
+cluster-build:
+	@bash cluster/cluster.sh build
 
 ## cluster-down: stop the local cluster and remove its state (the build cache stays).
 cluster-down:

@@ -2,6 +2,7 @@
 # The local Kubernetes cluster with the KubeRay operator (`make cluster`, `make cluster-down`).
 #
 #   bash cluster/cluster.sh up            # build (cached) and start everything; last stdout line: KUBECONFIG=<path>
+#   bash cluster/cluster.sh build         # only what `up` builds and caches (packages, components, test image)
 #   bash cluster/cluster.sh down          # stop what `up` started, unmount, remove its network and state
 #   bash cluster/cluster.sh status        # each step's health
 #   bash cluster/cluster.sh load-image REF...   # import Docker images into every node (after a rebuild)
@@ -52,6 +53,29 @@ cmd_up() {
   log "cluster up in $((SECONDS - start))s: nodes $(kctl get nodes -o name | sed 's|node/||' | tr '\n' ' ')"
   log "host address reachable from pods: $HOST_IP; logs: $LOG_DIR"
   echo "KUBECONFIG=$KUBECONFIG_PATH"
+}
+
+# cmd_build: what `up` builds and keeps (the Debian packages, the components in the build cache, the test image in
+# Docker), without starting anything, so that a later `up` takes a minute. The components compile at the lowest CPU
+# priority (nice 19): CI runs this beside `make test`, whose idle time it fills without slowing it (.ci/run).
+cmd_build() {
+  [[ "$(id -u)" == 0 ]] || die "cluster.sh build needs root (apt-get, the Docker engine)"
+  local start=$SECONDS image_pid rc=0
+  run_step packages 600
+  if [[ -z "${SHARDSCORE_CLUSTER_IMAGES:-}" && "${SHARDSCORE_CLUSTER_BUILD_IMAGE:-1}" == 1 ]]; then
+    mkdir -p "$LOG_DIR"
+    log "building the project's test image in the background (log: $LOG_DIR/image-build.log)"
+    (image_build) >>"$LOG_DIR/image-build.log" 2>&1 9>&- &
+    image_pid=$!
+  fi
+  nice -n 19 bash "$CLUSTER_SRC/build.sh" all || rc=$?
+  if [[ -n "${image_pid:-}" ]] && ! wait "$image_pid"; then
+    log "the image build failed; last lines of $LOG_DIR/image-build.log:"
+    tail -n 25 "$LOG_DIR/image-build.log" >&2
+    rc=1
+  fi
+  ((rc == 0)) || die "cluster.sh build failed after $((SECONDS - start))s"
+  log "built in $((SECONDS - start))s: the components ($CACHE_DIR/bin) and the test image"
 }
 
 cmd_down() {
@@ -178,11 +202,12 @@ main() {
   shift || true
   case "$cmd" in
     up) lock; cmd_up "$@" ;;
+    build) lock; cmd_build "$@" ;;
     down) lock; cmd_down "$@"; rm -f "$STATE_DIR.lock" ;;
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
     load-image) cmd_load_image "$@" ;;
-    *) die "usage: cluster.sh up|down|status|env|load-image REF..." ;;
+    *) die "usage: cluster.sh up|build|down|status|env|load-image REF..." ;;
   esac
 }
 

@@ -48,12 +48,15 @@ image_build_start() {
   fi
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   log "building the project's test image in the background (log: $LOG_DIR/image-build.log)"
-  (
-    cd "$REPO_ROOT" || exit 1
-    tag="$(TORCH_VARIANT=none bash image/build.sh)"
-    docker tag "$tag" "shardscore:$(chart_app_version)"
-  ) >>"$LOG_DIR/image-build.log" 2>&1 9>&- &
+  (image_build) >>"$LOG_DIR/image-build.log" 2>&1 9>&- &
   echo $! >"$IMAGE_BUILD_PID_FILE"
+}
+
+# image_build: the test image (TORCH_VARIANT=none) from the checkout, also tagged as the chart's default image.
+image_build() {
+  local tag
+  tag="$(cd "$REPO_ROOT" && TORCH_VARIANT=none bash image/build.sh)"
+  docker tag "$tag" "shardscore:$(chart_app_version)"
 }
 
 # image_build_wait: until the background build is over (it may have been started by an earlier `up` that
