@@ -74,6 +74,10 @@ _validate.tpl, which checks the head's env against KubeRay's rules.
 */}}
 {{- define "shardscore.rayContainerEnv" -}}
 {{- $env := include "shardscore.rayEnv" .root | trim }}
+{{- /* The preStop hook has drained the pod already (its Ray jobs stopped or waited for, then `ray stop`). Ray's own drain
+on SIGTERM (Node._drain_node_before_shutdown, ray/_private/node.py, Ray 2.60) would then ask a GCS that is often gone
+with its head, and wait out its 30 s before the pod can end. */}}
+{{- $env = printf "%s\n- name: RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S\n  value: \"0\"" $env | trim }}
 {{- if not .gpu }}
 {{- /* CPU pods must not see GPUs even when they land on a GPU node. */}}
 {{- $env = printf "%s\n- name: NVIDIA_VISIBLE_DEVICES\n  value: void" $env | trim }}

@@ -53,6 +53,11 @@ def drain(address: str, stop_jobs: bool, timeout: float, poll: float = 1.0) -> N
     from ray.job_submission import JobSubmissionClient
 
     deadline = time.monotonic() + timeout
+    # get_address_for_submission_client (ray/dashboard/utils.py) lets RAY_ADDRESS override the address given, and
+    # KubeRay sets it in every Ray container to the head's GCS (setContainerEnvVars, common/pod.go): the client would
+    # look the dashboard up in the GCS instead, which on a worker whose head is going away waits out Ray's GCS
+    # timeout (40 s seen, the pod's whole grace) rather than failing at once. The hook asks the dashboard it names.
+    os.environ.pop("RAY_ADDRESS", None)
     try:
         client = JobSubmissionClient(address)  # token auth from RAY_AUTH_MODE/RAY_AUTH_TOKEN, as KubeRay sets them
         jobs = unfinished(client)
