@@ -57,7 +57,7 @@ cmd_up() {
 
 # cmd_build: what `up` builds and keeps (the Debian packages, the components in the build cache, the test image in
 # Docker), without starting anything, so that a later `up` takes a minute. The components compile at the lowest CPU
-# priority (nice 19): CI runs this beside `make test`, whose idle time it fills without slowing it (.ci/run).
+# priority: CI runs this beside `make test`, whose idle time it fills (.ci/run).
 cmd_build() {
   [[ "$(id -u)" == 0 ]] || die "cluster.sh build needs root (apt-get, the Docker engine)"
   local start=$SECONDS image_pid rc=0
@@ -75,7 +75,7 @@ cmd_build() {
     rc=1
   fi
   ((rc == 0)) || die "cluster.sh build failed after $((SECONDS - start))s"
-  log "built in $((SECONDS - start))s: the components ($CACHE_DIR/bin) and the test image"
+  log "built in $((SECONDS - start))s: the components ($CACHE_DIR/bin)${image_pid:+ and the test image}"
 }
 
 cmd_down() {
