@@ -42,7 +42,10 @@ def test_network_policy_admits_the_release_and_the_operator_only(rendered):
     operator = {"app.kubernetes.io/name": "kuberay-operator", "app.kubernetes.io/instance": "kuberay-operator"}
     assert admitted_ports(policies, head, operator, "kuberay-system") == {8265}
     assert admitted_ports(policies, head, operator, "elsewhere") == set()
-    # Another release's pods and any other pod of the namespace get nothing.
+    # Another release's submitter reaches the dashboard (a release with cluster.create=false runs on this one's
+    # cluster: rayJob.clusterName); its Ray pods and any other pod of the namespace get nothing.
+    assert admitted_ports(policies, head, {**submitter, "app.kubernetes.io/instance": "other"}) == {8265}
+    assert admitted_ports(policies, worker, {**submitter, "app.kubernetes.io/instance": "other"}) == set()
     stranger = {**worker, "app.kubernetes.io/instance": "other"}
     assert admitted_ports(policies, head, stranger) == set() and admitted_ports(policies, head, {"app": "x"}) == set()
     # The tick only talks to the API server.
