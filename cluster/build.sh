@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the components of the local cluster from their Go modules, once per version, into the build cache.
 #
-#   bash cluster/build.sh [all|kubernetes|etcd|coredns|containerd|kuberay|pause]...   (default: all)
+#   bash cluster/build.sh [all|kubernetes|etcd|coredns|containerd|kuberay|kube-router|pause]...   (default: all)
 #   bash cluster/build.sh regen-kubernetes   # rewrite cluster/src/kubernetes/go.mod for KUBERNETES_VERSION
 #
 # Each binary lands in $SHARDSCORE_CLUSTER_CACHE/bin/<component>-<version>[-<hash of our wrapper source>]/, and is
@@ -144,6 +144,17 @@ build_kuberay() {
   rm -rf "$dir" && mv "$tmp" "$dir"
 }
 
+# --- kube-router: `go install module/cmd@version` as released (its go.mod has no replace directives); the
+# version ldflag as its Makefile sets it. It links every controller whatever runs (docs/local-cluster.md).
+build_kube_router() {
+  local dir pkg=github.com/cloudnativelabs/kube-router/v2; dir="$(dirname "$KUBE_ROUTER_BIN")"
+  built "$dir" kube-router && return 0
+  local tmp; tmp="$(tmp_dir "$dir")"
+  timed kube-router env GOBIN="$tmp" go install -trimpath \
+    -ldflags "-s -w -X $pkg/pkg/version.Version=$KUBE_ROUTER_VERSION" "$pkg/cmd/kube-router@$KUBE_ROUTER_VERSION" || return 1
+  rm -rf "$dir" && mv "$tmp" "$dir"
+}
+
 # --- pause (cluster/src/pause) --------------------------------------------------------------------------------
 build_pause() { build_src pause "$PAUSE_BIN"; }
 
@@ -155,7 +166,7 @@ build_all() {
   build_kubernetes &
   local k8s_pid=$!
   local rest_ok=0
-  { build_pause && build_etcd && build_containerd && build_coredns && build_kuberay; } || rest_ok=1
+  { build_pause && build_etcd && build_containerd && build_coredns && build_kuberay && build_kube_router; } || rest_ok=1
   local k8s_ok=0
   wait "$k8s_pid" || k8s_ok=1
   ((rest_ok == 0 && k8s_ok == 0)) || die "build failed (logs in $BUILD_LOG_DIR)"
@@ -169,8 +180,9 @@ main() {
     case "$what" in
       all) build_all ;;
       kubernetes | etcd | coredns | containerd | kuberay | pause) "build_$what" ;;
+      kube-router) build_kube_router ;;
       regen-kubernetes) regen_kubernetes ;;
-      *) die "unknown build target '$what' (all, kubernetes, etcd, coredns, containerd, kuberay, pause, regen-kubernetes)" ;;
+      *) die "unknown build target '$what' (all, kubernetes, etcd, coredns, containerd, kuberay, kube-router, pause, regen-kubernetes)" ;;
     esac
   done
 }

@@ -21,7 +21,7 @@ done
 
 # Per-node steps: step_<kind>_<node>_{ok,up} call the <kind>_{ok,up} functions with the node.
 for node in "${NODES[@]}"; do
-  for kind in containerd images kubelet node kube_proxy; do
+  for kind in containerd images kubelet node kube_proxy network_policy; do
     eval "step_${kind}_${node}_ok() { ${kind}_ok $node; }; step_${kind}_${node}_up() { ${kind}_up $node; }"
   done
 done
@@ -46,6 +46,7 @@ cmd_up() {
   for node in "${NODES[@]}"; do run_step "kubelet-$node" 120; done
   for node in "${NODES[@]}"; do run_step "node-$node"; done
   for node in "${NODES[@]}"; do run_step "kube-proxy-$node"; done
+  for node in "${NODES[@]}"; do run_step "network-policy-$node" 120; done
   run_step dns 180
   run_step kuberay-crds
   run_step kuberay-operator
@@ -83,6 +84,7 @@ cmd_down() {
   [[ "$(id -u)" == 0 ]] || die "cluster-down needs root"
   stop_daemon kuberay-operator
   for node in "${NODES[@]}"; do
+    stop_daemon "kube-router-$node"
     stop_daemon "kube-proxy-$node"
     stop_daemon "kubelet-$node"
   done
@@ -118,7 +120,7 @@ clear_stale_state() {
 cmd_status() {
   local s node all_ok=0
   local steps=(pki network etcd kube-apiserver rbac kube-controller-manager kube-scheduler)
-  for node in "${NODES[@]}"; do steps+=("containerd-$node" "images-$node" "kubelet-$node" "node-$node" "kube-proxy-$node"); done
+  for node in "${NODES[@]}"; do steps+=("containerd-$node" "images-$node" "kubelet-$node" "node-$node" "kube-proxy-$node" "network-policy-$node"); done
   steps+=(dns kuberay-crds kuberay-operator image)
   for s in "${steps[@]}"; do
     if "step_${s//-/_}_ok" >/dev/null 2>&1; then

@@ -66,6 +66,7 @@ CONTAINERD_BIN="$BIN_ROOT/containerd-$CONTAINERD_VERSION"
 # e.g. v1.6.2, the operator of this cluster's past: docs/local-cluster.md).
 KUBERAY_VERSION="${SHARDSCORE_CLUSTER_KUBERAY_VERSION:-$KUBERAY_VERSION}"
 KUBERAY_BIN="$BIN_ROOT/kuberay-$KUBERAY_VERSION/ray-operator"
+KUBE_ROUTER_BIN="$BIN_ROOT/kube-router-$KUBE_ROUTER_VERSION/kube-router"
 PAUSE_BIN="$BIN_ROOT/pause-$PAUSE_VERSION-$(src_hash pause)/pause"
 KUBECTL="$K8S_BIN/kubectl"
 CNI_BIN_DIR="/usr/lib/cni"
@@ -194,7 +195,7 @@ in_node() { local node="$1"; shift; nsenter "--net=/run/netns/ssc-$node" -- "$@"
 all_components_built() {
   local f
   for f in "$K8S_BIN/k8s" "$ETCD_BIN" "$COREDNS_BIN" "$CONTAINERD_BIN/containerd" "$CONTAINERD_BIN/ctr" \
-           "$CONTAINERD_BIN/containerd-shim-runc-v2" "$KUBERAY_BIN" "$PAUSE_BIN"; do
+           "$CONTAINERD_BIN/containerd-shim-runc-v2" "$KUBERAY_BIN" "$KUBE_ROUTER_BIN" "$PAUSE_BIN"; do
     [[ -x "$f" ]] || return 1
   done
 }

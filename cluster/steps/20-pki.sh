@@ -12,14 +12,17 @@
 #   kube-apiserver -> kubelet  CN=kube-apiserver-kubelet-client         (bound to system:kubelet-api-admin)
 #   kube-apiserver -> etcd     CN=kube-apiserver-etcd-client
 #   KubeRay operator           CN=kuberay-operator                      (bound to the operator's own ClusterRole)
+#   kube-router (both nodes)   CN=kube-router                           (bound to shardscore-cluster:kube-router)
 
 PKI_DIR="$STATE_DIR/pki"
 PKI_DAYS=365
 
-pki_clients() { echo admin kube-controller-manager kube-scheduler kube-proxy kuberay-operator; }
+pki_clients() { echo admin kube-controller-manager kube-scheduler kube-proxy kuberay-operator kube-router; }
 
 step_pki_ok() {
   [[ -f "$PKI_DIR/.complete" ]] || return 1
+  local client
+  for client in $(pki_clients); do [[ -f "$STATE_DIR/kubeconfigs/$client.kubeconfig" ]] || return 1; done
   openssl x509 -checkend 86400 -noout -in "$PKI_DIR/ca.crt"
 }
 
@@ -42,6 +45,7 @@ step_pki_up() {
   pki_cert kube-scheduler "/CN=system:kube-scheduler" client
   pki_cert kube-proxy "/CN=system:kube-proxy" client
   pki_cert kuberay-operator "/CN=kuberay-operator" client
+  pki_cert kube-router "/CN=kube-router" client
   # The controller manager and the scheduler serve their own /healthz; a cert for 127.0.0.1 keeps them from
   # writing self-signed ones into the working directory.
   pki_cert kube-controller-manager-serving "/CN=kube-controller-manager" server "IP:127.0.0.1,DNS:localhost"

@@ -66,7 +66,8 @@ step_kube_apiserver_up() {
 # --- rbac: what the bootstrap policy does not grant ------------------------------------------------------------
 step_rbac_ok() {
   kctl auth can-i get nodes/proxy --as kube-apiserver-kubelet-client >/dev/null 2>&1 &&
-    kctl auth can-i watch pods --as kuberay-operator --all-namespaces >/dev/null 2>&1
+    kctl auth can-i watch pods --as kuberay-operator --all-namespaces >/dev/null 2>&1 &&
+    kctl auth can-i watch networkpolicies.networking.k8s.io --as kube-router --all-namespaces >/dev/null 2>&1
 }
 
 step_rbac_up() {
@@ -88,6 +89,25 @@ metadata:
 subjects:
 - {kind: User, name: kuberay-operator, apiGroup: rbac.authorization.k8s.io}
 roleRef: {kind: ClusterRole, name: kuberay-operator, apiGroup: rbac.authorization.k8s.io}
+---
+# kube-router's network policy controller (step "network-policy"): the seven informers its Run starts
+# (pkg/cmd/kube-router.go at v2.1.0) must all sync, and NewNetworkPolicyController gets its own Node.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: shardscore-cluster:kube-router
+rules:
+- {apiGroups: [""], resources: [pods, namespaces, nodes, services, endpoints], verbs: [get, list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}
+- {apiGroups: [networking.k8s.io], resources: [networkpolicies], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: shardscore-cluster:kube-router
+subjects:
+- {kind: User, name: kube-router, apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: ClusterRole, name: shardscore-cluster:kube-router, apiGroup: rbac.authorization.k8s.io}
 EOF
   # The operator's own ClusterRole, as its chart installs it (config/rbac/role.yaml of the pinned module).
   local src; src="$(kuberay_source_dir)"
