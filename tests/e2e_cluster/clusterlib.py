@@ -652,7 +652,7 @@ def run_chart_once(kube, helm, s3, ns: str, release: str, sets: dict) -> dict:
     """One ephemeral RayJob of the chart (`job.model` and the rest in `sets`), to its end; the finished RayJob,
     whose cluster KubeRay then deletes."""
     helm("install", release, str(CHART), "-n", ns,
-         *values_args([CI_VALUES / "ephemeral-values.yaml", E2E_VALUES / "small-nodes.yaml"],
+         *values_args([CI_VALUES / "ephemeral-values.yaml", E2E_VALUES / "local-cluster.yaml"],
                       {"objectStore.endpoint": s3.endpoint, "job.keyColumns": [ROW_KEY], "job.modelArgs": None,
                        "rayJob.ttlSecondsAfterFinished": 5, **sets}))
     name = fullname(release)

@@ -19,7 +19,7 @@ def test_a_run_that_starts_on_one_worker_grows_the_group_towards_max_replicas(ku
             "job.keyColumns": [ROW_KEY], "job.batchSize": 500, **slow_model_values(delay=1.5),
             "job.maxShardsPerTask": 1, "cluster.cpuWorkers.replicas": 1, "cluster.cpuWorkers.maxReplicas": 4}
     helm("install", "grow", str(CHART), "-n", ns,
-         *values_args([CI_VALUES / "cpu-values.yaml", E2E_VALUES / "small-nodes.yaml"], sets))
+         *values_args([CI_VALUES / "cpu-values.yaml", E2E_VALUES / "local-cluster.yaml"], sets))
     name = fullname("grow")
     cluster = wait_for(lambda: kube.get("raycluster", name, ns), raycluster_ready, 300, f"RayCluster {name} to be ready")
     at_start = cluster["status"].get("availableWorkerReplicas", cluster["status"].get("readyWorkerReplicas"))

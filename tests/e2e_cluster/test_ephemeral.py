@@ -27,7 +27,7 @@ def test_an_ephemeral_rayjob_makes_its_cluster_succeeds_and_the_cluster_is_delet
     sets = {"objectStore.endpoint": s3.endpoint, "job.input": data.uri, "job.output": f"s3://{ns}/output-ephemeral",
             "job.keyColumns": [ROW_KEY], "rayJob.ttlSecondsAfterFinished": TTL}
     helm("install", "oneshot", str(CHART), "-n", ns,
-         *values_args([CI_VALUES / "ephemeral-values.yaml", E2E_VALUES / "small-nodes.yaml"], sets))
+         *values_args([CI_VALUES / "ephemeral-values.yaml", E2E_VALUES / "local-cluster.yaml"], sets))
     log(f"helm install oneshot: RayJob {name} with its own cluster")
     assert kube.get("raycluster", name, ns) is None, "ephemeral values rendered a standalone RayCluster"
 

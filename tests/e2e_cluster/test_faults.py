@@ -22,7 +22,7 @@ def install(helm, s3, ns: str, release: str, data, output: str, values_file, **e
     sets = {"objectStore.endpoint": s3.endpoint, "job.input": data.uri, "job.output": f"s3://{ns}/{output}",
             "job.keyColumns": [ROW_KEY], "job.batchSize": 500, **slow_model_values(delay=1.5), **extra}
     helm("install", release, str(CHART), "-n", ns,
-         *values_args([CI_VALUES / values_file, E2E_VALUES / "small-nodes.yaml"], sets))
+         *values_args([CI_VALUES / values_file, E2E_VALUES / "local-cluster.yaml"], sets))
     log(f"helm install {release} ({values_file}, slow model: 1.5 s per batch of 500 rows)")
     return fullname(release)
 
@@ -91,7 +91,7 @@ def test_the_head_pod_deleted_mid_run_the_rerun_completes_exact_without_duplicat
     ns = s3_namespace.name
     shards = 16
     data = write_input(s3, ns, "input", shards=shards, rows=3000)
-    small = yaml.safe_load((E2E_VALUES / "small-nodes.yaml").read_text())["cluster"]
+    small = yaml.safe_load((E2E_VALUES / "local-cluster.yaml").read_text())["cluster"]
     chart_requests = {f"cluster.{part}.resources.requests": small[part]["resources"]["limits"]
                       for part in ("head", "autoscaling", "cpuWorkers")}
     # One task per shard, all submitted at once: the autoscaler asks for maxReplicas (4) workers at once, of which

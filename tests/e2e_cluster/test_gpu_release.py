@@ -1,6 +1,6 @@
 """Scenario 1 of the cluster e2e (issue 11 §3.1) and the defaults of issue 12 §3 on the running pods.
 
-`helm install` of helm/shardscore/ci/gpu-values.yaml (with tests/e2e_cluster/values/small-nodes.yaml, the sizes
+`helm install` of helm/shardscore/ci/gpu-values.yaml (with tests/e2e_cluster/values/local-cluster.yaml, the sizes
 2-CPU nodes hold) brings up the long-lived RayCluster and its RayJob through the real KubeRay operator. One install
 is shared by the tests of this module, each checking one behaviour of it; the last one upgrades it.
 """
@@ -58,9 +58,12 @@ def install_values(ns: str, s3, data: Dataset, **extra) -> list[str]:
         # the CPUs of the GPU pods, with device auto, which the dummy model resolves to the CPU.
         "job.device": "auto",
         "cluster.gpuWorkers.image.tag": GPU_IMAGE_TAG,
+        # One CPU worker stays after the run (the autoscaler removes idle ones after 30 s), for the NetworkPolicy
+        # probes of a worker's port.
+        "cluster.cpuWorkers.minReplicas": 1,
         **extra,
     }
-    return values_args([CI_VALUES / "gpu-values.yaml", E2E_VALUES / "small-nodes.yaml"], sets)
+    return values_args([CI_VALUES / "gpu-values.yaml", E2E_VALUES / "local-cluster.yaml"], sets)
 
 
 @pytest.fixture(scope="module")
@@ -240,9 +243,9 @@ def test_dev_shm_is_kuberays_memory_backed_volume(gpu, kube):
 
 def test_ray_containers_request_their_limits_save_what_the_values_ask(gpu, kube):
     """The chart's rule (shardscore.resources in _helpers.tpl) on the operator's pods: a request the values leave
-    out is the limit (memory here, and nvidia.com/gpu, which the chart adds to both); small-nodes.yaml asks only for
+    out is the limit (memory here, and nvidia.com/gpu, which the chart adds to both); local-cluster.yaml asks only for
     CPU, below the limit. KubeRay copies the containers' resources from the templates (it adds none)."""
-    small = yaml.safe_load((E2E_VALUES / "small-nodes.yaml").read_text())["cluster"]
+    small = yaml.safe_load((E2E_VALUES / "local-cluster.yaml").read_text())["cluster"]
     asked = {("ray-head", "headgroup"): small["head"], ("autoscaler", "headgroup"): small["autoscaling"],
              ("ray-worker", "cpu"): small["cpuWorkers"], ("ray-worker", "gpu"): small["gpuWorkers"]}
     checked = []
@@ -268,13 +271,16 @@ def test_the_gpu_group_runs_its_own_image(gpu):
 def test_a_pod_without_the_token_cannot_submit_a_job(gpu, kube):
     """Token auth (authOptions.mode token): a pod of the namespace without the token is refused by the Jobs API; the
     same pod with the token KubeRay made (Secret <cluster>, key auth_token) submits. The release's submitter
-    submitted with the token KubeRay injected (test_the_rayjob_succeeds_with_exact_output)."""
+    submitted with the token KubeRay injected (test_the_rayjob_succeeds_with_exact_output). The pod has the labels
+    of the chart's `helm test` pod, which the NetworkPolicy lets reach the dashboard; no other pod gets that far."""
     ns = gpu.namespace.name
     address = f"http://{NAME}-head-svc.{ns}.svc:8265"
     script = (f"ray job submit --address {address} --no-wait -- echo hello; echo EXIT-WITHOUT=$?; "
               f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$CLUSTER_TOKEN ray job submit --address {address} -- echo hello; "
               "echo EXIT-WITH=$?")
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-token", "namespace": ns},
+    labels = {"app.kubernetes.io/name": "shardscore", "app.kubernetes.io/instance": RELEASE,
+              "app.kubernetes.io/component": "test"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-token", "namespace": ns, "labels": labels},
            "spec": {"restartPolicy": "Never", "containers": [{
                "name": "submit", "image": image(), "imagePullPolicy": "IfNotPresent",
                "command": ["bash", "-c", script], "env": [{"name": "HOME", "value": "/tmp"}, {
@@ -301,6 +307,136 @@ def test_the_submitter_has_no_object_store_credentials(gpu, kube):
             assert {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} <= names, names  # KubeRay injected the token
     head_env = {e["name"] for e in container(head_pod(kube, ns), "ray-head").get("env", [])}
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= head_env, head_env  # the driver (on the head) has them
+
+
+# ----------------------------------------------------------------------- NetworkPolicies enforced (issue 23 §3)
+# The local cluster enforces NetworkPolicies (kube-router's policy controller, cluster/steps/75-network-policy.sh),
+# whose REJECT refuses a connection at once. Each probe is a TCP connect from inside a pod (kubectl exec), so
+# a refusal could also be a port where nothing listens: the release's own pods reaching the same ports are the
+# control that they do listen.
+PROBE = """
+import json, socket, sys
+result = {}
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=4).close()
+        result[target] = "open"
+    except socket.timeout:
+        result[target] = "timeout"
+    except OSError as e:
+        result[target] = type(e).__name__
+print(json.dumps(result))
+"""
+HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
+SCRAPE_NS = "monitoring"  # the namespace values.yaml's metrics.scrapeFrom admits by default
+
+
+def probe(kube, ns: str, pod: str, targets: dict[str, tuple[str, int]], container: str = "") -> dict[str, bool]:
+    """Whether each named target accepts a TCP connection from the pod."""
+    out = kube("-n", ns, "exec", pod, *(["-c", container] if container else []), "--", "python3", "-c", PROBE,
+               *[f"{host}:{port}" for host, port in targets.values()]).stdout
+    raw = json.loads(out)
+    outcome = {name: raw[f"{host}:{port}"] for name, (host, port) in targets.items()}
+    log(f"from {ns}/{pod}: {outcome}")
+    return {name: result == "open" for name, result in outcome.items()}
+
+
+def prober(namespace: str, name: str, labels: dict[str, str] | None = None) -> dict:
+    """A pod that only waits, for kubectl exec to probe from (any pod; the policies care about its labels)."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "probe", "image": image(), "imagePullPolicy": "IfNotPresent", "command": ["sleep", "1800"],
+                "resources": {"requests": {"cpu": "10m"}, "limits": {"cpu": "200m", "memory": "128Mi"}}}]}}
+
+
+@dataclass
+class Probers:
+    ns: str
+    head: str  # the head pod's name
+    worker: str  # a running worker's name
+    targets: dict[str, tuple[str, int]]  # head:<port name> and worker:metrics
+
+
+@pytest.fixture(scope="module")
+def probers(gpu, kube):
+    """Three probers: an unlabelled pod of the release's namespace, one with the labels of the release's submitter,
+    and one in the `monitoring` namespace; and what they probe: the head's ports and a worker's metrics port."""
+    ns = gpu.namespace.name
+    scrape_ns = Namespace(SCRAPE_NS, kube)
+    if kube("get", "namespace", SCRAPE_NS, check=False).returncode == 0:
+        scrape_ns.delete()  # a leftover
+    scrape_ns.create()
+    submitter_labels = {"app.kubernetes.io/name": "shardscore", "app.kubernetes.io/instance": RELEASE,
+                        "app.kubernetes.io/component": "ray-job-submitter"}
+    try:
+        kube.apply([prober(ns, "outsider"), prober(ns, "as-submitter", submitter_labels),
+                    prober(SCRAPE_NS, "scraper")])
+        for pod_ns, name in ((ns, "outsider"), (ns, "as-submitter"), (SCRAPE_NS, "scraper")):
+            wait_for(lambda pod_ns=pod_ns, name=name: kube.get("pod", name, pod_ns),
+                     lambda p: p["status"].get("phase") == "Running", 120, f"prober {pod_ns}/{name} to run")
+        head = head_pod(kube, ns)
+        workers = [p for p in pods(kube, ns, f"ray.io/cluster={NAME},ray.io/group=cpu")
+                   if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+        assert workers, "no running CPU worker to probe (cluster.cpuWorkers.minReplicas is 1)"
+        targets = {f"head:{port_name}": (head["status"]["podIP"], port) for port_name, port in HEAD_PORTS.items()}
+        targets["worker:metrics"] = (workers[0]["status"]["podIP"], HEAD_PORTS["metrics"])
+        yield Probers(ns, head["metadata"]["name"], workers[0]["metadata"]["name"], targets)
+    finally:
+        scrape_ns.delete(wait=False)
+
+
+def test_the_release_reaches_every_port_of_its_ray_pods(gpu, kube, probers):
+    """The control: a worker reaches each port of the head, and the head a worker's metrics port."""
+    from_worker = probe(kube, probers.ns, probers.worker,
+                        {k: v for k, v in probers.targets.items() if k.startswith("head:")})
+    assert all(from_worker.values()), from_worker
+    assert probe(kube, probers.ns, probers.head, {"worker:metrics": probers.targets["worker:metrics"]},
+                 container="ray-head") == {"worker:metrics": True}
+
+
+def test_a_pod_outside_the_release_reaches_no_port_of_its_ray_pods(gpu, kube, probers):
+    reached = probe(kube, probers.ns, "outsider", probers.targets)
+    assert not any(reached.values()), reached
+    reached = probe(kube, SCRAPE_NS, "scraper", probers.targets)
+    assert not any(reached.values()), f"metrics.podMonitor is off, yet the scrape namespace reached {reached}"
+
+
+def test_the_submitters_labels_reach_the_dashboard_only(gpu, kube, probers):
+    reached = probe(kube, probers.ns, "as-submitter", probers.targets)
+    assert reached == {name: name == "head:dashboard" for name in probers.targets}, reached
+
+
+def test_the_operator_reaches_the_dashboard_through_the_api_servers_proxy(gpu, kube, probers):
+    """The KubeRay operator of this cluster runs on the host with --use-kubernetes-proxy: its dashboard client goes
+    through the API server's service proxy (GetRayDashboardClientFunc in ray-operator/controllers/ray/utils/util.go
+    at v1.7.0), whose connections come from 10.99.0.1, which the e2e values admit by networkPolicy.operator.ipBlocks
+    (tests/e2e_cluster/values/local-cluster.yaml), on the dashboard's port only: the same proxy to the head's
+    metrics port is refused."""
+    ns = gpu.namespace.name
+    health = kube("get", "--raw", f"/api/v1/namespaces/{ns}/services/{NAME}-head-svc:dashboard/proxy/api/gcs_healthz")
+    assert "success" in health.stdout, health.stdout
+    metrics = kube("get", "--raw", f"/api/v1/namespaces/{ns}/pods/{probers.head}:8080/proxy/metrics", check=False)
+    assert metrics.returncode != 0 and "connection refused" in metrics.stderr, (metrics.returncode, metrics.stderr)
+
+
+def test_with_the_pod_monitor_the_scrape_namespace_reaches_the_metrics_port_only(gpu, kube, helm, s3, probers):
+    """The policies that metrics.podMonitor.enabled renders, applied beside the release's (policies add up, and
+    these admit a superset): the `monitoring` namespace reaches port 8080 of the head and the workers, nothing else.
+    (The PodMonitor itself needs the Prometheus operator's CRD, which this cluster does not have.)"""
+    ns = probers.ns
+    rendered = helm.template(RELEASE, ns, install_values(ns, s3, gpu.data, **{"metrics.podMonitor.enabled": True}))
+    policies = [p for p in rendered if p["kind"] == "NetworkPolicy"]
+    assert len(policies) == 2, [p["metadata"]["name"] for p in policies]
+    for p in policies:
+        p["metadata"] = {"name": p["metadata"]["name"] + "-scrape-check", "namespace": ns}
+    kube.apply(policies)
+    try:
+        want = {name: name.endswith(":metrics") for name in probers.targets}
+        wait_for(lambda: probe(kube, SCRAPE_NS, "scraper", probers.targets), lambda r: r == want, 60,
+                 "the scrape namespace to reach the metrics ports only")
+    finally:
+        kube("-n", ns, "delete", "networkpolicy", *[p["metadata"]["name"] for p in policies], check=False)
 
 
 def test_helm_upgrade_replaces_the_clusters_pods(gpu, kube, helm, s3):

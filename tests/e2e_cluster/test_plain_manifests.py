@@ -5,9 +5,12 @@ The files are applied as committed, in their own namespace `shardscore`, with tw
 - the object store they name, http://minio.shardscore.svc:9000: a Service `minio` without selector whose
   EndpointSlice points at the S3 server on the host (kube-proxy routes it), and the Secret `shardscore-s3` they
   read the credentials from;
-- the sizes of tests/e2e_cluster/values/small-nodes.yaml in place of the chart's defaults (a head of 2 CPUs and an
-  autoscaler of 500m do not fit a node of 2 CPUs). Only `resources` change: the test asserts that every other field
-  is applied exactly as manifests/ has it.
+- the sizes of tests/e2e_cluster/values/local-cluster.yaml in place of the chart's defaults (a head of 2 CPUs and an
+  autoscaler of 500m do not fit a node of 2 CPUs);
+- that file's operator address (networkPolicy.operator.ipBlocks) added to the head NetworkPolicy's operator rule, as
+  a user whose KubeRay operator runs out of cluster adds the API servers' addresses: this cluster enforces the
+  policies, and its operator reaches the dashboard through the API server's proxy, from the host.
+Only those change: the test asserts that every other field is applied exactly as manifests/ has it.
 
 The same result as the chart's: the long-lived RayCluster becomes ready and its RayJob succeeds, the ephemeral
 RayJob brings its own cluster and succeeds, and a tick of the scheduled manifest's CronJob runs its RayJob; each
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 
 import pytest
@@ -40,10 +44,16 @@ def sized(resources: dict) -> dict:
     return {"limits": dict(resources["limits"]), "requests": {**resources["limits"], **resources.get("requests", {})}}
 
 
+# What fit changes: sizes, and the peers of one rule of the head's NetworkPolicy (leaf_diff names a list whose length
+# changed by the list's path).
+FITTED = re.compile(r"\.resources\.|^NetworkPolicy: spec\.ingress\[\d+\]\.from ")
+
+
 def fit(docs: list[dict]) -> list[dict]:
-    """The manifests with small-nodes.yaml's sizes; nothing else changed (checked by the caller)."""
-    small = yaml.safe_load((E2E_VALUES / "small-nodes.yaml").read_text())
-    c, r = small["cluster"], small["rayJob"]
+    """The manifests with local-cluster.yaml's sizes and operator address; nothing else changed (the caller checks)."""
+    overlay = yaml.safe_load((E2E_VALUES / "local-cluster.yaml").read_text())
+    c, r = overlay["cluster"], overlay["rayJob"]
+    operator_peers = [{"ipBlock": {"cidr": cidr}} for cidr in overlay["networkPolicy"]["operator"]["ipBlocks"]]
 
     def cluster_spec(spec: dict) -> None:
         spec["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"] = sized(c["head"]["resources"])
@@ -69,6 +79,10 @@ def fit(docs: list[dict]) -> list[dict]:
             tick = json.loads(d["data"]["tick.json"])
             rayjob_spec(tick["rayJob"]["spec"])
             d["data"]["tick.json"] = json.dumps(tick, indent=2)
+        elif d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-ray-head"):
+            # The operator's rule: the one whose peer is the operator's namespace.
+            rule = next(rule for rule in d["spec"]["ingress"] if any("namespaceSelector" in p for p in rule["from"]))
+            rule["from"] += operator_peers
     return out
 
 
@@ -111,9 +125,9 @@ def apply(kube, name: str) -> list[dict]:
     original = load(name)
     fitted = fit(original)
     changed = changed_paths(original, fitted)
-    assert changed and all(".resources." in p for p in changed), changed
+    assert changed and all(FITTED.search(p) for p in changed), changed
     kube.apply(fitted)
-    log(f"kubectl apply -f manifests/{name} ({len(fitted)} objects; only resources fitted: {len(changed)} fields)")
+    log(f"kubectl apply -f manifests/{name} ({len(fitted)} objects; fitted: {changed})")
     return fitted
 
 

@@ -77,7 +77,7 @@ def test_a_run_is_seen_on_its_rayjob_and_its_failure_is_read_after_its_cluster_i
             "job.keyColumns": [ROW_KEY], "job.batchSize": 500, "rayJob.ttlSecondsAfterFinished": 5,
             "rayJob.backoffLimit": 0, **model}  # no retry: one run, one cluster
     helm("install", "seen", str(CHART), "-n", ns,
-         *values_args([CI_VALUES / "ephemeral-values.yaml", E2E_VALUES / "small-nodes.yaml"], sets))
+         *values_args([CI_VALUES / "ephemeral-values.yaml", E2E_VALUES / "local-cluster.yaml"], sets))
     log(f"helm install seen: RayJob {name}, 9 shards of 4 s, one of which fails")
 
     # The progress annotation, as it changes while the run goes (patched every 10 s at most).

@@ -60,7 +60,7 @@ def test_a_raycronjob_child_rayjob_succeeds(kube, helm, s3, s3_namespace, target
     name = fullname("hourly")
     sets = {**common(s3, ns.name, data, "hourly"), "schedule": EVERY_MINUTE, "rayJob.ttlSecondsAfterFinished": 5}
     helm("install", "hourly", str(CHART), "-n", ns.name,
-         *values_args([CI_VALUES / "raycronjob-values.yaml", E2E_VALUES / "small-nodes.yaml"], sets))
+         *values_args([CI_VALUES / "raycronjob-values.yaml", E2E_VALUES / "local-cluster.yaml"], sets))
     log(f"helm install hourly: RayCronJob {name}, every minute")
     children = wait_for(lambda: rayjob_children(kube, ns.name, name), bool, 150,
                         f"RayCronJob {name} to make its first child RayJob")
@@ -108,7 +108,7 @@ def test_the_cronjob_tick_creates_its_rayjob_which_succeeds(kube, helm, s3, s3_n
     cron = f"{name}-tick"
     sets = {**common(s3, ns.name, data, "scheduled"), "schedule": EVERY_MINUTE, "cronJob.pollSeconds": 3}
     helm("install", "nightly", str(CHART), "-n", ns.name,
-         *values_args([CI_VALUES / "cronjob-values.yaml", E2E_VALUES / "small-nodes.yaml"], sets))
+         *values_args([CI_VALUES / "cronjob-values.yaml", E2E_VALUES / "local-cluster.yaml"], sets))
     log(f"helm install nightly: CronJob {cron}, every minute")
     jobs = wait_for(lambda: kube.items("jobs", ns.name, ""), bool, 150, f"CronJob {cron} to fire a tick Job")
     kube("-n", ns.name, "patch", "cronjob", cron, "--type=merge", "-p", '{"spec": {"suspend": true}}')
@@ -152,7 +152,7 @@ class Ticks:
         if release != "ticks":
             sets |= {"cluster.create": False, "rayJob.clusterName": self.cluster}
         self.helm("install", release, str(CHART), "-n", self.namespace.name,
-                  *values_args([CI_VALUES / "cpu-values.yaml", E2E_VALUES / "small-nodes.yaml"], sets))
+                  *values_args([CI_VALUES / "cpu-values.yaml", E2E_VALUES / "local-cluster.yaml"], sets))
         log(f"helm install {release}: CronJob {fullname(release)}-tick (suspended) on RayCluster {self.cluster}")
         return fullname(release)
 

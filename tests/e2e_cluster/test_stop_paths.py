@@ -35,7 +35,7 @@ def run_values(s3, ns: str, data: Dataset, output: str) -> dict:
 
 def install(helm, s3, ns: str, release: str, values_file: str, data: Dataset, output: str) -> str:
     helm("install", release, str(CHART), "-n", ns,
-         *values_args([CI_VALUES / values_file, E2E_VALUES / "small-nodes.yaml"], run_values(s3, ns, data, output)))
+         *values_args([CI_VALUES / values_file, E2E_VALUES / "local-cluster.yaml"], run_values(s3, ns, data, output)))
     log(f"helm install {release} ({values_file}; slow model: 10 s per shard)")
     return fullname(release)
 

@@ -42,7 +42,7 @@ def test_an_iceberg_table_on_postgresql_and_s3_gets_each_row_once_though_workers
             "job.input": data.uri, "job.output": "iceberg://lake/scores.taxi", "job.keyColumns": [ROW_KEY],
             "job.batchSize": 500, **slow_model_values(delay=1.5)}
     helm("install", "lake", str(CHART), "-n", ns,
-         *values_args([CI_VALUES / "cpu-values.yaml", E2E_VALUES / "small-nodes.yaml"], sets))
+         *values_args([CI_VALUES / "cpu-values.yaml", E2E_VALUES / "local-cluster.yaml"], sets))
     table_prefix = "warehouse/scores/taxi"
     workers = workers_deleted_mid_run(kube, s3, ns, fullname("lake"), table_prefix)
 
