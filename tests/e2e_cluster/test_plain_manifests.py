@@ -127,7 +127,9 @@ def apply(kube, name: str) -> list[dict]:
     changed = changed_paths(original, fitted)
     assert changed and all(FITTED.search(p) for p in changed), changed
     kube.apply(fitted)
-    log(f"kubectl apply -f manifests/{name} ({len(fitted)} objects; fitted: {changed})")
+    policies = [p for p in changed if p.startswith("NetworkPolicy:")]
+    log(f"kubectl apply -f manifests/{name} ({len(fitted)} objects; fitted: {len(changed) - len(policies)} sizes, "
+        f"{len(policies)} NetworkPolicy peer list)")
     return fitted
 
 
