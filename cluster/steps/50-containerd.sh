@@ -16,7 +16,9 @@ node_ctr() { local node="$1"; shift; "$CONTAINERD_BIN/ctr" --address "$(containe
 containerd_ok() {
   local node="$1"
   daemon_running "containerd-$node" || return 1
-  node_ctr "$node" version >/dev/null && node_ctr "$node" plugins ls | grep -q 'io.containerd.cri.v1.*runtime.*ok'
+  # grep reads all of ctr's output (no -q): `grep -q` exits at the first match, ctr, still writing, dies of SIGPIPE,
+  # and pipefail fails the check; `cluster.sh load-image` once refused a running containerd so, under load.
+  node_ctr "$node" version >/dev/null && node_ctr "$node" plugins ls | grep 'io.containerd.cri.v1.*runtime.*ok' >/dev/null
 }
 
 containerd_up() {
@@ -119,7 +121,7 @@ local_image_archives() {
     --out "$IMAGE_DIR/coredns.tar" --file "$COREDNS_BIN:/coredns" --entrypoint /coredns >/dev/null
 }
 
-node_has_image() { node_ctr "$1" images ls -q | grep -qx "$2"; }
+node_has_image() { node_ctr "$1" images ls -q | grep -x "$2" >/dev/null; }  # no -q: as in containerd_ok
 
 images_ok() {
   node_has_image "$1" "$PAUSE_IMAGE" && node_has_image "$1" "$COREDNS_IMAGE"

@@ -21,7 +21,7 @@ network_policy_ok() {
   in_node "$node" curl -sS --max-time 5 -o /dev/null -w '%{http_code}' \
     "http://127.0.0.1:$KUBE_ROUTER_HEALTH_PORT/healthz" | grep -q 200 || return 1
   # Its first sync has run: the jump into its FORWARD chain is in place.
-  in_node "$node" iptables -w -S FORWARD | grep -q -- '-j KUBE-ROUTER-FORWARD'
+  in_node "$node" iptables -w -S FORWARD | grep -- '-j KUBE-ROUTER-FORWARD' >/dev/null  # no -q: see containerd_ok
 }
 
 network_policy_up() {
