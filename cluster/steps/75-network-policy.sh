@@ -31,6 +31,6 @@ network_policy_up() {
     --run-router=false --run-service-proxy=false --run-firewall=true \
     --kubeconfig="$STATE_DIR/kubeconfigs/kube-router.kubeconfig" \
     --hostname-override="${NODE_NAME[$node]}" \
-    --service-cluster-ip-range="$SERVICE_CIDR" --service-node-port-range=30000-32767 \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
     --health-port="$KUBE_ROUTER_HEALTH_PORT" --iptables-sync-period=1m --v=1
 }

@@ -102,6 +102,13 @@ def head_pod(kube, ns: str) -> dict:
     return heads[0]
 
 
+def release_labels(component: str) -> dict[str, str]:
+    """The labels the chart gives this release's pods of one component (shardscore.metadata), which its
+    NetworkPolicies select by."""
+    return {"app.kubernetes.io/name": "shardscore", "app.kubernetes.io/instance": RELEASE,
+            "app.kubernetes.io/component": component}
+
+
 def container(pod: dict, name: str) -> dict:
     return next(c for c in pod["spec"]["containers"] if c["name"] == name)
 
@@ -278,9 +285,8 @@ def test_a_pod_without_the_token_cannot_submit_a_job(gpu, kube):
     script = (f"ray job submit --address {address} --no-wait -- echo hello; echo EXIT-WITHOUT=$?; "
               f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$CLUSTER_TOKEN ray job submit --address {address} -- echo hello; "
               "echo EXIT-WITH=$?")
-    labels = {"app.kubernetes.io/name": "shardscore", "app.kubernetes.io/instance": RELEASE,
-              "app.kubernetes.io/component": "test"}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-token", "namespace": ns, "labels": labels},
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "no-token", "namespace": ns, "labels": release_labels("test")},
            "spec": {"restartPolicy": "Never", "containers": [{
                "name": "submit", "image": image(), "imagePullPolicy": "IfNotPresent",
                "command": ["bash", "-c", script], "env": [{"name": "HOME", "value": "/tmp"}, {
@@ -367,10 +373,8 @@ def probers(gpu, kube):
     if kube("get", "namespace", SCRAPE_NS, check=False).returncode == 0:
         scrape_ns.delete()  # a leftover
     scrape_ns.create()
-    submitter_labels = {"app.kubernetes.io/name": "shardscore", "app.kubernetes.io/instance": RELEASE,
-                        "app.kubernetes.io/component": "ray-job-submitter"}
     try:
-        kube.apply([prober(ns, "outsider"), prober(ns, "as-submitter", submitter_labels),
+        kube.apply([prober(ns, "outsider"), prober(ns, "as-submitter", release_labels("ray-job-submitter")),
                     prober(SCRAPE_NS, "scraper")])
         for pod_ns, name in ((ns, "outsider"), (ns, "as-submitter"), (SCRAPE_NS, "scraper")):
             wait_for(lambda pod_ns=pod_ns, name=name: kube.get("pod", name, pod_ns),
