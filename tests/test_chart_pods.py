@@ -135,3 +135,33 @@ def test_the_head_always_runs_as_the_charts_service_account(autoscaling):
         assert {"serviceAccountToken", "configMap", "downwardAPI"} == {k for s in sources for k in s}
     else:
         assert "autoscaler-api-token" not in volumes and "autoscalerOptions" not in spec
+
+
+def _probes(docs: list[dict]) -> dict[str, dict | None]:
+    """group -> its Ray container's readinessProbe (None where the chart leaves it to KubeRay)."""
+    return {group: tmpl["spec"]["containers"][0].get("readinessProbe")
+            for spec in clusters(docs) for group, tmpl in c.pod_templates(spec)}
+
+
+@pytest.mark.parametrize("values", CI_FILES, ids=CI_IDS)
+def test_ray_pods_are_ready_as_soon_as_the_agent_says_so(values, rendered):
+    """A RayJob submits only when every pod of its cluster is Ready (KubeRay's CheckAllPodsRunning): the chart's probe
+    asks the dashboard agent's /api/healthz (KubeRay's own check from Ray 2.53) from 2 s on, every 2 s, where
+    KubeRay's asks from 10 s on, every 5 s (initLivenessAndReadinessProbe, common/pod.go, v1.7.0)."""
+    probes = _probes(rendered[values.stem])
+    assert probes
+    for group, probe in probes.items():
+        assert probe == {"httpGet": {"path": "/api/healthz", "port": 52365}, "initialDelaySeconds": 2,
+                         "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 25}, group
+
+
+def test_the_readiness_probe_follows_the_agent_port_and_yields_to_kuberay_where_asked():
+    docs = c.render([CPU], ["cluster.readinessProbe.periodSeconds=3"],
+                    extra=["--set-string", "cluster.cpuWorkers.rayStartParams.dashboard-agent-listen-port=52400"])
+    probes = _probes(docs)
+    assert probes["cpu"]["httpGet"]["port"] == 52400 and probes["head"]["httpGet"]["port"] == 52365
+    assert {p["periodSeconds"] for p in probes.values()} == {3}
+    # null, or a Ray without /api/healthz (before 2.53): KubeRay's probe (no readinessProbe in the template)
+    assert set(_probes(c.render([CPU], ["cluster.readinessProbe=null"])).values()) == {None}
+    assert set(_probes(c.render([CPU], ["rayVersion=2.52.0"])).values()) == {None}
+    assert "readinessProbe" in c.render_error([CPU], ["cluster.readinessProbe.periodSeconds=0"])

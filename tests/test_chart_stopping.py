@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import time
+
 import pytest
 
 import chartlib as c
@@ -47,3 +53,37 @@ def test_the_grace_period_takes_seconds_from_0_to_3600():
         assert c.render([CPU], [f"job.gracePeriod={grace}"])
     for grace in ("-1", "3601", "soon"):
         assert "gracePeriod" in c.render_error([CPU], [f"job.gracePeriod={grace}"]), grace
+
+
+def _as_pid_1(args: str) -> int | None:
+    """Runs `/bin/bash -c -- args` (the autoscaler container's command, BuildAutoscalerContainer in KubeRay's
+    common/pod.go, v1.7.0) as PID 1 of a new PID namespace, with KubeRay's start command standing for a process
+    that, like Ray's autoscaler, sets no SIGTERM handler; sends PID 1 SIGTERM as the kubelet does. Returns its exit
+    status, or None when it is still running 5 s later."""
+    env = {**os.environ, "KUBERAY_GEN_AUTOSCALER_START_CMD": "sleep 60"}
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "/bin/bash", "-c", "--", args], env=env)
+    try:
+        deadline = time.monotonic() + 10
+        while not (pid_1 := subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                           text=True).stdout.split()):
+            assert proc.poll() is None and time.monotonic() < deadline, "unshare started no process"
+            time.sleep(0.05)
+        time.sleep(0.5)  # bash has set its trap and started the command
+        os.kill(int(pid_1[0]), signal.SIGTERM)
+        return proc.wait(5)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_deleted_head_pods_autoscaler_ends_at_sigterm():
+    """The kubelet's SIGTERM reaches a container's PID 1 only where it set a handler (pid_namespaces(7)). KubeRay's
+    command makes Ray's autoscaler PID 1 without one, so every deleted head pod stayed for its whole grace period
+    (50 s by default); the chart's args keep bash as PID 1 with a TERM trap."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--pid", "--fork", "true"]).returncode != 0:
+        pytest.skip("needs unshare(1) with the right to make a PID namespace (root, or CAP_SYS_ADMIN)")
+    args = c.one(c.render([EPHEMERAL]), "RayJob")["spec"]["rayClusterSpec"]["autoscalerOptions"]["args"]
+    assert _as_pid_1(" ".join(args)) == 0
+    assert _as_pid_1("$KUBERAY_GEN_AUTOSCALER_START_CMD") is None  # KubeRay's own args: SIGTERM unheard

@@ -120,6 +120,22 @@ Mounting it only there keeps it away from the Ray container, where the job's cod
 {{- end }}
 
 {{/*
+The Ray container's readiness probe, from cluster.readinessProbe; empty (KubeRay's own probe) when that is null or
+the Ray is older than 2.53. KubeRay adds its probe only where the container has none (initLivenessAndReadinessProbe
+in common/pod.go, v1.7.0): the same GET of the dashboard agent's /api/healthz that it sends from Ray 2.53 on
+(supportsUnifiedHealthCheck), at the port the group's rayStartParams name. Call with (dict "root" $ "group" <values>).
+*/}}
+{{- define "shardscore.readinessProbe" -}}
+{{- $p := .root.Values.cluster.readinessProbe -}}
+{{- if and $p (semverCompare ">=2.53.0" .root.Values.rayVersion) -}}
+httpGet:
+  path: /api/healthz
+  port: {{ int (get (.group.rayStartParams | default dict) "dashboard-agent-listen-port" | default 52365) }}
+{{ toYaml $p }}
+{{- end }}
+{{- end }}
+
+{{/*
 Pod template of a Ray node. Call with (dict "root" $ "group" <values of the group> "kind" "head"|"worker" "gpu" bool).
 */}}
 {{- define "shardscore.rayPodTemplate" -}}
@@ -184,6 +200,10 @@ spec:
       {{- with $v.extraEnvFrom }}
       envFrom:
         {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with include "shardscore.readinessProbe" (dict "root" $root "group" $g) }}
+      readinessProbe:
+        {{- . | nindent 8 }}
       {{- end }}
       lifecycle:
         preStop:
@@ -256,6 +276,14 @@ enableInTreeAutoscaling: {{ $v.cluster.autoscaling.enabled }}
 autoscalerOptions:
   idleTimeoutSeconds: {{ int $v.cluster.autoscaling.idleTimeoutSeconds }}
   upscalingMode: {{ $v.cluster.autoscaling.upscalingMode }}
+  {{- /*
+  KubeRay runs the autoscaler as `/bin/bash -c -- "ray kuberay-autoscaler ..."` (BuildAutoscalerContainer in
+  common/pod.go, v1.7.0); bash execs the one command, so Ray's autoscaler is the container's PID 1 and sets no SIGTERM
+  handler: the kubelet's SIGTERM is dropped (pid_namespaces(7)) and every deleted head pod stayed for its whole
+  terminationGracePeriodSeconds. Here bash stays PID 1 with a TERM trap and ends the container at once; the
+  autoscaler holds no state to save. The command is KubeRay's own, from the variable it sets for such Args.
+  */}}
+  args: ["trap 'exit 0' TERM; $KUBERAY_GEN_AUTOSCALER_START_CMD & wait $!"]
   imagePullPolicy: {{ $v.image.pullPolicy }}
   securityContext:
     {{- toYaml $v.containerSecurityContext | nindent 4 }}
