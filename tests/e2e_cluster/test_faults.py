@@ -83,17 +83,19 @@ def test_the_head_pod_deleted_mid_run_the_rerun_completes_exact_without_duplicat
     (on an existing cluster KubeRay does not retry: backoffLimit is refused there) once the killed driver's lease
     has expired. Either way every shard committed before the kill is kept, and no row is written twice.
 
-    The CPU node is full when the head dies (the chart's requests, equal to the limits: the head and two workers
-    fill it, two more workers wait): the new head and those workers race for the room the old head leaves, and the
+    The CPU node is full when the head dies (requests that fill it: the head and two workers, two more workers
+    wait): the new head and those workers race for the room the old head leaves, and the
     autoscaler that could remove them died with the head. Seen in CI on 2026-12-01: a worker won and the new head
     stayed Pending. With the head's PriorityClass the scheduler preempts a worker for it (its DefaultPreemption;
     seen in every run that logged it)."""
     ns = s3_namespace.name
     shards = 16
     data = write_input(s3, ns, "input", shards=shards, rows=3000)
+    # The head's pod (700m and its autoscaler's 200m) and two workers of 500m: 1900m of the node's 2000m. The
+    # overlay's requests are lower and its limits higher (its comment says why); memory as the overlay's limits.
     small = yaml.safe_load((E2E_VALUES / "local-cluster.yaml").read_text())["cluster"]
-    chart_requests = {f"cluster.{part}.resources.requests": small[part]["resources"]["limits"]
-                      for part in ("head", "autoscaling", "cpuWorkers")}
+    chart_requests = {f"cluster.{part}.resources.requests": {**small[part]["resources"]["limits"], "cpu": cpu}
+                      for part, cpu in (("head", "700m"), ("autoscaling", "200m"), ("cpuWorkers", "500m"))}
     # One task per shard, all submitted at once: the autoscaler asks for maxReplicas (4) workers at once, of which
     # the node holds two, before the run is half done (a run's own bound grows only as workers come).
     name = install(helm, s3, ns, "head", data, "output", "cpu-values.yaml", **chart_requests,
