@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -62,8 +63,11 @@ class Unavailable(Exception):
 
 
 def log(message: str) -> None:
-    """One timestamped line per step, so that a CI log tells the story."""
-    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+    """One timestamped line per step, so that a CI log tells the story. To stderr, with the pytest-xdist worker's
+    name when the suite runs in parallel (tests/e2e_cluster/run.sh): a worker's stdout never reaches the terminal
+    (xdist's workers talk to the controller over it), its stderr does."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    print(f"{time.strftime('%H:%M:%S')} {f'[{worker}] ' if worker else ''}{message}", file=sys.stderr, flush=True)
 
 
 def appversion() -> str:

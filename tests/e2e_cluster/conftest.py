@@ -17,10 +17,41 @@ from .clusterlib import (HostS3, Helm, Kube, Namespace, Target, Unavailable, dia
 HERE = Path(__file__).resolve().parent
 
 
+#: The files that run first, in this order: the cluster's own checks, then those that took longest in a parallel run
+#: (2026-12-07, 2 workers), longest first, so that no long file starts when the others are done (tests/e2e_cluster/
+#: run.sh: --no-loadscope-reorder keeps this order).
+FIRST = ("test_cluster_smoke.py", "test_gpu_release.py", "test_mlflow_on_cluster.py", "test_schedules.py",
+         "test_stop_paths.py", "test_own_model.py", "test_plain_manifests.py")
+
+#: Test files that `-n N --dist loadfile` (tests/e2e_cluster/run.sh) runs on one pytest-xdist worker, one test after
+#: the other, as if they were one file: their pods share the GPU node's two fake GPUs.
+SAME_WORKER = {"test_cluster_smoke.py": "test_gpu_release.py"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.cluster)
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))  # stable: files keep their order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, save SAME_WORKER. A file is one unit of work already (loadfile's LoadFileScheduling), so that
+    a module's fixtures (the GPU release, the schedules' long-lived cluster) are made once and its tests run in order.
+    Not --dist loadgroup: pytest-xdist 3.8.0 marks a group in the item's nodeid, which pytest 9.2 no longer lets a
+    plugin change, so xdist_group marks are silently ignored (pytest-xdist issue 1386)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByFile(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:  # LoadScopeScheduling's unit of work: here, a file
+            path, _, name = super()._split_scope(nodeid).rpartition("/")
+            return f"{path}/{SAME_WORKER.get(name, name)}"
+
+    return ByFile(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)

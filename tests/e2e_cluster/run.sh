@@ -5,6 +5,12 @@
 # 50-70 s), runs the suite, and takes the cluster down again (`make cluster-down`), also when a test fails or the
 # run is interrupted. SHARDSCORE_E2E_KEEP_CLUSTER=1 leaves it up (to look at it, or to run single tests again:
 # .venv/bin/python -m pytest -m cluster tests/e2e_cluster -k ...). Extra arguments go to pytest.
+#
+# The suite runs in two passes: the tests that share the cluster, SHARDSCORE_E2E_WORKERS (default 2) at a time
+# (pytest-xdist, --dist loadfile: a file is one unit of work; conftest.py says which files share a worker), then the
+# `whole_cluster` tests, which fill the CPU node, one at a time. Much of a test is waiting (pods starting and
+# stopping, slow models, deadlines, grace periods), so two at a time keep the 2-core machine busier
+# (docs/local-cluster.md has the figures).
 # The last lines give the time of each phase.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,6 +40,20 @@ log "bringing the local cluster up (make cluster)"
 bash cluster/cluster.sh up
 up_s=$((SECONDS - start))
 t=$SECONDS
-PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -m cluster tests/e2e_cluster \
-  -p no:cacheprovider -v -s --durations=25 "$@" || { suite_s=$((SECONDS - t)); exit 1; }
+# suite MARKERS PYTEST-ARGS...: one pass. Exit status 5 (nothing selected: `-k` in E2E_ARGS may leave a pass empty)
+# fails only if the other pass selected nothing either.
+failed=0 empty=0
+suite() {
+  local markers="$1" rc=0; shift
+  PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -m "$markers" tests/e2e_cluster \
+    -p no:cacheprovider -v -s --durations=25 "$@" || rc=$?
+  if ((rc == 5)); then empty=$((empty + 1)); elif ((rc != 0)); then failed=1; fi
+}
+workers="${SHARDSCORE_E2E_WORKERS:-2}"
+log "the tests that share the cluster, $workers at a time"
+suite "cluster and not whole_cluster" -n "$workers" --dist loadfile --no-loadscope-reorder "$@"
+log "the tests that need the cluster to themselves, one at a time"
+suite "cluster and whole_cluster" "$@"
 suite_s=$((SECONDS - t))
+if ((empty == 2)); then log "no test selected"; failed=1; fi
+exit "$failed"

@@ -74,6 +74,7 @@ def head_priority(kube, s3_namespace):
     kube("delete", "priorityclass", name, "--ignore-not-found", "--wait=false", check=False)
 
 
+@pytest.mark.whole_cluster  # its requests fill the CPU node, and its head's priority preempts what is there
 def test_the_head_pod_deleted_mid_run_the_rerun_completes_exact_without_duplicates(kube, helm, s3, s3_namespace,
                                                                                     head_priority):
     """The head (GCS, dashboard and the run's driver) dies mid-run: deleted with a grace period of 1 s, as a node

@@ -326,12 +326,12 @@ def test_at_the_deadline_the_tick_deletes_its_rayjob_and_kuberay_stops_the_ray_j
     (exit 3: the Job's podFailurePolicy fails it at once)."""
     ns = ticks.namespace.name
     data = write_input(s3, ns, "input-stuck", shards=2, rows=1000)
-    deadline_seconds = 90
+    # The current minute, and a deadline 50 s from now: time for the run to start, then to pass it.
+    now = time.time()
+    minutes = int(now // 60)
+    deadline_seconds = int(now - minutes * 60) + 50
     name = ticks.install("stuck", data, "stuck", **slow_model_values(delay=600.0),
                          **{"cronJob.deadlineSeconds": deadline_seconds})
-    # A scheduled minute that puts the deadline 45 to 105 s from now: time for the run to start, then to pass it.
-    now = time.time()
-    minutes = int(-(-(now + 45 - deadline_seconds) // 60))
     job, rayjob = ticks.fire(name, minutes), f"{name}-{minutes}"
     log(f"deadline at {time.strftime('%H:%M:%S', time.localtime(minutes * 60 + deadline_seconds))}")
     running = wait_for(lambda: kube.get("rayjob", rayjob, ns),

@@ -20,8 +20,9 @@ import re
 import time
 
 from .clusterlib import (CHART, CI_VALUES, E2E_VALUES, ROW_KEY, Dataset, assert_exact, committed_shards, fullname,
-                         job_condition, job_logs, log, manifest_of, mid_run, raycluster_ready, rayjob_finished,
-                         rayjob_succeeded, slow_model_values, utc_stamp, values_args, wait_for, write_input)
+                         job_condition, job_logs, log, manifest_of, mid_run, models_mount_values, raycluster_ready,
+                         rayjob_finished, rayjob_succeeded, slow_model_values, utc_stamp, values_args, wait_for,
+                         write_input)
 from .test_faults import lease
 from .test_schedules import Ticks, ray_jobs
 
@@ -108,14 +109,16 @@ def test_a_tick_past_its_deadline_aborts_its_run_in_grace_and_the_next_tick_comp
     # the tick starts, however fast the driver starts (25 to 60 s seen), and a shard committed well before it.
     data = write_input(s3, ns.name, "input", shards=40, rows=2000)
     values = {**slow_model_values(delay=2.5), "job.batchSize": 500}
-    deadline_seconds, lead = 120, 90
-    name = ticks.install("ticks", data, "late", **values, **{"cronJob.deadlineSeconds": deadline_seconds})
+    lead = 90
+    ticks.install("ticks", data, "unused", **models_mount_values())  # the cluster; its own CronJob stays suspended
     wait_for(lambda: kube.get("raycluster", ticks.cluster, ns.name), raycluster_ready, 300,
              f"RayCluster {ticks.cluster} to be ready")
-    # The tick's deadline counts from its scheduled minute (tick.run): the minute that puts it LEAD to LEAD + 60 s
-    # ahead, then a wait that makes it LEAD s; the minute is 30 s past when the tick starts.
-    minutes = int(-(-(time.time() + lead - deadline_seconds) // 60))
-    time.sleep(max(0.0, minutes * 60 + deadline_seconds - lead - time.time()))
+    # The tick's deadline counts from its scheduled minute (tick.run): the current minute, and a deadline that ends
+    # LEAD s from now, set by the tick's own release on the ready cluster.
+    now = time.time()
+    minutes = int(now // 60)
+    deadline_seconds = int(now - minutes * 60) + lead
+    name = ticks.install("late", data, "late", **values, **{"cronJob.deadlineSeconds": deadline_seconds})
     output = f"late/run={utc_stamp(minutes)}"
     job, rayjob = ticks.fire(name, minutes), f"{name}-{minutes}"
     running = wait_for(lambda: kube.get("rayjob", rayjob, ns.name),
@@ -141,8 +144,7 @@ def test_a_tick_past_its_deadline_aborts_its_run_in_grace_and_the_next_tick_comp
     # The same scheduled minute again, with a later deadline: a new Job of the same name, the same run folder.
     kube("-n", ns.name, "delete", "job", job, "--wait=true", timeout=180)
     # A deadline an hour after the scheduled minute (`--set ...=null` with --reuse-values kept the 90 s: seen).
-    upgrade = ["upgrade", "ticks", str(CHART), "-n", ns.name, "--reuse-values", "--set", "cronJob.deadlineSeconds=3600"]
-    ticks.helm(*upgrade, *(["--force-conflicts"] if helm.major >= 4 else []))  # the autoscaler patched the cluster
+    ticks.helm("upgrade", "late", str(CHART), "-n", ns.name, "--reuse-values", "--set", "cronJob.deadlineSeconds=3600")
     ticks.fire(name, minutes)
     final = wait_for(lambda: kube.get("rayjob", rayjob, ns.name), rayjob_finished, 600, f"the rerun of {rayjob}")
     assert rayjob_succeeded(final), final["status"]
