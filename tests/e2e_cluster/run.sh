@@ -40,14 +40,20 @@ log "bringing the local cluster up (make cluster)"
 bash cluster/cluster.sh up
 up_s=$((SECONDS - start))
 t=$SECONDS
-# suite MARKERS PYTEST-ARGS...: one pass. Exit status 5 (nothing selected: `-k` in E2E_ARGS may leave a pass empty)
-# fails only if the other pass selected nothing either.
-failed=0 empty=0
+# suite MARKERS PYTEST-ARGS...: one pass, its output also kept in a file. Exit status 5 (nothing selected: `-k` in
+# E2E_ARGS may leave a pass empty) fails only if the other pass selected nothing either.
+failed=0 empty=0 passes=0 failed_logs=()
+pass_logs="$(mktemp -d)"
 suite() {
-  local markers="$1" rc=0; shift
-  PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -m "$markers" tests/e2e_cluster \
-    -p no:cacheprovider -v -s --durations=25 "$@" || rc=$?
-  if ((rc == 5)); then empty=$((empty + 1)); elif ((rc != 0)); then failed=1; fi
+  local markers="$1" out rc; shift
+  passes=$((passes + 1))
+  out="$pass_logs/pass-$passes.log"
+  { rc=0
+    PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -m "$markers" tests/e2e_cluster \
+      -p no:cacheprovider -v -s --durations=25 "$@" 2>&1 || rc=$?
+    echo "$rc" >"$out.rc"; } | tee "$out"
+  rc="$(cat "$out.rc")"
+  if ((rc == 5)); then empty=$((empty + 1)); elif ((rc != 0)); then failed=1; failed_logs+=("$out"); fi
 }
 workers="${SHARDSCORE_E2E_WORKERS:-2}"
 log "the tests that share the cluster, $workers at a time"
@@ -56,4 +62,11 @@ log "the tests that need the cluster to themselves, one at a time"
 suite "cluster and whole_cluster" "$@"
 suite_s=$((SECONDS - t))
 if ((empty == 2)); then log "no test selected"; failed=1; fi
+# A failed test's report (its diagnostics: pods, events, the operator's log) again at the end of the output, where
+# a CI log is read first, whichever pass it was in.
+for out in "${failed_logs[@]}"; do
+  log "the failures of $(basename "$out" .log) again:"
+  sed -n '/^=* \(FAILURES\|ERRORS\) =*$/,$p' "$out"
+done
+rm -rf "$pass_logs"
 exit "$failed"

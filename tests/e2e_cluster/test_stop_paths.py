@@ -143,7 +143,7 @@ def test_a_tick_past_its_deadline_aborts_its_run_in_grace_and_the_next_tick_comp
     assert_stopped_in_grace(s3, ns.name, output, done)
     # The same scheduled minute again, with a later deadline: a new Job of the same name, the same run folder.
     kube("-n", ns.name, "delete", "job", job, "--wait=true", timeout=180)
-    # A deadline an hour after the scheduled minute (`--set ...=null` with --reuse-values kept the 90 s: seen).
+    # A deadline an hour after the scheduled minute (`--set ...=null` with --reuse-values kept the first one: seen).
     ticks.helm("upgrade", "late", str(CHART), "-n", ns.name, "--reuse-values", "--set", "cronJob.deadlineSeconds=3600")
     ticks.fire(name, minutes)
     final = wait_for(lambda: kube.get("rayjob", rayjob, ns.name), rayjob_finished, 600, f"the rerun of {rayjob}")
