@@ -27,9 +27,7 @@ fi
 
 if ! command -v debootstrap >/dev/null 2>&1; then
   log "installing debootstrap"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  bash "$(dirname "$0")/apt-install.sh" debootstrap
 fi
 
 work="$(mktemp -d /var/tmp/shardscore-rootfs.XXXXXX)"

@@ -48,12 +48,10 @@ if ! command -v dockerd >/dev/null 2>&1; then
     exit 1
   fi
   log "installing the Docker engine from Debian (docker.io)"
-  export DEBIAN_FRONTEND=noninteractive
   pkgs=(docker.io iptables ca-certificates)
   # Where the kernel enforces AppArmor, dockerd needs apparmor_parser to load its default profile.
   [[ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" == Y* ]] && pkgs+=(apparmor)
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  bash "$(dirname "$0")/apt-install.sh" "${pkgs[@]}"
   # The package's init script may have started a daemon already.
   sleep 1
   if docker_ok; then

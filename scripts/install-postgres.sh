@@ -19,7 +19,5 @@ if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
   exit 0
 fi
 log "installing PostgreSQL from Debian (postgresql)"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
 # The package's own cluster is not used (policy-rc.d may refuse to start it): the tests run theirs.
-apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+bash "$(dirname "$0")/apt-install.sh" postgresql

@@ -10,15 +10,8 @@ step_packages_ok() {
   command -v iptables >/dev/null
 }
 
-step_packages_up() {
-  export DEBIAN_FRONTEND=noninteractive
-  # Only the lists, once: apt-get install fails on a fresh machine whose lists are empty.
-  if ! apt-get install -y -qq --no-install-recommends $DEBIAN_PACKAGES; then
-    apt-get update -qq
-    # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $DEBIAN_PACKAGES
-  fi
-}
+# shellcheck disable=SC2086
+step_packages_up() { bash "$CLUSTER_SRC/../scripts/apt-install.sh" $DEBIAN_PACKAGES; }
 
 step_build_ok() { all_components_built; }
 step_build_up() { bash "$CLUSTER_SRC/build.sh" all; }
