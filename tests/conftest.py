@@ -73,7 +73,6 @@ def ray_cluster() -> RayCluster:
     cluster = start_ray_cluster(temp_dir)
     yield cluster
     stop_ray_cluster(cluster)
-    rmtree(temp_dir)
 
 
 @pytest.fixture

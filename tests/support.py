@@ -332,21 +332,25 @@ def _node_args(cluster: RayCluster) -> list[str]:
             "--object-store-memory", str(300 * 2**20)]
 
 
-def start_ray_cluster(temp_dir: Path, own_temp_dirs: bool = False, **env: str) -> RayCluster:
-    """The suite's cluster; `env` reaches every node's processes (Ray's agents included). With `own_temp_dirs`,
-    each worker node keeps its session (runtime_env packages included) in `<temp_dir>-<role>`, as pods each have
-    their own disk: nodes sharing one session folder share one unpacked working_dir, which one node's runtime_env
-    agent deletes while another's job runs in it."""
+def start_ray_cluster(temp_dir: Path, **env: str) -> RayCluster:
+    """The suite's cluster; `env` reaches every node's processes (Ray's agents included). Each worker node keeps its
+    session in `<temp_dir>-<role>`, as pods each have their own disk: nodes sharing one session folder share one
+    unpacked runtime_env working_dir, which one node's runtime_env agent deletes while another's job runs in it, and
+    one logs folder, whose every worker log each node's log monitor tracks and stats ten times a second
+    (ray/_private/log_monitor.py, LogMonitor.run: the idle cluster's largest CPU cost over a long suite).
+
+    Metrics go to the nodes' endpoints every 5 s instead of Ray's 10 (RAY_metrics_report_interval_ms, read by the
+    raylets, the core workers and the agents): the metrics tests watch a task RUNNING that runs about 12 s. Each
+    report costs every worker process and agent some CPU, so not every second."""
     gcs, dash = free_port(), free_port()
-    cluster = RayCluster(temp_dir, gcs, dash, base_env(RAY_metrics_report_interval_ms="1000", **env))
+    cluster = RayCluster(temp_dir, gcs, dash, base_env(RAY_metrics_report_interval_ms="5000", **env))
     head = ["start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
             "--num-cpus", "0", "--num-gpus", "0", "--temp-dir", str(temp_dir), "--resources", '{"head": 1}',
             *_node_args(cluster)]
     cluster.ray(*head)
     for role, cpus, gpus in (("cpu_group", "2", "0"), ("gpu_group", "1", "1")):
-        own = ["--temp-dir", f"{temp_dir}-{role}"] if own_temp_dirs else []
         cluster.ray("start", "--address", cluster.address, "--num-cpus", cpus, "--num-gpus", gpus,
-                    "--resources", json.dumps({role: 1}), *own, *_node_args(cluster))
+                    "--resources", json.dumps({role: 1}), "--temp-dir", f"{temp_dir}-{role}", *_node_args(cluster))
 
     def all_nodes():
         nodes = [n for n in cluster.nodes() if n["Alive"]]
@@ -388,7 +392,10 @@ def kill_processes_mentioning(path: Path, gcs_port: int | None = None) -> None:
 
 
 def stop_ray_cluster(cluster: RayCluster) -> None:
+    """Its processes, then every node's session folder (`<temp_dir>` and `<temp_dir>-<role>`)."""
     kill_processes_mentioning(cluster.temp_dir, cluster.gcs_port)
+    for folder in cluster.temp_dir.parent.glob(f"{cluster.temp_dir.name}*"):
+        rmtree(folder)
 
 
 def stop_process(proc: subprocess.Popen) -> None:

@@ -5,7 +5,6 @@ driver's refuses to score."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import uuid
@@ -126,11 +125,9 @@ def cluster_with_s3(s3):
     """A Ray cluster whose nodes reach the test S3 server as AWS's variables say (AWS_ENDPOINT_URL), as the chart's
     pods do: Ray's runtime_env agent downloads s3:// packages with boto3 (runtime_env/protocol.py)."""
     temp_dir = Path("/tmp") / f"sspk{uuid.uuid4().hex[:6]}"
-    cluster = start_ray_cluster(temp_dir, own_temp_dirs=True, AWS_ENDPOINT_URL=s3.endpoint)
+    cluster = start_ray_cluster(temp_dir, AWS_ENDPOINT_URL=s3.endpoint)
     yield cluster
     stop_ray_cluster(cluster)
-    for folder in temp_dir.parent.glob(f"{temp_dir.name}*"):
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _submit(cluster, working_dir: str, *args: str) -> tuple[bool, str]:

@@ -8,36 +8,78 @@ row. Runs are `shardscore run` driver processes on the multi-node test cluster."
 from __future__ import annotations
 
 import json
+import selectors
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from datasets import read_output
+from support import make_tempdir, rmtree, stop_process
 from test_iceberg_output import Catalog, _input, _scored
 from test_partitioned_tables import DATES, _hive_input
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(shutil.which("java") is None, reason="needs a Java runtime (java on PATH) for Spark")]
 MODEL = ["--model", "scale_model:load_model", "--key-columns", "id"]
+SERVER = Path(__file__).with_name("spark_tables.py")
 
 
-def spark_rows(*reads: dict) -> list[dict[int, Any]]:
-    """id -> score (or the tuple of the other columns read) per read, as Spark reads it (tests/spark_read.py);
-    asserts each id is there once."""
-    r = subprocess.run([sys.executable, str(Path(__file__).with_name("spark_read.py")), json.dumps(list(reads))],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    tables = json.loads(r.stdout.splitlines()[-1])
-    for rows in tables:
-        assert len(rows) == len({row[0] for row in rows}), "an id is in the table more than once"
-    return [{row[0]: row[1] if len(row) == 2 else tuple(row[1:]) for row in rows} for rows in tables]
+class Spark:
+    """The module's one Spark process (tests/spark_tables.py), a JSON request and answer a line."""
+
+    def __init__(self, root: Path):
+        self.log = root / "spark.log"
+        self.process = subprocess.Popen([sys.executable, str(SERVER), str(root / "warehouse")], text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"))
+
+    def ask(self, request: dict, timeout: float = 600) -> Any:
+        from spark_tables import REPLY
+
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            while selector.select(max(0.0, deadline - time.monotonic())):
+                line = self.process.stdout.readline()
+                if not line:
+                    break
+                if line.startswith(REPLY):
+                    answer = json.loads(line[len(REPLY):])
+                    assert not (isinstance(answer, dict) and "error" in answer), answer.get("error")
+                    return answer
+        pytest.fail(f"Spark gave no answer to {request} (exit {self.process.poll()}); its log ends:\n"
+                    f"{self.log.read_text()[-4000:]}")
+
+    def rows(self, *reads: dict) -> list[dict[int, Any]]:
+        """id -> score (or the tuple of the other columns read) per read, as Spark reads it; asserts each id is
+        there once."""
+        tables = self.ask({"read": list(reads)})
+        for rows in tables:
+            assert len(rows) == len({row[0] for row in rows}), "an id is in the table more than once"
+        return [{row[0]: row[1] if len(row) == 2 else tuple(row[1:]) for row in rows} for rows in tables]
 
 
-def test_spark_reads_the_iceberg_and_delta_tables_as_committed_and_their_earlier_versions(shardscore, tmp_path: Path):
+@pytest.fixture(scope="module")
+def spark():
+    root = make_tempdir("shardscore-spark-")
+    server = Spark(root)
+    yield server
+    server.process.stdin.close()
+    try:
+        server.process.wait(60)
+    finally:
+        stop_process(server.process)
+        rmtree(root)
+
+
+def test_spark_reads_the_iceberg_and_delta_tables_as_committed_and_their_earlier_versions(shardscore, spark,
+                                                                                         tmp_path: Path):
     inp, catalog, delta = _input(tmp_path), Catalog(tmp_path), tmp_path / "delta"
     for factor, more in ((2, []), (3, ["--overwrite"])):
         for out in ("iceberg://t/scores.taxi", f"delta+{delta}"):
@@ -46,7 +88,7 @@ def test_spark_reads_the_iceberg_and_delta_tables_as_committed_and_their_earlier
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     table = catalog.table()
     first, _ = table.snapshots()
-    assert spark_rows({"format": "iceberg", "path": table.metadata_location},
+    assert spark.rows({"format": "iceberg", "path": table.metadata_location},
                       {"format": "iceberg", "path": table.metadata_location,
                        "options": {"snapshot-id": str(first.snapshot_id)}},
                       {"format": "delta", "path": str(delta)},
@@ -54,14 +96,12 @@ def test_spark_reads_the_iceberg_and_delta_tables_as_committed_and_their_earlier
         _scored(3), _scored(2), _scored(3), _scored(2)]
 
 
-def test_input_tables_with_row_level_deletes_are_refused_and_scored_once_compacted(cli, shardscore, tmp_path: Path):
+def test_input_tables_with_row_level_deletes_are_refused_and_scored_once_compacted(cli, shardscore, spark,
+                                                                                   tmp_path: Path):
     """Spark's merge-on-read DELETE of id 7: an Iceberg position delete file, a Delta deletion vector (tests/
-    spark_deletes.py). The Iceberg tables are registered in the SQLite catalog where Spark's Hadoop catalog left
+    spark_tables.py). The Iceberg tables are registered in the SQLite catalog where Spark's Hadoop catalog left
     them."""
-    r = subprocess.run([sys.executable, str(Path(__file__).with_name("spark_deletes.py")), str(tmp_path)],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    made = json.loads(r.stdout.splitlines()[-1])
+    made = spark.ask({"deletes": str(tmp_path)})
     catalog = Catalog(tmp_path)
     cat = catalog.load()
     cat.create_namespace("ns")
@@ -83,7 +123,7 @@ def test_input_tables_with_row_level_deletes_are_refused_and_scored_once_compact
             i: 2 * i for i in range(100) if i != 7}, fmt
 
 
-def test_spark_reads_partitioned_tables_partition_values_from_their_metadata(shardscore, tmp_path: Path):
+def test_spark_reads_partitioned_tables_partition_values_from_their_metadata(shardscore, spark, tmp_path: Path):
     """--partition-table: the files hold no `date`; Spark's Iceberg (identity partition constants) and Delta
     (partitionValues) readers give each row its folder's date, and a filter on it reads only that partition."""
     dates, catalog, delta = _hive_input(tmp_path), Catalog(tmp_path), tmp_path / "delta"
@@ -97,4 +137,4 @@ def test_spark_reads_partitioned_tables_partition_values_from_their_metadata(sha
     reads = [{"format": fmt, "path": path, "columns": columns, **extra}
              for fmt, path in (("iceberg", catalog.table().metadata_location), ("delta", str(delta)))
              for extra in ({}, {"where": f"date = '{DATES[0]}'"})]
-    assert spark_rows(*reads) == [want, first_day, want, first_day]
+    assert spark.rows(*reads) == [want, first_day, want, first_day]
