@@ -332,6 +332,10 @@ def _node_args(cluster: RayCluster) -> list[str]:
             "--object-store-memory", str(300 * 2**20)]
 
 
+#: The worker nodes of the tests' clusters, by the resource each has: (CPUs, GPUs).
+WORKER_NODES = {"cpu_group": ("2", "0"), "gpu_group": ("1", "1")}
+
+
 def start_ray_cluster(temp_dir: Path, **env: str) -> RayCluster:
     """The suite's cluster; `env` reaches every node's processes (Ray's agents included). Each worker node keeps its
     session in `<temp_dir>-<role>`, as pods each have their own disk: nodes sharing one session folder share one
@@ -348,7 +352,7 @@ def start_ray_cluster(temp_dir: Path, **env: str) -> RayCluster:
             "--num-cpus", "0", "--num-gpus", "0", "--temp-dir", str(temp_dir), "--resources", '{"head": 1}',
             *_node_args(cluster)]
     cluster.ray(*head)
-    for role, cpus, gpus in (("cpu_group", "2", "0"), ("gpu_group", "1", "1")):
+    for role, (cpus, gpus) in WORKER_NODES.items():
         cluster.ray("start", "--address", cluster.address, "--num-cpus", cpus, "--num-gpus", gpus,
                     "--resources", json.dumps({role: 1}), "--temp-dir", f"{temp_dir}-{role}", *_node_args(cluster))
 
@@ -357,7 +361,7 @@ def start_ray_cluster(temp_dir: Path, **env: str) -> RayCluster:
         return nodes if len(nodes) == 3 else None
 
     for node in wait_for(all_nodes, 120, "3 live Ray nodes", interval=1):
-        role = next(r for r in ("head", "cpu_group", "gpu_group") if r in node["Resources"])
+        role = next(r for r in ("head", *WORKER_NODES) if r in node["Resources"])
         cluster.node_ids[role] = node["NodeID"]
     wait_for(cluster.jobs_api_ready, 120, "the Jobs API (dashboard and the head's agent)", interval=0.5)
     return cluster
@@ -394,7 +398,7 @@ def kill_processes_mentioning(path: Path, gcs_port: int | None = None) -> None:
 def stop_ray_cluster(cluster: RayCluster) -> None:
     """Its processes, then every node's session folder (`<temp_dir>` and `<temp_dir>-<role>`)."""
     kill_processes_mentioning(cluster.temp_dir, cluster.gcs_port)
-    for folder in cluster.temp_dir.parent.glob(f"{cluster.temp_dir.name}*"):
+    for folder in (cluster.temp_dir, *(Path(f"{cluster.temp_dir}-{role}") for role in WORKER_NODES)):
         rmtree(folder)
 
 
