@@ -24,6 +24,7 @@ Nodes are found by their labels (shardscore.io/pool=cpu, nvidia.com/gpu.present=
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -142,6 +143,25 @@ class Target:
         return {**os.environ, "KUBECONFIG": self.kubeconfig}
 
 
+# The kinds the suite polls, as kubectl names them: (API path, resource, namespaced). Kube reads them through one
+# kept client instead of a kubectl process a poll: each kubectl loads its kubeconfig and makes a new TLS connection
+# to the API server, and two tests polling every 1-3 s made thousands over a run (docs/local-cluster.md: the test
+# clients' share of the e2e's CPU).
+READ_IN_PROCESS: dict[str, tuple[str, str, bool]] = {
+    **dict.fromkeys(("pod", "pods"), ("api/v1", "pods", True)),
+    **dict.fromkeys(("namespace", "namespaces"), ("api/v1", "namespaces", False)),
+    **dict.fromkeys(("job", "jobs"), ("apis/batch/v1", "jobs", True)),
+    **dict.fromkeys(("rayjob", "rayjobs"), ("apis/ray.io/v1", "rayjobs", True)),
+    **dict.fromkeys(("raycluster", "rayclusters"), ("apis/ray.io/v1", "rayclusters", True)),
+}
+
+
+def _api_path(kind: str, namespace: str, name: str = "") -> str:
+    prefix, resource, namespaced = READ_IN_PROCESS[kind]
+    scope = f"/namespaces/{namespace}" if namespaced else ""
+    return f"/{prefix}{scope}/{resource}" + (f"/{name}" if name else "")
+
+
 class Kube:
     """kubectl against the cluster under test."""
 
@@ -160,8 +180,10 @@ class Kube:
     def json(self, *args: str) -> Any:
         return json.loads(self("get", *args, "-o", "json").stdout)
 
-    def get(self, kind: str, name: str, namespace: str) -> dict | None:
+    def get(self, kind: str, name: str, namespace: str = "") -> dict | None:
         """The object, or None when there is none."""
+        if kind in READ_IN_PROCESS:
+            return self._read(_api_path(kind, namespace, name))
         proc = self("-n", namespace, "get", kind, name, "-o", "json", check=False)
         if proc.returncode != 0:
             if "NotFound" in proc.stderr:
@@ -170,8 +192,40 @@ class Kube:
         return json.loads(proc.stdout)
 
     def items(self, kind: str, namespace: str, selector: str = "") -> list[dict]:
+        """The objects as the API server lists them (without kubectl's `kind` and `apiVersion` on each)."""
+        if kind in READ_IN_PROCESS:
+            listed = self._read(_api_path(kind, namespace), {"labelSelector": selector} if selector else {})
+            if listed is None:
+                raise AssertionError(f"no {kind} in namespace {namespace}: the API server answered 404")
+            return listed["items"]
         args = ["-n", namespace, kind] + (["-l", selector] if selector else [])
         return self.json(*args)["items"]
+
+    @functools.cached_property
+    def _api(self) -> Any:
+        from kubernetes import config  # the job's own dependency (requirements.lock)
+
+        return config.new_client_from_config(config_file=self.target.kubeconfig, context=self.target.context or None)
+
+    def _read(self, path: str, query: dict[str, str] | None = None) -> dict | None:
+        """GET of an API path through the kept client: the object, or None on 404. A connection that fails is an
+        OSError, which wait_for retries, as it retries a kubectl that timed out."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        method, url, headers, _, _ = self._api.param_serialize(
+            "GET", path, query_params=list((query or {}).items()), header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        try:
+            response = self._api.call_api(method, url, header_params=headers, _request_timeout=60)
+            response.read()
+        except (ApiException, HTTPError) as exc:
+            raise OSError(f"GET {path}: {exc}") from exc
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise AssertionError(f"GET {path}: HTTP {response.status}: {response.data[:2000]!r}")
+        return json.loads(response.data)
 
     def apply(self, objs: Iterable[dict] | dict, namespace: str | None = None, *extra: str) -> str:
         docs = [objs] if isinstance(objs, dict) else list(objs)
@@ -252,14 +306,14 @@ class Namespace:
                   "--ignore-not-found", check=False)
 
     def wait_gone(self, timeout: float = 300) -> None:
-        def gone():
-            proc = self.kube("get", "namespace", self.name, check=False)
-            if proc.returncode == 0:
+        def gone() -> bool:
+            if self.kube.get("namespace", self.name) is None:
+                return True
+            if self.kube.items("pods", self.name):
                 self.shorten_grace()  # pods KubeRay made before its objects were deleted
-            return proc
+            return False
 
-        wait_for(gone, lambda p: p.returncode != 0 and "NotFound" in p.stderr, timeout,
-                 f"namespace {self.name} and its pods to be gone", interval=3)
+        wait_for(gone, bool, timeout, f"namespace {self.name} and its pods to be gone", interval=3)
 
     def __str__(self) -> str:
         return self.name

@@ -101,7 +101,7 @@ def test_the_head_pod_deleted_mid_run_the_rerun_completes_exact_without_duplicat
     # the node holds two, before the run is half done (a run's own bound grows only as workers come).
     name = install(helm, s3, ns, "head", data, "output", "cpu-values.yaml", **chart_requests,
                    **{"cluster.head.priorityClassName": head_priority, "job.maxInFlight": shards,
-                      "job.maxShardsPerTask": 1})
+                      "job.maxShardsPerTask": 1, "cluster.cpuWorkers.maxReplicas": 4})
     wait_for(lambda: kube.get("raycluster", name, ns), raycluster_ready, 300, f"RayCluster {name} to be ready")
     waiting = wait_for(lambda: unschedulable(kube, ns, name, "cpu"), bool, 120,
                        "a CPU worker the full node has no room for")
