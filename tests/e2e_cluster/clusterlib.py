@@ -163,7 +163,7 @@ def _api_path(kind: str, namespace: str, name: str = "") -> str:
 
 
 class Kube:
-    """kubectl against the cluster under test."""
+    """kubectl against the cluster under test; the kinds of READ_IN_PROCESS read through one kept client."""
 
     def __init__(self, target: Target):
         self.target = target
