@@ -3,7 +3,8 @@ Delta Lake's reference implementation, delta-spark, fetched by Spark from Maven 
 as one process serving a test module: a JVM's start and the runtimes' loading are most of a short Spark job.
 
 Run as `python spark_tables.py <warehouse>`: one JSON request a line on stdin, one answer a line on stdout, after
-REPLY (Spark and py4j may print too). Requests:
+REPLY. Whatever else prints (Spark's JVM, py4j) goes to stderr, so that the answer is the only line a request
+brings: the caller waits on the pipe with select(), which cannot see lines already in its reader's buffer. Requests:
 - {"read": [{"format": "iceberg"|"delta", "path": ..., "options": {...}, "where": <Spark SQL filter>,
   "columns": [...] (default id and score)}, ...]}: a list of [[<columns>], ...] per read, in order;
 - {"deletes": <root>}: tables with row-level deletes, which shardscore's writers never make: Iceberg v2 tables (the
@@ -16,6 +17,7 @@ A failed request answers {"error": <traceback>}."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -73,6 +75,9 @@ def deletes(spark, root: Path) -> dict:
 
 
 def main(warehouse: Path) -> None:
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # the JVM, started by session(), inherits it
+    sys.stdout = sys.stderr
     spark = session(warehouse)
     for line in sys.stdin:
         request = json.loads(line)
@@ -80,7 +85,7 @@ def main(warehouse: Path) -> None:
             answer = read(spark, request["read"]) if "read" in request else deletes(spark, Path(request["deletes"]))
         except Exception:  # noqa: BLE001 (the test shows it)
             answer = {"error": traceback.format_exc()}
-        print(REPLY + json.dumps(answer), flush=True)
+        print(REPLY + json.dumps(answer), file=answers, flush=True)
     spark.stop()
 
 
