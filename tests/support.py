@@ -345,9 +345,16 @@ def start_ray_cluster(temp_dir: Path, **env: str) -> RayCluster:
 
     Metrics go to the nodes' endpoints every 5 s instead of Ray's 10 (RAY_metrics_report_interval_ms, read by the
     raylets, the core workers and the agents): the metrics tests watch a task RUNNING that runs about 12 s. Each
-    report costs every worker process and agent some CPU, so not every second."""
+    report costs every worker process and agent some CPU, so not every second.
+
+    Each log monitor looks for new log files every 0.5 s instead of every 0.1 s (RAY_LOG_MONITOR_MANY_FILES_THRESHOLD
+    0: LogMonitor.should_update_filenames globs at every turn of its 0.1 s loop only while it tracks fewer files than
+    that). Those globs were 28 of 38 py-spy samples of the CPU node's log monitor in a `make test` run, which had
+    used 7% of a core for 33 minutes. A worker's log file appears when the worker starts (the run's warm-up), so its
+    lines still reach the driver."""
     gcs, dash = free_port(), free_port()
-    cluster = RayCluster(temp_dir, gcs, dash, base_env(RAY_metrics_report_interval_ms="5000", **env))
+    cluster = RayCluster(temp_dir, gcs, dash, base_env(RAY_metrics_report_interval_ms="5000",
+                                                       RAY_LOG_MONITOR_MANY_FILES_THRESHOLD="0", **env))
     head = ["start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
             "--num-cpus", "0", "--num-gpus", "0", "--temp-dir", str(temp_dir), "--resources", '{"head": 1}',
             *_node_args(cluster)]
