@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -121,12 +122,16 @@ def test_bad_shards_are_reported_and_the_others_finish(shardscore, tmp_path: Pat
     assert read_output(out).num_rows == manifest(out)["totals"]["rows_out"] == 3 * 400
 
 
-def _kill_a_worker_mid_run(out: Path, marker: str, after: int = 1) -> None:
-    """Once `after` shards are committed, SIGKILL a worker process whose title carries `marker`."""
+def _kill_a_worker_mid_run(out: Path, marker: str, after: int = 1, settle: float = 0) -> None:
+    """Once `after` shards are committed, and `settle` seconds later, SIGKILL a worker process whose title carries
+    `marker`. A worker keeps that title until its task function has returned, after the shard's commit
+    (ray/_private/worker.py, _changeproctitle sets ray::IDLE on the way out), so a kill right at the `after`-th
+    commit can land there and take no shard: `settle` gives the workers that just committed the time to begin
+    their next shard."""
+    wait_for(lambda: commit_count(out) >= after, 120, f"{after} committed shards")
+    time.sleep(settle)
 
     def busy_worker():
-        if commit_count(out) < after:
-            return None
         return next((p for p in psutil.process_iter(["cmdline"])
                      if any(marker in part for part in (p.info["cmdline"] or []))), None)
 
@@ -294,12 +299,13 @@ def test_a_worker_that_keeps_dying_fails_its_shard_by_name_and_a_rerun_completes
     inp = sample(tmp_path / "in", shards=6, rows=2000)
     out = tmp_path / "out"
     args = ["run", "--input", str(inp), "--output", str(out), "--model", "slow_model:load_model",
-            "--model-arg", "delay=0.25", "--batch-size", "500"]
+            "--model-arg", "delay=1", "--batch-size", "500"]
     driver = start_driver(ray_cluster, *args, "--max-retries", "0")
 
-    # After the first wave of 3 (one per slot): the workers of the second have just begun theirs. (After the first
-    # commit, the other two workers of the first wave may be past their own commit, and the kill takes nothing.)
-    _kill_a_worker_mid_run(out, "ray::score_task", after=3)
+    # After the first wave of 3 (one per slot), and a second for its workers to begin the second wave's shards (4
+    # s each): every ray::score_task process is then mid-shard. (At the third commit itself, its worker can still be
+    # returning that task: seen in CI on a loaded machine, the kill took no shard and the run succeeded.)
+    _kill_a_worker_mid_run(out, "ray::score_task", after=3, settle=1)
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 1, output[-3000:]
     failures = manifest(out)["failures"]
