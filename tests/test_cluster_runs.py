@@ -302,9 +302,9 @@ def test_a_worker_that_keeps_dying_fails_its_shard_by_name_and_a_rerun_completes
             "--model-arg", "delay=1", "--batch-size", "500"]
     driver = start_driver(ray_cluster, *args, "--max-retries", "0")
 
-    # After the first wave of 3 (one per slot), and a second for its workers to begin the second wave's shards (4
-    # s each): every ray::score_task process is then mid-shard. (At the third commit itself, its worker can still be
-    # returning that task: seen in CI on a loaded machine, the kill took no shard and the run succeeded.)
+    # After the first wave of 3 (one per slot), and a second for its workers to begin the second wave's shards
+    # (4 s each): every ray::score_task process is then mid-shard. (At the third commit itself, its worker can still
+    # be returning that task: seen in CI on a loaded machine, the kill took no shard and the run succeeded.)
     _kill_a_worker_mid_run(out, "ray::score_task", after=3, settle=1)
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 1, output[-3000:]
