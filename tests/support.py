@@ -351,13 +351,16 @@ def start_ray_cluster(temp_dir: Path, **env: str) -> RayCluster:
     0: LogMonitor.should_update_filenames globs at every turn of its 0.1 s loop only while it tracks fewer files than
     that). Those globs were 28 of 38 py-spy samples of the CPU node's log monitor in a `make test` run, which had
     used 7% of a core for 33 minutes. A worker's log file appears when the worker starts (the run's warm-up), so its
-    lines still reach the driver."""
+    lines still reach the driver.
+
+    Every port is a free one, the head's Ray Client server's too (Ray's default 10001 is one per machine): `make
+    test` runs a cluster for each of its pytest-xdist workers."""
     gcs, dash = free_port(), free_port()
     cluster = RayCluster(temp_dir, gcs, dash, base_env(RAY_metrics_report_interval_ms="5000",
                                                        RAY_LOG_MONITOR_MANY_FILES_THRESHOLD="0", **env))
     head = ["start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
             "--num-cpus", "0", "--num-gpus", "0", "--temp-dir", str(temp_dir), "--resources", '{"head": 1}',
-            *_node_args(cluster)]
+            "--ray-client-server-port", str(free_port()), *_node_args(cluster)]
     cluster.ray(*head)
     for role, (cpus, gpus) in WORKER_NODES.items():
         cluster.ray("start", "--address", cluster.address, "--num-cpus", cpus, "--num-gpus", gpus,
