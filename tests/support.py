@@ -353,8 +353,8 @@ def start_ray_cluster(temp_dir: Path, **env: str) -> RayCluster:
     used 7% of a core for 33 minutes. A worker's log file appears when the worker starts (the run's warm-up), so its
     lines still reach the driver.
 
-    Every port is a free one, the head's Ray Client server's too (Ray's default 10001 is one per machine): `make
-    test` runs a cluster for each of its pytest-xdist workers."""
+    Every port is a free one, the head's Ray Client server's too: Ray's default, 10001, is one per machine, and a
+    test's own cluster (tests/test_code_package.py) runs beside this one."""
     gcs, dash = free_port(), free_port()
     cluster = RayCluster(temp_dir, gcs, dash, base_env(RAY_metrics_report_interval_ms="5000",
                                                        RAY_LOG_MONITOR_MANY_FILES_THRESHOLD="0", **env))
