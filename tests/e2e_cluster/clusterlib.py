@@ -706,15 +706,22 @@ def rerun(kube, ns: str, name: str) -> dict:
     return old
 
 
-def run_chart_once(kube, helm, s3, ns: str, release: str, sets: dict) -> dict:
-    """One ephemeral RayJob of the chart (`job.model` and the rest in `sets`), to its end; the finished RayJob,
-    whose cluster KubeRay then deletes."""
+def run_chart_once(kube, helm, s3, ns: str, release: str, sets: dict, on: str | None = None) -> dict:
+    """One RayJob of the chart (`job.model` and the rest in `sets`), to its end; the finished RayJob. By default
+    ephemeral: a cluster of its own, which KubeRay then deletes. With `on`, on a long-lived RayCluster of
+    cpu-values.yaml: the release's own (`on=fullname(release)`), left running for the next runs, or another
+    release's (a RayJob alone: no cluster to start)."""
+    if on is None:
+        values, mode = "ephemeral-values.yaml", {"rayJob.ttlSecondsAfterFinished": 5}
+    else:
+        values, mode = "cpu-values.yaml", {} if on == fullname(release) else {"cluster.create": False,
+                                                                              "rayJob.clusterName": on}
     helm("install", release, str(CHART), "-n", ns,
-         *values_args([CI_VALUES / "ephemeral-values.yaml", E2E_VALUES / "local-cluster.yaml"],
+         *values_args([CI_VALUES / values, E2E_VALUES / "local-cluster.yaml"],
                       {"objectStore.endpoint": s3.endpoint, "job.keyColumns": [ROW_KEY], "job.modelArgs": None,
-                       "rayJob.ttlSecondsAfterFinished": 5, **sets}))
+                       **mode, **sets}))
     name = fullname(release)
-    log(f"helm install {release}: RayJob {name}")
+    log(f"helm install {release}: RayJob {name}" + (f" on RayCluster {on}" if on else ""))
     return wait_for(lambda: kube.get("rayjob", name, ns), rayjob_finished, 600, f"RayJob {name} to finish")
 
 

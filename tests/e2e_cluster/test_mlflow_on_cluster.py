@@ -99,19 +99,21 @@ def test_a_registered_alias_scores_on_the_cluster_and_moving_it_refuses_until_ov
            "job.modelArgs": {"uri": f"models:/{NAME}@champion"}, "job.input": data.uri,
            "job.output": f"s3://{ns}/scores"}
 
-    final = run_chart_once(kube, helm, s3, ns, "champion1", job)
+    # Three runs, one RayCluster: the first release's (cpu-values.yaml), on which the next two run RayJobs alone.
+    cluster = fullname("champion1")
+    final = run_chart_once(kube, helm, s3, ns, "champion1", job, on=cluster)
     assert rayjob_succeeded(final), final["status"]
     first = _assert_scored_by(s3, ns, frame, models[0], 1)
 
     import mlflow
 
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", 2)
-    final = run_chart_once(kube, helm, s3, ns, "champion2", {**job, "rayJob.backoffLimit": 0})  # refused once
+    final = run_chart_once(kube, helm, s3, ns, "champion2", job, on=cluster)  # refused
     assert not rayjob_succeeded(final), final["status"]
     said = (final["status"].get("message") or "") + "\n".join(job_logs(kube, ns, fullname("champion2")))
     assert "scored by another model" in said, said[-3000:]
     assert _assert_scored_by(s3, ns, frame, models[0], 1) == first  # refused: nothing of version 2 was written
 
-    final = run_chart_once(kube, helm, s3, ns, "champion3", {**job, "job.overwrite": True})
+    final = run_chart_once(kube, helm, s3, ns, "champion3", {**job, "job.overwrite": True}, on=cluster)
     assert rayjob_succeeded(final), final["status"]
     assert _assert_scored_by(s3, ns, frame, models[1], 2) != first

@@ -60,7 +60,10 @@ def test_code_shipped_as_a_zip_on_s3_scores_and_its_next_version_is_another_mode
     data = write_input(s3, ns, "input", shards=3, rows=2000)
     first = ship()
     job = {"job.model": MODEL, "job.input": data.uri, "job.output": f"s3://{ns}/scores"}
-    final = run_chart_once(kube, helm, s3, ns, "zip1", {**job, "rayJob.runtimeEnvYAML": f"working_dir: {first}\n"})
+    # Both versions on one RayCluster, the first release's: each Ray job gets its own working_dir and workers.
+    cluster = fullname("zip1")
+    final = run_chart_once(kube, helm, s3, ns, "zip1", {**job, "rayJob.runtimeEnvYAML": f"working_dir: {first}\n"},
+                           on=cluster)
     assert rayjob_succeeded(final), final["status"]
     assert_exact(s3, data, "scores")
     identity = manifest_of(s3, ns, "scores")["model"]["identity"]
@@ -68,8 +71,8 @@ def test_code_shipped_as_a_zip_on_s3_scores_and_its_next_version_is_another_mode
     write_team_project(project, even=False)
     second = ship()
     assert second != first, (first, second)
-    final = run_chart_once(kube, helm, s3, ns, "zip2", {**job, "rayJob.runtimeEnvYAML": f"working_dir: {second}\n",
-                                                         "rayJob.backoffLimit": 0})  # refused: no second cluster
+    final = run_chart_once(kube, helm, s3, ns, "zip2", {**job, "rayJob.runtimeEnvYAML": f"working_dir: {second}\n"},
+                           on=cluster)  # refused
     assert not rayjob_succeeded(final), final["status"]
     said = (final["status"].get("message") or "") + "\n".join(job_logs(kube, ns, fullname("zip2")))
     assert "scored by another model" in said, said[-3000:]
