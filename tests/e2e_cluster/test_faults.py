@@ -91,7 +91,7 @@ def test_the_head_pod_deleted_mid_run_the_rerun_completes_exact_without_duplicat
     seen in every run that logged it)."""
     ns = s3_namespace.name
     shards = 16
-    rows = 2000  # 6 s a shard (4 batches of 1.5 s): the rerun, alone on the cluster, takes about 45 s
+    rows = 2000  # 6 s a shard (4 batches of 1.5 s): mid-run at the kill, and less left to resume after it
     data = write_input(s3, ns, "input", shards=shards, rows=rows)
     # The head's pod (700m and its autoscaler's 200m) and two workers of 500m: 1900m of the node's 2000m. The
     # overlay's requests are lower and its limits higher (its comment says why); memory as the overlay's limits.
