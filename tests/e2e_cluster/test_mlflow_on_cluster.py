@@ -103,8 +103,8 @@ def test_a_registered_alias_scores_on_the_cluster_and_moving_it_refuses_until_ov
     # idle workers stay between runs: with the overlay's 30 s the autoscaler removed them before the third run, which
     # then took 2 minutes, a new worker pod's start included (seen).
     cluster = fullname("champion1")
-    job["cluster.autoscaling.idleTimeoutSeconds"] = 300
-    final = run_chart_once(kube, helm, s3, ns, "champion1", job, on=cluster)
+    final = run_chart_once(kube, helm, s3, ns, "champion1", {**job, "cluster.autoscaling.idleTimeoutSeconds": 300},
+                           on=cluster)
     assert rayjob_succeeded(final), final["status"]
     first = _assert_scored_by(s3, ns, frame, models[0], 1)
 

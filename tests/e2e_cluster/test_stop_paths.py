@@ -107,7 +107,7 @@ def test_a_tick_past_its_deadline_aborts_its_run_in_grace_and_the_next_tick_comp
     ticks = Ticks(kube, helm, s3, ns)
     # 10 s per shard (4 batches of 2.5 s), 120 s of scoring on the overlay's 2 workers: still going at the deadline,
     # LEAD s after the tick starts, however fast the driver starts (25 to 60 s seen: at most 65 s of scoring, 13
-    # shards, by then), and a shard committed well before it. The rerun scores the rest (the longer, the slower).
+    # shards, by then), and a shard committed well before it. The next tick scores what is left.
     data = write_input(s3, ns.name, "input", shards=24, rows=2000)
     values = {**slow_model_values(delay=2.5), "job.batchSize": 500}
     lead = 90
