@@ -14,6 +14,10 @@ import pytest
 SPEC = "shardscore.models.hf_model:load_model"
 WORDS = "the a taxi ride was good bad late early cheap long short driver car city night day fare tip".split()
 LABELS = {0: "neg", 1: "neu", 2: "pos"}
+#: Every run on one worker at a time (2 CPUs: only the cluster's CPU node has them, tests/support.py WORKER_NODES):
+#: these tests are about the answers, and each worker process imports torch and transformers, the suite's costliest
+#: start (the file took 271 CPU seconds in a `make test` of 2026-12-07 with a worker per CPU).
+ONE_WORKER = ("--num-cpus-per-worker", "2")
 
 
 def _texts(n: int, seed: int) -> list[str]:
@@ -50,7 +54,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 def _run(shardscore, models: dict, out: Path, *args: str, env: dict | None = None):
     r = shardscore("run", "--input", str(models["input"]), "--output", str(out), "--model", SPEC, "--key-columns", "id",
-                   *[a for arg in args for a in ("--model-arg", arg)], env=env)
+                   *ONE_WORKER, *[a for arg in args for a in ("--model-arg", arg)], env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
@@ -123,7 +127,7 @@ def test_a_null_text_is_rejected_alone(shardscore, models: dict, tmp_path: Path)
     pq.write_table(pa.table({"id": list(range(40)), "review": texts}), inp / "part-0.parquet")
     r = shardscore("run", "--input", str(inp), "--output", str(tmp_path / "out"), "--model", SPEC, "--key-columns",
                    "id", "--model-arg", f"path={models['classifier']}", "--model-arg", "column=review",
-                   "--max-bad-rows", "1")
+                   "--max-bad-rows", "1", *ONE_WORKER)
     assert r.returncode == 0, r.stderr[-3000:]
     rejected = pq.read_table(tmp_path / "out" / "_rejected" / "part-0.pq")
     assert rejected.column("id").to_pylist() == [13]
