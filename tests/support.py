@@ -335,6 +335,11 @@ def _node_args(cluster: RayCluster) -> list[str]:
 #: The worker nodes of the tests' clusters, by the resource each has: (CPUs, GPUs).
 WORKER_NODES = {"cpu_group": ("2", "0"), "gpu_group": ("1", "1")}
 
+#: `shardscore run` options that keep a run to one worker process at a time (2 CPUs: only the CPU node has them), for
+#: the tests of a model library's answers: every worker process imports the library, the costliest part of a run's
+#: start (tests/test_hf_model.py took 206 s and 343 CPU seconds with a worker per CPU, 141 s and 183 with one).
+ONE_WORKER = ("--num-cpus-per-worker", "2")
+
 
 def start_ray_cluster(temp_dir: Path, **env: str) -> RayCluster:
     """The suite's cluster; `env` reaches every node's processes (Ray's agents included). Each worker node keeps its

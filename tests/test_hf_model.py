@@ -11,13 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from support import ONE_WORKER
+
 SPEC = "shardscore.models.hf_model:load_model"
 WORDS = "the a taxi ride was good bad late early cheap long short driver car city night day fare tip".split()
 LABELS = {0: "neg", 1: "neu", 2: "pos"}
-#: Every run on one worker at a time (2 CPUs: only the cluster's CPU node has them, tests/support.py WORKER_NODES):
-#: these tests are about the answers, and each worker process imports torch and transformers, the suite's costliest
-#: start (the file took 271 CPU seconds in a `make test` of 2026-12-07 with a worker per CPU).
-ONE_WORKER = ("--num-cpus-per-worker", "2")
 
 
 def _texts(n: int, seed: int) -> list[str]:

@@ -15,6 +15,7 @@ import pytest
 
 from datasets import retype, sample
 from shardscore.model import ModelSpec
+from support import ONE_WORKER
 
 SPEC = "shardscore.models.mlflow_model:load_model"
 FEATURES = ["passenger_count", "trip_distance", "fare_amount", "tip_amount"]
@@ -53,7 +54,7 @@ def registry(mlflow_server, tmp_path_factory) -> dict:
 
 def _run(shardscore, registry: dict, out: Path, uri: str, *more: str):
     return shardscore("run", "--input", str(registry["input"]), "--output", str(out), "--model", SPEC,
-                      "--model-arg", f"uri={uri}", *more, env=registry["env"])
+                      "--model-arg", f"uri={uri}", *ONE_WORKER, *more, env=registry["env"])
 
 
 def _assert_scored_by(out: Path, registry: dict, version: int) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from datasets import drop_column, sample
 from shardscore.model import ModelSpec, load
+from support import ONE_WORKER
 
 FEATURES = ["passenger_count", "trip_distance", "fare_amount", "tip_amount", "tolls_amount"]
 LOADERS = {"sklearn": "shardscore.models.sklearn_model:load_model",
@@ -126,7 +127,7 @@ def test_every_prediction_is_the_librarys_own(shardscore, trained: dict, tmp_pat
     loader, args, reference = trained["cases"][case]
     out = tmp_path / "out"
     r = shardscore("run", "--input", str(trained["input"]), "--output", str(out), "--model", LOADERS[loader],
-                   *[a for arg in args for a in ("--model-arg", arg)], "--key-columns", "vendor_id")
+                   *[a for arg in args for a in ("--model-arg", arg)], "--key-columns", "vendor_id", *ONE_WORKER)
     assert r.returncode == 0, r.stderr[-3000:]
     for shard in sorted(trained["input"].glob("*.parquet")):
         got = pq.read_table(out / shard.name)
@@ -147,7 +148,7 @@ def test_a_model_file_on_s3(shardscore, s3, trained: dict, tmp_path: Path):
     s3.client().upload_file(str(trained["root"] / "gbm.txt"), bucket, "gbm/v1.txt")
     out = tmp_path / "out"
     r = shardscore("run", "--input", str(trained["input"]), "--output", str(out), "--model", LOADERS["lightgbm"],
-                   "--model-arg", f"path=s3://{bucket}/gbm/v1.txt",
+                   "--model-arg", f"path=s3://{bucket}/gbm/v1.txt", *ONE_WORKER,
                    env={**s3.credentials, "AWS_ENDPOINT_URL": s3.endpoint})
     assert r.returncode == 0, r.stderr[-3000:]
     _, _, reference = trained["cases"]["lightgbm text, binary"]
