@@ -7,12 +7,16 @@ local cluster and `make e2e-kind` on a kind cluster (clusterlib.Target says how 
 
 from __future__ import annotations
 
+import uuid
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
-from .clusterlib import (HostS3, Helm, Kube, Namespace, Target, Unavailable, diagnostics, log, model_configmap,
-                         namespace_name, s3_secret)
+from support import make_tempdir, write_team_project
+
+from .clusterlib import (HostS3, Helm, Kube, Namespace, Target, Unavailable, build_derived_image, diagnostics,
+                         load_into_nodes, log, model_configmap, namespace_name, s3_secret, skip_without_base_image)
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,7 +29,9 @@ FIRST = ("test_cluster_smoke.py", "test_gpu_release.py", "test_mlflow_on_cluster
 
 #: Test files that `-n N --dist loadfile` (tests/e2e_cluster/run.sh) runs on one pytest-xdist worker, one test after
 #: the other, as if they were one file: their pods share the GPU node's two fake GPUs.
-SAME_WORKER = {"test_cluster_smoke.py": "test_gpu_release.py"}
+SAME_WORKER = {"test_cluster_smoke.py": "test_gpu_release.py",
+               # and these two share one derived image (the derived_image fixture)
+               "test_own_model.py": "test_mlflow_on_cluster.py"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -111,6 +117,21 @@ def s3(target) -> HostS3:
     log(f"S3 server on the host at {server.endpoint} (log {server.log_path})")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def derived_image(target) -> str:
+    """An image derived from shardscore's (image/derived/build.sh) as a team builds one, loaded into the nodes: the
+    team's package folder (tests/support.py, write_team_project, module `teammodel`) and the MLflow loader's
+    libraries, at this venv's versions (the registry's model is pickled by its scikit-learn). test_own_model.py and
+    test_mlflow_on_cluster.py run on one xdist worker (SAME_WORKER) and share it: a build and an import into both
+    nodes took 2 to 3 minutes each in a run of 2026-12-07."""
+    skip_without_base_image()
+    ref = f"shardscore-derived:e2e-{uuid.uuid4().hex[:6]}"
+    build_derived_image(ref, str(write_team_project(make_tempdir("team-") / "teammodel")),
+                        f"mlflow-skinny=={version('mlflow-skinny')}", f"scikit-learn=={version('scikit-learn')}")
+    load_into_nodes(ref)
+    return ref
 
 
 def make_namespace(kube: Kube, hint: str, s3: HostS3 | None = None, labels: dict | None = None) -> Namespace:

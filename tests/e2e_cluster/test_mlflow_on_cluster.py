@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import uuid
-from importlib.metadata import version
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,8 +17,8 @@ import pytest
 
 from support import MLFLOW_SERVER, make_tempdir, start_mlflow, stop_process
 
-from .clusterlib import (ROW_KEY, S3_CREDENTIALS, Dataset, build_derived_image, fullname, job_logs, load_into_nodes,
-                         log, manifest_of, rayjob_succeeded, run_chart_once, skip_without_base_image, write_input)
+from .clusterlib import (ROW_KEY, S3_CREDENTIALS, Dataset, fullname, job_logs, log, manifest_of, rayjob_succeeded,
+                         run_chart_once, write_input)
 
 SPEC = "shardscore.models.mlflow_model:load_model"
 NAME = "e2e-riders"
@@ -81,17 +80,12 @@ def _assert_scored_by(s3, ns: str, frame, model, version_: int) -> str:
 
 
 def test_a_registered_alias_scores_on_the_cluster_and_moving_it_refuses_until_overwrite(
-        kube, helm, s3, s3_namespace, tracking, monkeypatch):
-    skip_without_base_image()
+        kube, helm, s3, s3_namespace, tracking, monkeypatch, derived_image):
     ns = s3_namespace.name
     data = write_input(s3, ns, "input", shards=3, rows=2000)
     frame = _frame(s3, data)
     models = _register(tracking, s3, frame, monkeypatch)
-    ref = f"shardscore-mlflow:e2e-{uuid.uuid4().hex[:6]}"
-    # The registry's model was pickled by this venv's scikit-learn: the image gets the same one.
-    build_derived_image(ref, f"mlflow-skinny=={version('mlflow-skinny')}", f"scikit-learn=={version('scikit-learn')}")
-    load_into_nodes(ref)
-    repository, tag = ref.split(":")
+    repository, tag = derived_image.split(":")  # with this venv's scikit-learn, which pickled the registry's model
     env = [{"name": "MLFLOW_TRACKING_URI", "value": tracking.uri},
            {"name": "MLFLOW_S3_ENDPOINT_URL", "value": s3.endpoint},
            {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"}]

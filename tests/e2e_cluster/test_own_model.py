@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 
 
 from support import BIN, base_env, make_tempdir, write_team_project
 
-from .clusterlib import (assert_exact, build_derived_image, fullname, job_logs, load_into_nodes, manifest_of,
-                         rayjob_succeeded, run_chart_once, skip_without_base_image, write_input)
+from .clusterlib import assert_exact, fullname, job_logs, manifest_of, rayjob_succeeded, run_chart_once, write_input
 
 MODEL = "teammodel.score:load_model"
 
 
-def test_a_derived_image_scores_with_the_teams_package(kube, helm, s3, s3_namespace):
-    skip_without_base_image()
+def test_a_derived_image_scores_with_the_teams_package(kube, helm, s3, s3_namespace, derived_image):
     ns = s3_namespace.name
-    project = write_team_project(make_tempdir("team-") / "teammodel")
-    ref = f"shardscore-team:e2e-{uuid.uuid4().hex[:6]}"
-    build_derived_image(ref, str(project))
+    ref = derived_image
     # As the image runs (uid 1000): the package is in shardscore's venv, and pandas is still shardscore's pin.
     check = subprocess.run(["docker", "run", "--rm", ref, "python", "-c",
                             "import teammodel.score, pandas; print(teammodel.score.__file__, pandas.__version__)"],
@@ -34,7 +29,6 @@ def test_a_derived_image_scores_with_the_teams_package(kube, helm, s3, s3_namesp
     assert check.returncode == 0 and check.stdout.startswith("/opt/venv/lib/python3.11/site-packages/teammodel/"), \
         check.stderr
     assert check.stdout.split()[1] == "3.1.1", check.stdout  # requirements.lock's pandas, not a newer one
-    load_into_nodes(ref)
 
     data = write_input(s3, ns, "input", shards=3, rows=2000)
     repository, tag = ref.split(":")
