@@ -125,7 +125,12 @@ def test_a_killed_run_is_recorded_by_the_rerun_and_every_shard_is_listed_once(sh
     runs = _runs(shardscore, str(out))
     assert len(runs) == 2 and runs[0]["status"].startswith("ended without its record (killed?); recorded by run "
                                                            f"{runs[1]['run_id']}"), runs
-    assert len(_added(runs[0])) == killed
+    # What the killed run committed, by its commit records: a worker of it may still commit the shard it was scoring
+    # after the driver's death (Ray ends a dead driver's workers once its job is marked finished; seen in a `make
+    # test` run: 3 records, 2 counted at the kill).
+    by_killed = sorted(r["shard_id"] for r in map(json.loads, map(Path.read_text, (out / "_shardscore" / "commits")
+                                                                  .glob("*.json"))) if r["run_id"] == runs[0]["run_id"])
+    assert len(by_killed) >= killed and sorted(_added(runs[0])) == by_killed, (by_killed, killed)
     listed = _added(runs[0]) + _added(runs[1])
     assert sorted(listed) == [f"f{i}.parquet" for i in range(8)]  # every shard, once
 
