@@ -22,7 +22,9 @@ venv: $(STAMP)
 UV_VERSION := 0.13.10
 UV := $(TOOLS)/uv/bin/uv
 # $(call uv_install,VENV,WHAT): create VENV unless it exists, then install WHAT (uv pip install arguments) into it.
-uv_install = (test -x $(1)/bin/python || $(UV) venv -q --python $(PYTHON) $(1)) && \
+# --seed: with pip in it, as a venv of `python -m venv` has (image/derived/build.sh runs `python3 -m pip wheel`, and
+# .venv/bin comes first on make test's PATH).
+uv_install = (test -x $(1)/bin/python || $(UV) venv -q --seed --python $(PYTHON) $(1)) && \
 	$(UV) pip install -q --python $(1)/bin/python --compile-bytecode $(2)
 
 $(UV):
