@@ -470,6 +470,12 @@ def commit_count(out: Path) -> int:
     return len(list(d.glob("*.json"))) if d.exists() else 0
 
 
+def commit_records(out: Path) -> list[dict]:
+    """The commit records of a local output's shards so far (commit.ShardResult.to_dict), by file name."""
+    d = out / "_shardscore" / "commits"
+    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
+
+
 TEAM_MODEL = """import pandas as pd
 
 EVEN = {even}

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datasets import read_output
-from support import DriverOutput, commit_count, start_driver, wait_for
+from support import DriverOutput, commit_count, commit_records, start_driver, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -128,8 +128,7 @@ def test_a_killed_run_is_recorded_by_the_rerun_and_every_shard_is_listed_once(sh
     # What the killed run committed, by its commit records: a worker of it may still commit the shard it was scoring
     # after the driver's death (Ray ends a dead driver's workers once its job is marked finished; seen in a `make
     # test` run: 3 records, 2 counted at the kill).
-    by_killed = sorted(r["shard_id"] for r in map(json.loads, map(Path.read_text, (out / "_shardscore" / "commits")
-                                                                  .glob("*.json"))) if r["run_id"] == runs[0]["run_id"])
+    by_killed = sorted(r["shard_id"] for r in commit_records(out) if r["run_id"] == runs[0]["run_id"])
     assert len(by_killed) >= killed and sorted(_added(runs[0])) == by_killed, (by_killed, killed)
     listed = _added(runs[0]) + _added(runs[1])
     assert sorted(listed) == [f"f{i}.parquet" for i in range(8)]  # every shard, once

@@ -124,8 +124,8 @@ def derived_image(target) -> str:
     """An image derived from shardscore's (image/derived/build.sh) as a team builds one, loaded into the nodes: the
     team's package folder (tests/support.py, write_team_project, module `teammodel`) and the MLflow loader's
     libraries, at this venv's versions (the registry's model is pickled by its scikit-learn). test_own_model.py and
-    test_mlflow_on_cluster.py run on one xdist worker (SAME_WORKER) and share it: a build and an import into both
-    nodes took 2 to 3 minutes each in a run of 2026-12-07."""
+    test_mlflow_on_cluster.py run on one xdist worker (SAME_WORKER) and share it: each built and imported its own
+    before (the MLflow scenario's build and import into both nodes: 142 s in a run of 2026-12-07)."""
     skip_without_base_image()
     ref = f"shardscore-derived:e2e-{uuid.uuid4().hex[:6]}"
     build_derived_image(ref, str(write_team_project(make_tempdir("team-") / "teammodel")),
